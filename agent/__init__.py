@@ -1,0 +1,3 @@
+"""The cloudassist agent."""
+
+__version__ = "0.1.0"

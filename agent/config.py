@@ -1,0 +1,75 @@
+"""Agent configuration: command-line flags with environment variable fallbacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_PREFIX = "CLOUDASSIST_AGENT_"
+
+
+def default_state_dir() -> Path:
+    if os.name == "posix" and os.geteuid() == 0:
+        return Path("/var/lib/cloudassist-agent")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cloudassist-agent"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server: str = "127.0.0.1:50051"
+    instance_id: str = ""
+    region_id: str = "cn-hangzhou"
+    state_dir: Path = Path("state")
+    kill_grace_seconds: float = 5.0
+    max_backoff_seconds: float = 30.0
+    log_level: str = "INFO"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = AgentConfig()
+    parser = argparse.ArgumentParser(
+        prog="cloudassist-agent",
+        description="The cloudassist agent: keeps one stream open to the server and runs the "
+        "scripts it is sent. Every flag can also be set with an environment variable "
+        "CLOUDASSIST_AGENT_<FLAG> (e.g. CLOUDASSIST_AGENT_SERVER).",
+    )
+    add = parser.add_argument
+    add("--server", default=_env("server", defaults.server),
+        help="host:port of the cloudassist server [%(default)s]")
+    add("--instance-id", default=_env("instance-id", ""),
+        help="this machine's instance id; default: the one saved in the state directory, or "
+        "a new random i-... id saved there")
+    add("--region", dest="region_id", default=_env("region", defaults.region_id),
+        help="the region this instance belongs to [%(default)s]")
+    add("--state-dir", type=Path, default=Path(_env("state-dir", str(default_state_dir()))),
+        help="where unacknowledged output, results and the instance id are kept "
+        "[%(default)s]")
+    add("--kill-grace", type=float,
+        default=float(_env("kill-grace", str(defaults.kill_grace_seconds))),
+        help="seconds between SIGTERM and SIGKILL when a task is stopped [%(default)s]")
+    add("--max-backoff", type=float,
+        default=float(_env("max-backoff", str(defaults.max_backoff_seconds))),
+        help="longest wait between reconnect attempts, seconds [%(default)s]")
+    add("--log-level", default=_env("log-level", defaults.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[%(default)s]")
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> AgentConfig:
+    args = build_parser().parse_args(argv)
+    return AgentConfig(
+        server=args.server,
+        instance_id=args.instance_id,
+        region_id=args.region_id,
+        state_dir=args.state_dir,
+        kill_grace_seconds=args.kill_grace,
+        max_backoff_seconds=args.max_backoff,
+        log_level=args.log_level,
+    )

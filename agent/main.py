@@ -1,0 +1,39 @@
+"""`cloudassist-agent`: connects to the server and runs what it is sent until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from agent.config import parse_config
+from agent.session import Agent
+
+
+async def run_agent(argv: list[str] | None = None) -> None:
+    config = parse_config(argv)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    agent = Agent(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.stop)
+    await agent.run()
+
+
+def main() -> None:
+    if os.name != "posix":
+        sys.exit("cloudassist-agent runs on Linux and other POSIX systems only, for now")
+    try:
+        asyncio.run(run_agent())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

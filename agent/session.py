@@ -1,0 +1,488 @@
+"""The agent's side of AgentService.Connect: one stream, reconnected with backoff, resumed.
+
+Per connection: one reader (dispatch, cancel, ack), one writer draining a bounded outbox, an
+uploader that turns the spool into messages (accepted, output from the last acknowledged
+offset, results), and a heartbeat. Everything the server has not acknowledged stays in the
+spool and is sent again on the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import random
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.executor import (
+    LaunchError,
+    TaskProcess,
+    kill_leftover,
+    plan_launch,
+    process_start_time,
+    remove_script,
+)
+from agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
+from cloudassist.v1 import agent_pb2 as pb
+from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CHUNK = 256 * 1024
+# Unacknowledged output per task on the wire; the server acknowledges after each commit.
+WINDOW = 4 * 1024 * 1024
+OUTBOX = 64
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    # The agent reconnects on its own schedule (backoff with jitter below).
+    ("grpc.enable_retries", 0),
+]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ts(ms: int | None) -> Timestamp | None:
+    if ms is None:
+        return None
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+@dataclass
+class HeldTask:
+    """A task the agent holds, and how far the current connection has got with it."""
+
+    spooled: SpooledTask
+    process: TaskProcess | None = None
+    runner: asyncio.Task[None] | None = None
+    acked: int = 0
+    sent: int = 0
+    announced: bool = False
+    result_sent: bool = False
+    stop_requested: str = ""  # "", "stop" or "timeout"
+    forget_when_done: bool = False
+
+    @property
+    def meta(self) -> TaskMeta:
+        return self.spooled.meta
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, so a fleet does not reconnect in step."""
+
+    cap: float
+    base: float = 0.5
+    attempts: int = field(default=0)
+
+    def next_delay(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempts))
+        self.attempts = min(self.attempts + 1, 30)
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.spool = Spool(config.state_dir)
+        self.instance_id = self.spool.instance_id(config.instance_id)
+        self.tasks: dict[str, HeldTask] = {}
+        self._changed = asyncio.Event()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="spool-io")
+        self._stopping = asyncio.Event()
+        self._call: grpc.aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse] | None = None
+        self.connected = asyncio.Event()
+
+    async def _disk(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    # Start-up ---------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Loads the spool; tasks that were running when the agent stopped are killed and
+        reported as ClientRestarted, with the output they had produced."""
+        for spooled in await self._disk(self.spool.load):
+            meta = spooled.meta
+            if meta.result is None:
+                if meta.pid is not None and await self._disk(
+                    kill_leftover, meta.pid, meta.proc_start
+                ):
+                    log.warning("killed process group %d left from task %s", meta.pid, meta.task_id)
+                remove_script(meta.script_dir)
+                meta.produced = max(meta.produced, spooled.size)
+                meta.result = TaskResult(
+                    "error",
+                    now_ms(),
+                    error_code="ClientRestarted",
+                    error_info="the agent restarted while the script was running",
+                )
+                await self._disk(spooled.save)
+            self.tasks[meta.task_id] = HeldTask(spooled)
+        if self.tasks:
+            log.info("resuming %d tasks from %s", len(self.tasks), self.config.state_dir)
+
+    # Connection loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.recover()
+        backoff = Backoff(self.config.max_backoff_seconds)
+        while not self._stopping.is_set():
+            try:
+                welcomed = await self._session(backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                welcomed = False
+                log.info("connection to %s ended: %s", self.config.server, _brief(exc))
+            finally:
+                self.connected.clear()
+            if self._stopping.is_set():
+                break
+            delay = random.uniform(0, 1) if welcomed else backoff.next_delay()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        await self._shutdown_tasks()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    def _hello(self) -> pb.Hello:
+        is_windows = platform.system() == "Windows"
+        return pb.Hello(
+            instance_id=self.instance_id,
+            region_id=self.config.region_id,
+            os_type=instance_pb2.OS_TYPE_WINDOWS if is_windows else instance_pb2.OS_TYPE_LINUX,
+            hostname=socket.gethostname(),
+            agent_version=__version__,
+            tasks=[
+                pb.TaskProgress(
+                    task_id=task_id,
+                    output_size=held.spooled.size,
+                    finished=held.meta.result is not None,
+                )
+                for task_id, held in self.tasks.items()
+            ],
+        )
+
+    async def _session(self, backoff: Backoff) -> bool:
+        """One connection, until it breaks or the server asks to reconnect.
+
+        Returns whether the server welcomed the agent (then the next attempt need not wait).
+        """
+        async with grpc.aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS) as channel:
+            call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
+            self._call = call
+            await call.write(pb.ConnectRequest(hello=self._hello()))
+            first = await call.read()
+            if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
+                raise ConnectionError("the server did not answer hello with welcome")
+            await self._welcome(first.welcome)
+            backoff.reset()
+            self.connected.set()
+            log.info("connected to %s as %s", self.config.server, self.instance_id)
+            outbox: asyncio.Queue[pb.ConnectRequest] = asyncio.Queue(OUTBOX)
+            helpers = [
+                asyncio.create_task(self._writer(call, outbox)),
+                asyncio.create_task(self._uploader(outbox)),
+                asyncio.create_task(
+                    self._heartbeats(outbox, max(1, first.welcome.heartbeat_interval_seconds))
+                ),
+            ]
+            try:
+                while True:
+                    message = await call.read()
+                    if message is grpc.aio.EOF:
+                        return True
+                    if message.WhichOneof("message") == "reconnect":
+                        log.info("server asked to reconnect: %s", message.reconnect.reason)
+                        return True
+                    await self._handle(message)
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+                for helper in helpers:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await helper
+                call.cancel()
+                self._call = None
+
+    async def _welcome(self, welcome: pb.Welcome) -> None:
+        acks = {ack.task_id: ack for ack in welcome.acks}
+        for task_id, held in list(self.tasks.items()):
+            ack = acks.get(task_id)
+            held.acked = held.sent = ack.offset if ack else 0
+            held.announced = True  # the hello told the server about it
+            held.result_sent = False
+            if ack and ack.result_stored:
+                await self._forget_or_mark(held)
+        self._changed.set()
+
+    async def _forget_or_mark(self, held: HeldTask) -> None:
+        if held.meta.result is not None:
+            await self._disk(self.spool.forget, held.spooled)
+            self.tasks.pop(held.meta.task_id, None)
+        else:
+            held.forget_when_done = True
+
+    async def _writer(
+        self,
+        call: grpc.aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse],
+        outbox: asyncio.Queue[pb.ConnectRequest],
+    ) -> None:
+        try:
+            while True:
+                await call.write(await outbox.get())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("sending to the server failed: %s", _brief(exc))
+            call.cancel()
+
+    async def _heartbeats(self, outbox: asyncio.Queue[pb.ConnectRequest], interval: int) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            beat = pb.Heartbeat()
+            beat.time.FromMilliseconds(now_ms())
+            await outbox.put(pb.ConnectRequest(heartbeat=beat))
+
+    # Server messages --------------------------------------------------------------------
+
+    async def _handle(self, message: pb.ConnectResponse) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "dispatch":
+            await self._dispatch(message.dispatch)
+        elif kind == "cancel":
+            self._cancel(message.cancel)
+        elif kind == "ack":
+            await self._ack(message.ack)
+        elif kind == "heartbeat":
+            pass
+        else:
+            log.warning("unexpected %s message from the server", kind)
+
+    async def _dispatch(self, dispatch: pb.Dispatch) -> None:
+        task_id = dispatch.task_id
+        if task_id in self.tasks or not task_id or await self._disk(self.spool.knows, task_id):
+            log.info("task %s was dispatched again; it runs only once", task_id)
+            return
+        meta = TaskMeta(
+            task_id=task_id,
+            invoke_id=dispatch.invoke_id,
+            command_type=command_pb2.CommandType.Name(dispatch.command_type).removeprefix(
+                "COMMAND_TYPE_"
+            ),
+            timeout_seconds=dispatch.timeout_seconds,
+            working_dir=dispatch.working_dir,
+            username=dispatch.username,
+            output_limit=dispatch.output_limit,
+            accepted_ms=now_ms(),
+        )
+        spooled = await self._disk(self.spool.create, meta)
+        held = HeldTask(spooled)
+        self.tasks[task_id] = held
+        held.runner = asyncio.create_task(self._run(held, dispatch.script))
+        self._changed.set()
+
+    def _cancel(self, cancel: pb.Cancel) -> None:
+        held = self.tasks.get(cancel.task_id)
+        if held is None or held.meta.result is not None:
+            return
+        timeout = cancel.reason == pb.STOP_REASON_TIMEOUT
+        held.stop_requested = "timeout" if timeout else "stop"
+        if held.process is not None:
+            held.process.request_stop(timeout=timeout)
+
+    async def _ack(self, ack: pb.Ack) -> None:
+        held = self.tasks.get(ack.task_id)
+        if held is None:
+            return
+        held.acked = max(held.acked, ack.offset)
+        if ack.rewind:
+            held.sent = ack.offset
+            held.result_sent = False
+        if ack.result_stored:
+            await self._forget_or_mark(held)
+        self._changed.set()
+
+    # Running tasks ----------------------------------------------------------------------
+
+    async def _run(self, held: HeldTask, script: bytes) -> None:
+        meta = held.meta
+        try:
+            result = await self._execute(held, script)
+        except asyncio.CancelledError:
+            raise
+        except LaunchError as error:
+            result = TaskResult("error", now_ms(), error_code=error.code, error_info=error.info)
+        except Exception as exc:
+            log.exception("task %s failed to run", meta.task_id)
+            result = TaskResult(
+                "error", now_ms(), error_code="ExecutionException", error_info=str(exc)[:1000]
+            )
+        meta.result = result
+        meta.produced = max(meta.produced, held.spooled.size)
+        await self._disk(held.spooled.save)
+        remove_script(meta.script_dir)
+        log.info("task %s ended: %s %s", meta.task_id, result.kind, result.exit_code)
+        if held.forget_when_done:
+            await self._forget_or_mark(held)
+        self._changed.set()
+
+    async def _execute(self, held: HeldTask, script: bytes) -> TaskResult:
+        meta = held.meta
+        if held.stop_requested:
+            return TaskResult(
+                "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
+            )
+        env = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
+        plan = await self._disk(
+            plan_launch, meta.command_type, script, meta.working_dir, meta.username, env
+        )
+        meta.script_dir = plan.script_dir
+        process = TaskProcess(plan, meta.timeout_seconds, self.config.kill_grace_seconds)
+        held.process = process
+        if held.stop_requested:
+            process.request_stop(timeout=held.stop_requested == "timeout")
+
+        async def started(pid: int) -> None:
+            meta.started = True
+            meta.pid = pid
+            meta.start_ms = now_ms()
+            meta.proc_start = await self._disk(process_start_time, pid)
+            await self._disk(held.spooled.save)
+
+        async def output(data: bytes) -> None:
+            meta.produced += len(data)
+            room = meta.output_limit - held.spooled.size
+            if room > 0:
+                await self._disk(held.spooled.append, data[:room])
+                self._changed.set()
+
+        outcome = await process.run(started, output)
+        return TaskResult(outcome.kind, now_ms(), exit_code=outcome.exit_code)
+
+    async def _shutdown_tasks(self) -> None:
+        """The agent is stopping: kill running scripts; their results are reported as
+        ClientRestarted on the next start (with the output they produced)."""
+        running = [h for h in self.tasks.values() if h.runner is not None and not h.runner.done()]
+        for held in running:
+            if held.process is not None:
+                held.process.request_stop(timeout=False)
+        if running:
+            await asyncio.gather(*(h.runner for h in running if h.runner), return_exceptions=True)
+            for held in running:
+                held.meta.result = TaskResult(
+                    "error",
+                    now_ms(),
+                    error_code="ClientRestarted",
+                    error_info="the agent stopped while the script was running",
+                )
+                await self._disk(held.spooled.save)
+        self._io.shutdown(wait=True)
+
+    # Uploading --------------------------------------------------------------------------
+
+    async def _uploader(self, outbox: asyncio.Queue[pb.ConnectRequest]) -> None:
+        while True:
+            self._changed.clear()
+            progressed = False
+            for held in list(self.tasks.values()):
+                message = await self._next_message(held)
+                if message is not None:
+                    await outbox.put(message)
+                    progressed = True
+            if not progressed:
+                await self._changed.wait()
+
+    async def _next_message(self, held: HeldTask) -> pb.ConnectRequest | None:
+        meta = held.meta
+        spooled = held.spooled
+        result = meta.result
+        if not held.announced:
+            held.announced = True
+            if not (result is not None and result.kind == "error" and not meta.started):
+                return pb.ConnectRequest(
+                    task_accepted=pb.TaskAccepted(
+                        task_id=meta.task_id, start_time=_ts(meta.accepted_ms)
+                    )
+                )
+        in_flight = held.sent - held.acked
+        if held.sent < spooled.size and in_flight < WINDOW:
+            length = min(CHUNK, spooled.size - held.sent, WINDOW - in_flight)
+            data = await self._disk(spooled.read, held.sent, length)
+            offset = held.sent
+            held.sent += len(data)
+            return pb.ConnectRequest(
+                output=pb.TaskOutput(task_id=meta.task_id, offset=offset, data=data)
+            )
+        if result is not None and not held.result_sent and held.sent >= spooled.size:
+            held.result_sent = True
+            return pb.ConnectRequest(**_result_message(meta, result))
+        return None
+
+
+def _result_message(meta: TaskMeta, result: TaskResult) -> dict[str, object]:
+    if result.kind == "finished":
+        return {
+            "task_finished": pb.TaskFinished(
+                task_id=meta.task_id,
+                exit_code=result.exit_code or 0,
+                output_size=meta.produced,
+                start_time=_ts(meta.start_ms),
+                finish_time=_ts(result.time_ms),
+            )
+        }
+    if result.kind in ("stopped", "timed_out"):
+        return {
+            "task_stopped": pb.TaskStopped(
+                task_id=meta.task_id,
+                reason=pb.STOP_REASON_TIMEOUT if result.kind == "timed_out" else pb.STOP_REASON_STOP,
+                started=meta.started,
+                exit_code=result.exit_code or 0,
+                output_size=meta.produced,
+                stop_time=_ts(result.time_ms),
+            )
+        }
+    return {
+        "task_error": pb.TaskError(
+            task_id=meta.task_id,
+            error_code=result.error_code,
+            error_info=result.error_info,
+            output_size=meta.produced,
+        )
+    }
+
+
+def _brief(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+

@@ -1,0 +1,154 @@
+"""The agent's state directory: every task it holds, its output, and its result, on disk.
+
+Nothing is forgotten until the server acknowledges it, so output and results survive a lost
+connection, a server restart, or a restart of the agent itself.
+
+    STATE_DIR/instance-id          this machine's instance id
+    STATE_DIR/tasks/ID/task.json   what to run, the process, the result
+    STATE_DIR/tasks/ID/output      the output (up to the task's output limit)
+    STATE_DIR/done                 ids of tasks the server has fully stored (de-duplication)
+
+The methods do blocking file I/O: the session calls them from its I/O thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DONE_KEEP = 10_000
+
+
+@dataclass
+class TaskResult:
+    kind: str  # finished | stopped | timed_out | error
+    time_ms: int
+    exit_code: int | None = None
+    error_code: str = ""
+    error_info: str = ""
+
+
+@dataclass
+class TaskMeta:
+    task_id: str
+    invoke_id: str
+    command_type: str
+    timeout_seconds: int
+    working_dir: str
+    username: str
+    output_limit: int
+    accepted_ms: int
+    started: bool = False
+    start_ms: int | None = None
+    pid: int | None = None
+    # /proc start time of the process, so a recycled pid is never killed by mistake.
+    proc_start: str | None = None
+    produced: int = 0
+    # The private temporary directory the script runs from (removed when it ends).
+    script_dir: str = ""
+    result: TaskResult | None = None
+    stop_reason: str = ""
+
+    @classmethod
+    def from_json(cls, text: str) -> TaskMeta:
+        data = json.loads(text)
+        result = data.pop("result", None)
+        meta = cls(**data)
+        meta.result = TaskResult(**result) if result else None
+        return meta
+
+
+@dataclass
+class SpooledTask:
+    meta: TaskMeta
+    directory: Path
+    size: int = 0  # bytes of output on disk
+
+    @property
+    def output_path(self) -> Path:
+        return self.directory / "output"
+
+    def save(self) -> None:
+        tmp = self.directory / "task.json.tmp"
+        tmp.write_text(json.dumps(asdict(self.meta)))
+        tmp.replace(self.directory / "task.json")
+
+    def append(self, data: bytes) -> None:
+        with self.output_path.open("ab") as out:
+            out.write(data)
+        self.size += len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self.output_path.open("rb") as source:
+            source.seek(offset)
+            return source.read(length)
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tasks_dir = root / "tasks"
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        self._done_path = root / "done"
+        self._done: list[str] = (
+            self._done_path.read_text().split() if self._done_path.exists() else []
+        )
+        self._done_set = set(self._done)
+
+    def instance_id(self, configured: str) -> str:
+        """The configured id (saved for next time), else the saved one, else a new one."""
+        path = self.root / "instance-id"
+        if configured:
+            if not path.exists() or path.read_text().strip() != configured:
+                path.write_text(configured + "\n")
+            return configured
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        new_id = "i-" + secrets.token_hex(10)
+        path.write_text(new_id + "\n")
+        return new_id
+
+    def load(self) -> list[SpooledTask]:
+        tasks = []
+        for directory in sorted(self.tasks_dir.iterdir()):
+            meta_path = directory / "task.json"
+            if not meta_path.exists():
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            meta = TaskMeta.from_json(meta_path.read_text())
+            output = directory / "output"
+            size = output.stat().st_size if output.exists() else 0
+            tasks.append(SpooledTask(meta, directory, size))
+        return tasks
+
+    def create(self, meta: TaskMeta) -> SpooledTask:
+        directory = self.tasks_dir / meta.task_id
+        directory.mkdir(mode=0o700)
+        task = SpooledTask(meta, directory)
+        task.output_path.touch(mode=0o600)
+        task.save()
+        return task
+
+    def knows(self, task_id: str) -> bool:
+        return task_id in self._done_set or (self.tasks_dir / task_id).exists()
+
+    def forget(self, task: SpooledTask) -> None:
+        """The server stored everything of this task: drop it, remember its id."""
+        shutil.rmtree(task.directory, ignore_errors=True)
+        task_id = task.meta.task_id
+        self._done.append(task_id)
+        self._done_set.add(task_id)
+        if len(self._done) > 2 * DONE_KEEP:
+            self._done = self._done[-DONE_KEEP:]
+            self._done_set = set(self._done)
+            tmp = self._done_path.with_suffix(".tmp")
+            tmp.write_text("\n".join(self._done) + "\n")
+            tmp.replace(self._done_path)
+        else:
+            with self._done_path.open("a") as out:
+                out.write(task_id + "\n")

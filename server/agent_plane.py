@@ -1,0 +1,47 @@
+"""What the agent stream does, without gRPC: connect, report, disconnect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server.clock import now_ms
+from server.hub import AgentSession, Hub
+from server.recorder import Recorder
+from server.store.agents import (
+    AgentIdentity,
+    HeldTask,
+    agent_hello,
+    mark_offline,
+)
+from server.store.database import Database
+from server.store.reports import Report
+
+
+class AgentPlane:
+    def __init__(self, db: Database, hub: Hub, recorder: Recorder) -> None:
+        self._db = db
+        self._hub = hub
+        self._recorder = recorder
+
+    async def connect(
+        self, agent: AgentIdentity, held: Sequence[HeldTask]
+    ) -> tuple[AgentSession, list[tuple[str, int, bool]]]:
+        """Registers the agent, reconciles the tasks it holds, and opens its session.
+
+        Returns the session (with re-dispatched tasks and cancels already queued) and the
+        acknowledgements for its welcome.
+        """
+        # Reports still buffered from a previous connection must count before reconciling.
+        await self._recorder.flush()
+        effects, acks = await self._db.write(agent_hello, agent, list(held), now_ms())
+        session = AgentSession(agent.instance_id)
+        self._hub.attach(session)
+        self._hub.carry_out(effects)
+        return session, acks
+
+    def report(self, report: Report) -> None:
+        self._recorder.submit(report)
+
+    async def disconnect(self, session: AgentSession) -> None:
+        if self._hub.detach(session):
+            await self._db.write(mark_offline, session.instance_id, now_ms())

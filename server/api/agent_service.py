@@ -1,0 +1,216 @@
+"""AgentService.Connect: one reader task for the agent's messages, the handler writes ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cloudassist.v1 import agent_pb2 as pb
+from cloudassist.v1 import agent_pb2_grpc
+from server.agent_plane import AgentPlane
+from server.api import convert
+from server.api.errors import abort_with
+from server.clock import now_ms
+from server.domain import reasons
+from server.domain.errors import DomainError, InvalidArgument
+from server.domain.limits import Limits
+from server.domain.tasks import EndKind, Task, TaskEnd
+from server.domain.validation import check_instance_id, check_region
+from server.hub import AgentSession, Drain, Outgoing
+from server.store.agents import AgentIdentity, HeldTask
+from server.store.reports import CancelOrder, HeartbeatSeen, OutputAck, OutputAppend, TaskStart
+
+log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _ms(ts: Timestamp, default: int) -> int:
+    return ts.ToMilliseconds() if ts.seconds or ts.nanos else default
+
+
+def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
+    check_instance_id(hello.instance_id, limits, field="hello.instance_id")
+    check_region(hello.region_id)
+    os_type = convert.os_type_from(hello.os_type)
+    if os_type is None:
+        raise InvalidArgument(
+            reasons.INVALID_FILTER, "hello.os_type: LINUX or WINDOWS", field="hello.os_type"
+        )
+    return AgentIdentity(
+        instance_id=hello.instance_id,
+        region_id=hello.region_id,
+        os_type=os_type,
+        hostname=hello.hostname[:255],
+        agent_version=hello.agent_version[:64],
+    )
+
+
+def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
+    if isinstance(item, Task):
+        return pb.ConnectResponse(
+            dispatch=pb.Dispatch(
+                task_id=item.task_id,
+                invoke_id=item.invoke_id,
+                command_id=item.command_id,
+                command_type=convert.command_type_to(item.command_type),
+                script=item.script,
+                timeout_seconds=item.timeout_seconds,
+                working_dir=item.working_dir,
+                username=item.username,
+                output_limit=item.output_limit,
+            )
+        )
+    if isinstance(item, CancelOrder):
+        reason = pb.STOP_REASON_TIMEOUT if item.timeout else pb.STOP_REASON_STOP
+        return pb.ConnectResponse(cancel=pb.Cancel(task_id=item.record_id, reason=reason))
+    if isinstance(item, OutputAck):
+        return pb.ConnectResponse(
+            ack=pb.Ack(
+                task_id=item.record_id,
+                offset=item.offset,
+                result_stored=item.result_stored,
+                rewind=item.rewind,
+            )
+        )
+    assert isinstance(item, Drain)
+    return pb.ConnectResponse(reconnect=pb.Reconnect(reason=item.reason))
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, plane: AgentPlane, limits: Limits, heartbeat_seconds: int) -> None:
+        self._plane = plane
+        self._limits = limits
+        self._heartbeat = heartbeat_seconds
+
+    async def Connect(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
+    ) -> None:
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("message") != "hello":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "the first message must be hello"
+            )
+        try:
+            identity = _identity(first.hello, self._limits)
+        except DomainError as error:
+            await abort_with(context, error)
+        held = [
+            HeldTask(t.task_id, max(0, t.output_size), t.finished) for t in first.hello.tasks
+        ]
+        session, acks = await self._plane.connect(identity, held)
+        log.info("agent %s connected (%d tasks held)", identity.instance_id, len(held))
+        reader = asyncio.create_task(self._read(request_iterator, session))
+        try:
+            await context.write(
+                pb.ConnectResponse(
+                    welcome=pb.Welcome(
+                        heartbeat_interval_seconds=self._heartbeat,
+                        acks=[
+                            pb.TaskAck(task_id=t, offset=o, result_stored=s) for t, o, s in acks
+                        ],
+                    )
+                )
+            )
+            await self._write(session, context)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await self._plane.disconnect(session)
+            log.info("agent %s disconnected", identity.instance_id)
+
+    async def _write(self, session: AgentSession, context: Context) -> None:
+        while True:
+            try:
+                item = await asyncio.wait_for(session.queue.get(), self._heartbeat)
+            except TimeoutError:
+                # Keeps the stream busy through proxies that cut idle streams.
+                beat = pb.Heartbeat()
+                beat.time.FromMilliseconds(now_ms())
+                await context.write(pb.ConnectResponse(heartbeat=beat))
+                continue
+            if item is None:
+                return
+            await context.write(outgoing_to(item))
+
+    async def _read(
+        self, request_iterator: AsyncIterator[pb.ConnectRequest], session: AgentSession
+    ) -> None:
+        instance_id = session.instance_id
+        try:
+            async for message in request_iterator:
+                self._handle(instance_id, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream broke: the agent reconnects and resumes
+            log.info("agent %s stream ended: %s", instance_id, exc)
+        finally:
+            session.close()
+
+    def _handle(self, instance_id: str, message: pb.ConnectRequest) -> None:
+        kind = message.WhichOneof("message")
+        now = now_ms()
+        if kind == "heartbeat":
+            self._plane.report(HeartbeatSeen(instance_id, now))
+        elif kind == "task_accepted":
+            m = message.task_accepted
+            self._plane.report(TaskStart(m.task_id, instance_id, _ms(m.start_time, now)))
+        elif kind == "output":
+            out = message.output
+            if out.offset < 0:
+                log.warning("agent %s sent output at a negative offset", instance_id)
+                return
+            self._plane.report(OutputAppend(out.task_id, instance_id, out.offset, out.data))
+        elif kind == "task_finished":
+            f = message.task_finished
+            self._plane.report(
+                TaskEnd(
+                    f.task_id,
+                    instance_id,
+                    EndKind.FINISHED,
+                    f.exit_code,
+                    max(0, f.output_size),
+                    _ms(f.finish_time, now),
+                    start_ms=_ms(f.start_time, now),
+                )
+            )
+        elif kind == "task_stopped":
+            s = message.task_stopped
+            end_kind = EndKind.TIMED_OUT if s.reason == pb.STOP_REASON_TIMEOUT else EndKind.STOPPED
+            self._plane.report(
+                TaskEnd(
+                    s.task_id,
+                    instance_id,
+                    end_kind,
+                    s.exit_code if s.started else None,
+                    max(0, s.output_size),
+                    _ms(s.stop_time, now),
+                    started=s.started,
+                )
+            )
+        elif kind == "task_error":
+            e = message.task_error
+            self._plane.report(
+                TaskEnd(
+                    e.task_id,
+                    instance_id,
+                    EndKind.ERROR,
+                    None,
+                    max(0, e.output_size),
+                    now,
+                    started=False,
+                    error_code=e.error_code[:64],
+                    error_info=e.error_info[:1024],
+                )
+            )
+        else:
+            log.warning("agent %s sent an unexpected %s message", instance_id, kind)

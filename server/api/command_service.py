@@ -1,0 +1,176 @@
+"""CommandService: protobuf in, plane call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import command_pb2_grpc
+from server.api import convert
+from server.api.errors import stream_errors, unary_errors
+from server.clock import now_ms
+from server.plane import CommandPlane, OutputEvent
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class CommandService(command_pb2_grpc.CommandServiceServicer):
+    def __init__(self, plane: CommandPlane) -> None:
+        self._plane = plane
+
+    @unary_errors
+    async def CreateCommand(
+        self, request: pb.CreateCommandRequest, context: Context
+    ) -> pb.CreateCommandResponse:
+        command_id = await self._plane.create_command(
+            convert.command_draft(request), request.client_token
+        )
+        return pb.CreateCommandResponse(command_id=command_id)
+
+    @unary_errors
+    async def ModifyCommand(
+        self, request: pb.ModifyCommandRequest, context: Context
+    ) -> pb.ModifyCommandResponse:
+        await self._plane.modify_command(
+            request.region_id, request.command_id, convert.command_patch(request)
+        )
+        return pb.ModifyCommandResponse()
+
+    @unary_errors
+    async def DescribeCommands(
+        self, request: pb.DescribeCommandsRequest, context: Context
+    ) -> pb.DescribeCommandsResponse:
+        listing = await self._plane.describe_commands(
+            request.region_id,
+            request.command_id,
+            request.name,
+            convert.command_type_from(request.type),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.DescribeCommandsResponse(
+            commands=[convert.command_to(c) for c in listing.items],
+            total_count=listing.total_count,
+            next_page_token=listing.next_page_token,
+        )
+
+    @unary_errors
+    async def DeleteCommand(
+        self, request: pb.DeleteCommandRequest, context: Context
+    ) -> pb.DeleteCommandResponse:
+        await self._plane.delete_command(request.region_id, request.command_id)
+        return pb.DeleteCommandResponse()
+
+    @unary_errors
+    async def InvokeCommand(
+        self, request: pb.InvokeCommandRequest, context: Context
+    ) -> pb.InvokeCommandResponse:
+        invoke_id = await self._plane.invoke(
+            convert.invocation_draft(request), request.client_token
+        )
+        return pb.InvokeCommandResponse(invoke_id=invoke_id)
+
+    @unary_errors
+    async def RunCommand(
+        self, request: pb.RunCommandRequest, context: Context
+    ) -> pb.RunCommandResponse:
+        command_id, invoke_id = await self._plane.run(
+            convert.command_draft(request),
+            convert.run_invocation_draft(request),
+            request.keep_command,
+            request.client_token,
+        )
+        return pb.RunCommandResponse(command_id=command_id, invoke_id=invoke_id)
+
+    @unary_errors
+    async def DescribeInvocations(
+        self, request: pb.DescribeInvocationsRequest, context: Context
+    ) -> pb.DescribeInvocationsResponse:
+        listing = await self._plane.describe_invocations(
+            request.region_id,
+            request.invoke_id,
+            request.command_id,
+            request.instance_id,
+            convert.invoke_status_from(request.invoke_status, "invoke_status"),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.DescribeInvocationsResponse(
+            invocations=[convert.invocation_to(i) for i in listing.items],
+            total_count=listing.total_count,
+            next_page_token=listing.next_page_token,
+        )
+
+    @unary_errors
+    async def DescribeInvocationResults(
+        self, request: pb.DescribeInvocationResultsRequest, context: Context
+    ) -> pb.DescribeInvocationResultsResponse:
+        listing = await self._plane.describe_results(
+            request.region_id,
+            request.invoke_id,
+            request.instance_id,
+            request.command_id,
+            convert.invoke_status_from(request.invoke_record_status, "invoke_record_status"),
+            request.include_history,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.DescribeInvocationResultsResponse(
+            invocation_results=[convert.result_to(r, tail) for r, tail in listing.items],
+            total_count=listing.total_count,
+            next_page_token=listing.next_page_token,
+        )
+
+    @unary_errors
+    async def GetInvocationOutput(
+        self, request: pb.GetInvocationOutputRequest, context: Context
+    ) -> pb.GetInvocationOutputResponse:
+        output = await self._plane.get_output(
+            request.region_id,
+            request.invoke_id,
+            request.instance_id,
+            request.record_id,
+            request.offset,
+            request.limit,
+        )
+        return pb.GetInvocationOutputResponse(
+            data=output.data,
+            next_offset=output.next_offset,
+            total_size=output.total_size,
+            dropped=output.dropped,
+            eof=output.eof,
+            record_id=output.record_id,
+        )
+
+    @unary_errors
+    async def StopInvocation(
+        self, request: pb.StopInvocationRequest, context: Context
+    ) -> pb.StopInvocationResponse:
+        await self._plane.stop(request.region_id, request.invoke_id, list(request.instance_ids))
+        return pb.StopInvocationResponse()
+
+    @stream_errors
+    async def WatchInvocation(
+        self, request: pb.WatchInvocationRequest, context: Context
+    ) -> AsyncIterator[pb.WatchInvocationResponse]:
+        async for event in self._plane.watch(
+            request.region_id, request.invoke_id, request.instance_id
+        ):
+            if isinstance(event, OutputEvent):
+                yield pb.WatchInvocationResponse(
+                    output=pb.OutputChunk(
+                        instance_id=event.instance_id,
+                        record_id=event.record_id,
+                        offset=event.offset,
+                        data=event.data,
+                    )
+                )
+            else:
+                yield pb.WatchInvocationResponse(
+                    state_change=convert.state_change_to(
+                        event.record, event.invocation_status, now_ms()
+                    )
+                )

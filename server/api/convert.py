@@ -1,0 +1,257 @@
+"""Protobuf messages to domain values and back."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import instance_pb2 as instance_pb
+from server.domain import reasons
+from server.domain.errors import InvalidArgument
+from server.domain.model import (
+    Command,
+    CommandDraft,
+    CommandPatch,
+    CommandType,
+    Instance,
+    Invocation,
+    InvocationDraft,
+    InvokeInstance,
+    OsType,
+    Record,
+    RepeatMode,
+)
+from server.domain.status import ExecutionState, InvokeStatus, coarse_status
+
+
+def timestamp(ms: int | None) -> Timestamp | None:
+    if ms is None:
+        return None
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def command_type_from(value: int, field: str = "type") -> CommandType | None:
+    if value == pb.COMMAND_TYPE_UNSPECIFIED:
+        return None
+    if value not in pb.CommandType.values():
+        raise InvalidArgument(
+            reasons.INVALID_COMMAND_TYPE, f"{field}: unknown command type {value}", field=field
+        )
+    return CommandType(pb.CommandType.Name(value).removeprefix("COMMAND_TYPE_"))  # type: ignore[arg-type]
+
+
+def command_type_to(value: CommandType) -> pb.CommandType.ValueType:
+    return pb.CommandType.Value(f"COMMAND_TYPE_{value.value}")
+
+
+def repeat_mode_from(value: int) -> RepeatMode | None:
+    if value == pb.REPEAT_MODE_UNSPECIFIED:
+        return None
+    if value not in pb.RepeatMode.values():
+        raise InvalidArgument(
+            reasons.INVALID_REPEAT_MODE,
+            f"repeat_mode: unknown repeat mode {value}",
+            field="repeat_mode",
+        )
+    return RepeatMode(pb.RepeatMode.Name(value).removeprefix("REPEAT_MODE_"))  # type: ignore[arg-type]
+
+
+def repeat_mode_to(value: RepeatMode) -> pb.RepeatMode.ValueType:
+    return pb.RepeatMode.Value(f"REPEAT_MODE_{value.value}")
+
+
+def invoke_status_from(value: int, field: str) -> InvokeStatus | None:
+    if value == pb.INVOKE_STATUS_UNSPECIFIED:
+        return None
+    if value not in pb.InvokeStatus.values():
+        raise InvalidArgument(
+            reasons.INVALID_FILTER, f"{field}: unknown status {value}", field=field
+        )
+    return InvokeStatus(pb.InvokeStatus.Name(value).removeprefix("INVOKE_STATUS_"))  # type: ignore[arg-type]
+
+
+def invoke_status_to(value: InvokeStatus) -> pb.InvokeStatus.ValueType:
+    return pb.InvokeStatus.Value(f"INVOKE_STATUS_{value.value}")
+
+
+def state_to(value: ExecutionState) -> pb.ExecutionState.ValueType:
+    return pb.ExecutionState.Value(f"EXECUTION_STATE_{value.value}")
+
+
+def os_type_to(value: OsType) -> instance_pb.OsType.ValueType:
+    return instance_pb.OsType.Value(f"OS_TYPE_{value.value}")
+
+
+def os_type_from(value: int) -> OsType | None:
+    if value not in instance_pb.OsType.values() or value == instance_pb.OS_TYPE_UNSPECIFIED:
+        return None
+    return OsType(instance_pb.OsType.Name(value).removeprefix("OS_TYPE_"))  # type: ignore[arg-type]
+
+
+def command_draft(request: pb.CreateCommandRequest | pb.RunCommandRequest) -> CommandDraft:
+    return CommandDraft(
+        region_id=request.region_id,
+        name=request.name,
+        type=command_type_from(request.type),
+        content=request.command_content,
+        description=request.description,
+        working_dir=request.working_dir,
+        timeout_seconds=request.timeout_seconds,
+        enable_parameter=request.enable_parameter,
+    )
+
+
+def command_patch(request: pb.ModifyCommandRequest) -> CommandPatch:
+    return CommandPatch(
+        name=request.name if request.HasField("name") else None,
+        description=request.description if request.HasField("description") else None,
+        working_dir=request.working_dir if request.HasField("working_dir") else None,
+        timeout_seconds=(
+            request.timeout_seconds if request.HasField("timeout_seconds") else None
+        ),
+        content=request.command_content if request.HasField("command_content") else None,
+    )
+
+
+def invocation_draft(request: pb.InvokeCommandRequest) -> InvocationDraft:
+    return InvocationDraft(
+        region_id=request.region_id,
+        command_id=request.command_id,
+        instance_ids=tuple(request.instance_ids),
+        parameters=dict(request.parameters),
+        repeat_mode=repeat_mode_from(request.repeat_mode),
+        frequency=request.frequency,
+        timed=request.timed,
+        timeout_seconds=request.timeout_seconds if request.HasField("timeout_seconds") else None,
+        working_dir=request.working_dir if request.HasField("working_dir") else None,
+        username=request.username,
+    )
+
+
+def run_invocation_draft(request: pb.RunCommandRequest) -> InvocationDraft:
+    return InvocationDraft(
+        region_id=request.region_id,
+        command_id="",
+        instance_ids=tuple(request.instance_ids),
+        parameters=dict(request.parameters),
+        repeat_mode=repeat_mode_from(request.repeat_mode),
+        frequency=request.frequency,
+        timed=request.timed,
+        username=request.username,
+    )
+
+
+def command_to(command: Command) -> pb.Command:
+    spec = command.spec
+    return pb.Command(
+        command_id=command.command_id,
+        region_id=spec.region_id,
+        name=spec.name,
+        type=command_type_to(spec.type),
+        command_content=spec.content,
+        description=spec.description,
+        working_dir=spec.working_dir,
+        timeout_seconds=spec.timeout_seconds,
+        enable_parameter=spec.enable_parameter,
+        parameter_names=list(spec.parameter_names),
+        invoke_times=command.invoke_times,
+        creation_time=timestamp(command.created_ms),
+    )
+
+
+def invoke_instance_to(member: InvokeInstance) -> pb.InvokeInstance:
+    return pb.InvokeInstance(
+        instance_id=member.instance_id,
+        instance_invoke_status=invoke_status_to(member.status),
+        state=state_to(member.state),
+        repeats=member.repeats,
+        exit_code=member.exit_code,
+        error_code=member.error_code,
+        error_info=member.error_info,
+        creation_time=timestamp(member.created_ms),
+        start_time=timestamp(member.start_ms),
+        finish_time=timestamp(member.finish_ms),
+        stop_time=timestamp(member.stop_ms),
+        update_time=timestamp(member.updated_ms),
+    )
+
+
+def invocation_to(invocation: Invocation) -> pb.Invocation:
+    spec = invocation.spec
+    return pb.Invocation(
+        invoke_id=invocation.invoke_id,
+        region_id=spec.region_id,
+        command_id=spec.command_id,
+        command_name=spec.command_name,
+        command_type=command_type_to(spec.command_type),
+        command_content=spec.content,
+        parameters=spec.parameters,
+        repeat_mode=repeat_mode_to(spec.repeat_mode),
+        frequency=spec.frequency,
+        timed=spec.repeat_mode is RepeatMode.PERIOD,
+        timeout_seconds=spec.timeout_seconds,
+        working_dir=spec.working_dir,
+        username=spec.username,
+        invoke_status=invoke_status_to(invocation.status),
+        creation_time=timestamp(invocation.created_ms),
+        invoke_instances=[invoke_instance_to(m) for m in invocation.instances],
+    )
+
+
+def result_to(record: Record, tail: bytes) -> pb.InvocationResult:
+    return pb.InvocationResult(
+        invoke_id=record.invoke_id,
+        instance_id=record.instance_id,
+        record_id=record.record_id,
+        command_id=record.command_id,
+        region_id=record.region_id,
+        invoke_record_status=invoke_status_to(coarse_status(record.state)),
+        state=state_to(record.state),
+        exit_code=record.exit_code,
+        output=tail,
+        output_size=record.output_size,
+        truncated=len(tail) < record.output_size,
+        dropped=record.dropped,
+        error_code=record.error_code,
+        error_info=record.error_info,
+        username=record.username,
+        repeats=record.repeats,
+        creation_time=timestamp(record.created_ms),
+        start_time=timestamp(record.start_ms),
+        finish_time=timestamp(record.finish_ms),
+        stop_time=timestamp(record.stop_ms),
+    )
+
+
+def state_change_to(record: Record, invocation_status: InvokeStatus, now_ms: int) -> pb.StateChange:
+    return pb.StateChange(
+        instance_id=record.instance_id,
+        record_id=record.record_id,
+        state=state_to(record.state),
+        invoke_record_status=invoke_status_to(coarse_status(record.state)),
+        exit_code=record.exit_code,
+        error_code=record.error_code,
+        error_info=record.error_info,
+        output_size=record.output_size,
+        dropped=record.dropped,
+        invoke_status=invoke_status_to(invocation_status),
+        time=timestamp(now_ms),
+    )
+
+
+def instance_to(instance: Instance) -> instance_pb.Instance:
+    return instance_pb.Instance(
+        instance_id=instance.instance_id,
+        region_id=instance.region_id,
+        os_type=os_type_to(instance.os_type),
+        hostname=instance.hostname,
+        agent_version=instance.agent_version,
+        online=instance.online,
+        last_heartbeat_time=timestamp(instance.last_heartbeat_ms),
+        active_task_count=instance.active_task_count,
+        invocation_count=instance.invocation_count,
+        last_invoked_time=timestamp(instance.last_invoked_ms),
+        registration_time=timestamp(instance.registered_ms),
+    )

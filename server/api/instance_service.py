@@ -1,0 +1,31 @@
+"""InstanceService: protobuf in, plane call, protobuf out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from cloudassist.v1 import instance_pb2 as pb
+from cloudassist.v1 import instance_pb2_grpc
+from server.api import convert
+from server.api.errors import unary_errors
+from server.plane import CommandPlane
+
+
+class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
+    def __init__(self, plane: CommandPlane) -> None:
+        self._plane = plane
+
+    @unary_errors
+    async def DescribeInstances(
+        self, request: pb.DescribeInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DescribeInstancesResponse:
+        listing = await self._plane.describe_instances(
+            request.region_id, list(request.instance_ids), request.page_size, request.page_token
+        )
+        return pb.DescribeInstancesResponse(
+            instances=[convert.instance_to(i) for i in listing.items],
+            total_count=listing.total_count,
+            next_page_token=listing.next_page_token,
+        )

@@ -1,0 +1,138 @@
+"""Server configuration: command-line flags, each with an environment variable fallback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+
+from server.domain.limits import Limits
+from server.domain.timezones import parse_timezone
+
+ENV_PREFIX = "CLOUDASSIST_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path("var")
+    db_url: str = ""
+    default_timezone: tzinfo = field(default_factory=lambda: parse_timezone("UTC+08:00"))
+    limits: Limits = field(default_factory=Limits)
+    delivery_timeout_seconds: float = 60.0
+    stop_grace_seconds: float = 15.0
+    output_grace_seconds: float = 10.0
+    heartbeat_seconds: int = 20
+    keepalive_seconds: int = 30
+    max_connection_age_seconds: int = 0
+    shutdown_grace_seconds: float = 10.0
+    ready_file: Path | None = None
+    log_level: str = "INFO"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'cloudassist.db'}"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def _timezone(text: str) -> tzinfo:
+    try:
+        return parse_timezone(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+_LIMIT_FLAGS: list[tuple[str, str, str]] = [
+    ("max-commands-per-region", "commands_per_region", "commands kept per region"),
+    ("max-invocations-per-day", "invocations_per_region_per_day", "invocations per region per day"),
+    ("max-instances-per-invocation", "instances_per_invocation", "instances in one invocation"),
+    ("max-content-bytes", "content_bytes", "Base64 script plus parameters, in bytes"),
+    ("max-parameters", "parameters_per_command", "custom parameters per command"),
+    ("default-timeout", "default_timeout_seconds", "timeout when a command sets none, seconds"),
+    ("min-timeout", "min_timeout_seconds", "smallest timeout accepted, seconds"),
+    ("max-timeout", "max_timeout_seconds", "largest timeout accepted, seconds"),
+    ("max-output-bytes", "output_bytes_per_record", "output stored per record; the rest is dropped"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    limits = Limits()
+    parser = argparse.ArgumentParser(
+        prog="cloudassist-server",
+        description="The cloudassist gRPC server: command API, agent streams, deadlines. "
+        "Every flag can also be set with an environment variable CLOUDASSIST_<FLAG> "
+        "(e.g. CLOUDASSIST_LISTEN).",
+    )
+    add = parser.add_argument
+    add("--listen", default=_env("listen", defaults.listen), help="host:port to serve on "
+        "(port 0 picks a free port) [%(default)s]")
+    add("--data-dir", type=Path, default=Path(_env("data-dir", str(defaults.data_dir))),
+        help="directory for the SQLite database and other state [%(default)s]")
+    add("--db", default=_env("db", ""), help="SQLAlchemy database URL, e.g. "
+        "sqlite:///path/cloudassist.db or postgresql+psycopg://user@host/db "
+        "[sqlite:///DATA_DIR/cloudassist.db]")
+    add("--default-timezone", type=_timezone, default=_env("default-timezone", "UTC+08:00"),
+        help="time zone for schedules without one and for the daily quota: an IANA name or "
+        "UTC+HH:MM [%(default)s]")
+    add("--delivery-timeout", type=float,
+        default=float(_env("delivery-timeout", str(defaults.delivery_timeout_seconds))),
+        help="seconds a task may wait for its agent before it is ABORTED [%(default)s]")
+    add("--stop-grace", type=float,
+        default=float(_env("stop-grace", str(defaults.stop_grace_seconds))),
+        help="seconds to wait for an agent to confirm a stop before the record is "
+        "TERMINATED anyway [%(default)s]")
+    add("--heartbeat-interval", type=int,
+        default=int(_env("heartbeat-interval", str(defaults.heartbeat_seconds))),
+        help="seconds between heartbeats on agent streams [%(default)s]")
+    add("--keepalive", type=int,
+        default=int(_env("keepalive", str(defaults.keepalive_seconds))),
+        help="seconds between HTTP/2 keepalive pings [%(default)s]")
+    add("--max-connection-age", type=int,
+        default=int(_env("max-connection-age", str(defaults.max_connection_age_seconds))),
+        help="close connections after this many seconds so agents rebalance; 0: never "
+        "[%(default)s]")
+    add("--shutdown-grace", type=float,
+        default=float(_env("shutdown-grace", str(defaults.shutdown_grace_seconds))),
+        help="seconds in-flight calls get to finish on SIGTERM [%(default)s]")
+    add("--ready-file", type=Path, default=_env("ready-file", "") or None,
+        help="write {\"port\": N, \"pid\": N} here once serving")
+    add("--log-level", default=_env("log-level", defaults.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[%(default)s]")
+    for flag, attribute, text in _LIMIT_FLAGS:
+        add(f"--{flag}", type=int, dest=attribute,
+            default=int(_env(flag, str(getattr(limits, attribute)))),
+            help=f"{text} [%(default)s]")
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> ServerConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        limits = Limits(**{attribute: getattr(args, attribute) for _, attribute, _ in _LIMIT_FLAGS})
+    except ValueError as exc:
+        parser.error(str(exc))
+    default_timezone = args.default_timezone
+    if isinstance(default_timezone, str):
+        default_timezone = _timezone(default_timezone)
+    return ServerConfig(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        db_url=args.db,
+        default_timezone=default_timezone,
+        limits=limits,
+        delivery_timeout_seconds=args.delivery_timeout,
+        stop_grace_seconds=args.stop_grace,
+        heartbeat_seconds=args.heartbeat_interval,
+        keepalive_seconds=args.keepalive,
+        max_connection_age_seconds=args.max_connection_age,
+        shutdown_grace_seconds=args.shutdown_grace,
+        ready_file=args.ready_file,
+        log_level=args.log_level,
+    )

@@ -1,0 +1,75 @@
+"""The original product's error codes, used as `google.rpc.ErrorInfo.reason` and record error codes.
+
+Request errors keep the product's spelling so that clients written against it keep working.
+"""
+
+# Request validation.
+MISSING_REGION_ID = "MissingParameter.RegionId"
+INVALID_REGION_ID = "InvalidRegionId.Malformed"
+MISSING_NAME = "MissingParameter.Name"
+CMD_NAME_EXCEED_LIMIT = "CmdName.ExceedLimit"
+CMD_NAME_INVALID_CHARACTER = "InvalidParameterCharacter.CommandName"
+CMD_DESC_EXCEED_LIMIT = "CmdDesc.ExceedLimit"
+CMD_DESC_INVALID_CHARACTER = "InvalidParameterCharacter.CommandDescription"
+MISSING_COMMAND_TYPE = "MissingParameter.Type"
+INVALID_COMMAND_TYPE = "InvalidCmdType.NotFound"
+MISSING_COMMAND_CONTENT = "MissingParameter.CommandContent"
+CMD_CONTENT_EXCEED_LIMIT = "CmdContent.ExceedLimit"
+INVALID_WORKING_DIR = "InvalidParameter.WorkingDir"
+INVALID_TIMEOUT = "InvalidTimeout.ExceedLimit"
+USERNAME_EXCEED_LIMIT = "Username.ExceedLimit"
+INVALID_USERNAME = "InvalidParameter.Username"
+MISSING_COMMAND_ID = "MissingParameter.CommandId"
+MISSING_INVOKE_ID = "MissingParameter.InvokeId"
+MISSING_INSTANCE_IDS = "MissingParameter.InstanceIds"
+INVALID_INSTANCE_IDS = "InvalidParameter.InstanceIds"
+INSTANCE_IDS_EXCEED_LIMIT = "InstanceIds.ExceedLimit"
+INVALID_CLIENT_TOKEN = "InvalidClientToken.Malformed"
+INVALID_PAGE_SIZE = "InvalidParam.PageSize"
+INVALID_PAGE_TOKEN = "InvalidParameter.PageToken"
+INVALID_OUTPUT_RANGE = "InvalidParameter.OutputRange"
+INVALID_FILTER = "InvalidParameter.Filter"
+
+# Custom parameters.
+PARAMETER_EMPTY_KEY = "CmdParam.EmptyKey"
+PARAMETER_INVALID_NAME = "CmdParam.InvalidParamName"
+CMD_PARAM_COUNT_EXCEED_LIMIT = "CmdParamCount.ExceedLimit"
+CMD_PARAM_NAME_EXCEED_LIMIT = "CmdParamName.ExceedLimit"
+PARAMETER_COUNT_EXCEED_LIMIT = "ParameterCount.ExceedLimit"
+PARAMETER_MISSING_VALUE = "Parameter.MissingValue"
+PARAMETER_NOT_MATCHED = "Parameter.NotMatched"
+PARAMETERS_DISABLED = "Parameter.Disabled"
+
+# Schedules.
+MISSING_FREQUENCY = "MissingParam.Frequency"
+INVALID_FREQUENCY = "InvalidParam.Frequency"
+INVALID_REPEAT_MODE = "InvalidRepeatMode.NotFound"
+
+# Lookups.
+COMMAND_NOT_FOUND = "InvalidCmdId.NotFound"
+INVOCATION_NOT_FOUND = "InvalidInvokeId.NotFound"
+INSTANCE_NOT_FOUND = "InvalidInstance.NotFound"
+INSTANCE_NOT_IN_INVOCATION = "InvalidInstanceId.NotFound"
+RECORD_NOT_FOUND = "InvalidRecordId.NotFound"
+
+# State and quotas.
+INSTANCE_NOT_MATCH = "InvalidInstance.NotMatch"
+CLIENT_NOT_ONLINE = "ClientNotOnline"
+INVOCATION_NOT_RUNNING = "InvalidStatus.Invocation"
+CMD_COUNT_EXCEED_QUOTA = "CmdCount.ExceedQuota"
+INVOCATION_EXCEED_QUOTA = "Invocation.ExceedQuota"
+IDEMPOTENT_PARAMETER_MISMATCH = "IdempotentParameterMismatch"
+
+# Record error codes (InvocationResult.error_code).
+EXIT_CODE_NONZERO = "ExitCodeNonzero"
+EXECUTION_TIMEOUT = "ExecutionTimeout"
+DELIVERY_TIMEOUT = "DeliveryTimeout"
+CLIENT_RESTARTED = "ClientRestarted"
+DIRECTORY_NOT_EXISTS = "DirectoryNotExists"
+ACCOUNT_NOT_EXISTS = "AccountNotExists"
+COMMAND_NOT_APPLICABLE = "CommandNotApplicable"
+EXECUTION_EXCEPTION = "ExecutionException"
+TERMINATION_EXCEPTION = "TerminationException"
+
+# Error codes an agent reports that make a record INVALID rather than ERROR.
+INVALID_ON_INSTANCE = frozenset({DIRECTORY_NOT_EXISTS, ACCOUNT_NOT_EXISTS, COMMAND_NOT_APPLICABLE})

@@ -1,0 +1,327 @@
+"""Shape and size rules for commands and invocations (the seed's limits)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from server.domain import reasons
+from server.domain.errors import InvalidArgument
+from server.domain.limits import Limits
+from server.domain.model import (
+    CommandDraft,
+    CommandPatch,
+    CommandSpec,
+    CommandType,
+    InvocationDraft,
+    InvocationSpec,
+    RepeatMode,
+)
+from server.domain.parameters import (
+    check_parameter_values,
+    parameters_size,
+    parse_parameter_names,
+)
+
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_CLIENT_TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
+# Instance ids are chosen by operators: printable ASCII without spaces or slashes.
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+def base64_size(raw_size: int) -> int:
+    """Length of the Base64 encoding of `raw_size` bytes."""
+    return 4 * ((raw_size + 2) // 3)
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+def check_region(region_id: str) -> str:
+    if not region_id:
+        raise InvalidArgument(
+            reasons.MISSING_REGION_ID, "region_id: required", field="region_id"
+        )
+    if not _REGION.fullmatch(region_id):
+        raise InvalidArgument(
+            reasons.INVALID_REGION_ID,
+            "region_id: 1 to 63 characters from a-z, 0-9 and '-', starting with a letter or "
+            "digit (like cn-hangzhou)",
+            field="region_id",
+        )
+    return region_id
+
+
+def check_required(value: str, field: str, reason: str) -> str:
+    if not value:
+        raise InvalidArgument(reason, f"{field}: required", field=field)
+    return value
+
+
+def check_instance_id(instance_id: str, limits: Limits, field: str = "instance_ids") -> str:
+    if len(instance_id) > limits.instance_id_chars or not _INSTANCE_ID.fullmatch(instance_id):
+        raise InvalidArgument(
+            reasons.INVALID_INSTANCE_IDS,
+            f"{field}: {instance_id[:80]!r} is not an instance id (1 to "
+            f"{limits.instance_id_chars} characters from A-Z, a-z, 0-9, '.', '_', ':', '-')",
+            field=field,
+            metadata={"instance_id": instance_id[:128]},
+        )
+    return instance_id
+
+
+def check_client_token(token: str) -> str:
+    if token and not _CLIENT_TOKEN.fullmatch(token):
+        raise InvalidArgument(
+            reasons.INVALID_CLIENT_TOKEN,
+            "client_token: 1 to 64 printable ASCII characters without spaces",
+            field="client_token",
+        )
+    return token
+
+
+def _check_name(name: str, limits: Limits) -> str:
+    if not name:
+        raise InvalidArgument(reasons.MISSING_NAME, "name: required", field="name")
+    if len(name) > limits.name_chars:
+        raise InvalidArgument(
+            reasons.CMD_NAME_EXCEED_LIMIT,
+            f"name: {len(name)} characters, the limit is {limits.name_chars}",
+            field="name",
+        )
+    if _has_control_chars(name):
+        raise InvalidArgument(
+            reasons.CMD_NAME_INVALID_CHARACTER,
+            "name: must not contain control characters",
+            field="name",
+        )
+    return name
+
+
+def _check_description(description: str, limits: Limits) -> str:
+    if len(description) > limits.description_chars:
+        raise InvalidArgument(
+            reasons.CMD_DESC_EXCEED_LIMIT,
+            f"description: {len(description)} characters, the limit is {limits.description_chars}",
+            field="description",
+        )
+    if _has_control_chars(description.replace("\n", "").replace("\t", "")):
+        raise InvalidArgument(
+            reasons.CMD_DESC_INVALID_CHARACTER,
+            "description: must not contain control characters other than newline and tab",
+            field="description",
+        )
+    return description
+
+
+def check_working_dir(working_dir: str, limits: Limits) -> str:
+    if len(working_dir) > limits.working_dir_chars or _has_control_chars(working_dir):
+        raise InvalidArgument(
+            reasons.INVALID_WORKING_DIR,
+            f"working_dir: at most {limits.working_dir_chars} characters, no control characters",
+            field="working_dir",
+        )
+    return working_dir
+
+
+def check_timeout(timeout_seconds: int, limits: Limits) -> int:
+    """0 means the default; anything else must lie within the configured range."""
+    if timeout_seconds == 0:
+        return limits.default_timeout_seconds
+    if not limits.min_timeout_seconds <= timeout_seconds <= limits.max_timeout_seconds:
+        raise InvalidArgument(
+            reasons.INVALID_TIMEOUT,
+            f"timeout_seconds: must be between {limits.min_timeout_seconds} and "
+            f"{limits.max_timeout_seconds} (0 means {limits.default_timeout_seconds}), "
+            f"not {timeout_seconds}",
+            field="timeout_seconds",
+        )
+    return timeout_seconds
+
+
+def _check_content(content: bytes, limits: Limits, extra: int = 0) -> bytes:
+    if not content:
+        raise InvalidArgument(
+            reasons.MISSING_COMMAND_CONTENT, "command_content: required", field="command_content"
+        )
+    size = base64_size(len(content)) + extra
+    if size > limits.content_bytes:
+        what = "Base64 content plus parameters" if extra else "Base64 content"
+        raise InvalidArgument(
+            reasons.CMD_CONTENT_EXCEED_LIMIT,
+            f"command_content: {what} is {size} bytes, the limit is {limits.content_bytes}",
+            field="command_content",
+            metadata={"size": str(size), "limit": str(limits.content_bytes)},
+        )
+    return content
+
+
+def _check_username(username: str, limits: Limits) -> str:
+    if len(username) > limits.username_chars:
+        raise InvalidArgument(
+            reasons.USERNAME_EXCEED_LIMIT,
+            f"username: {len(username)} characters, the limit is {limits.username_chars}",
+            field="username",
+        )
+    if _has_control_chars(username) or "/" in username:
+        raise InvalidArgument(
+            reasons.INVALID_USERNAME,
+            "username: must not contain '/' or control characters",
+            field="username",
+        )
+    return username
+
+
+def validate_command(draft: CommandDraft, limits: Limits) -> CommandSpec:
+    """A CommandSpec from a client's draft, or InvalidArgument naming the first broken rule."""
+    region_id = check_region(draft.region_id)
+    name = _check_name(draft.name, limits)
+    if draft.type is None:
+        raise InvalidArgument(
+            reasons.MISSING_COMMAND_TYPE,
+            "type: required (COMMAND_TYPE_RUN_SHELL_SCRIPT, COMMAND_TYPE_RUN_BAT_SCRIPT or "
+            "COMMAND_TYPE_RUN_POWERSHELL_SCRIPT)",
+            field="type",
+        )
+    content = _check_content(draft.content, limits)
+    names = (
+        parse_parameter_names(content, limits.parameters_per_command)
+        if draft.enable_parameter
+        else []
+    )
+    return CommandSpec(
+        region_id=region_id,
+        name=name,
+        type=draft.type,
+        content=content,
+        description=_check_description(draft.description, limits),
+        working_dir=check_working_dir(draft.working_dir, limits),
+        timeout_seconds=check_timeout(draft.timeout_seconds, limits),
+        enable_parameter=draft.enable_parameter,
+        parameter_names=tuple(names),
+    )
+
+
+def apply_patch(spec: CommandSpec, patch: CommandPatch, limits: Limits) -> CommandSpec:
+    """The command after ModifyCommand, validated as a whole."""
+    draft = CommandDraft(
+        region_id=spec.region_id,
+        name=spec.name if patch.name is None else patch.name,
+        type=spec.type,
+        content=spec.content if patch.content is None else patch.content,
+        description=spec.description if patch.description is None else patch.description,
+        working_dir=spec.working_dir if patch.working_dir is None else patch.working_dir,
+        timeout_seconds=(
+            spec.timeout_seconds if patch.timeout_seconds is None else patch.timeout_seconds
+        ),
+        enable_parameter=spec.enable_parameter,
+    )
+    return validate_command(draft, limits)
+
+
+def _check_instance_ids(instance_ids: Sequence[str], limits: Limits) -> tuple[str, ...]:
+    if not instance_ids:
+        raise InvalidArgument(
+            reasons.MISSING_INSTANCE_IDS, "instance_ids: at least one is required",
+            field="instance_ids",
+        )
+    if len(instance_ids) > limits.instances_per_invocation:
+        raise InvalidArgument(
+            reasons.INSTANCE_IDS_EXCEED_LIMIT,
+            f"instance_ids: {len(instance_ids)} instances, the limit is "
+            f"{limits.instances_per_invocation}",
+            field="instance_ids",
+            metadata={
+                "count": str(len(instance_ids)),
+                "limit": str(limits.instances_per_invocation),
+            },
+        )
+    seen: set[str] = set()
+    for instance_id in instance_ids:
+        check_instance_id(instance_id, limits)
+        if instance_id in seen:
+            raise InvalidArgument(
+                reasons.INVALID_INSTANCE_IDS,
+                f"instance_ids: {instance_id!r} is listed twice",
+                field="instance_ids",
+                metadata={"instance_id": instance_id},
+            )
+        seen.add(instance_id)
+    return tuple(instance_ids)
+
+
+def repeat_mode_of(draft: InvocationDraft) -> RepeatMode:
+    """Unspecified means ONCE, or PERIOD with the original API's `timed` flag."""
+    if draft.repeat_mode is None:
+        return RepeatMode.PERIOD if draft.timed else RepeatMode.ONCE
+    if draft.timed and draft.repeat_mode is not RepeatMode.PERIOD:
+        raise InvalidArgument(
+            reasons.INVALID_REPEAT_MODE,
+            f"timed: true contradicts repeat_mode {draft.repeat_mode.value}",
+            field="timed",
+        )
+    return draft.repeat_mode
+
+
+def validate_invocation(
+    draft: InvocationDraft,
+    command_id: str,
+    command: CommandSpec,
+    limits: Limits,
+    check_frequency: Callable[[str, int], None],
+) -> InvocationSpec:
+    """An InvocationSpec for `command`, or InvalidArgument naming the first broken rule.
+
+    `check_frequency(frequency, timeout_seconds)` validates a periodic schedule.
+    """
+    instance_ids = _check_instance_ids(draft.instance_ids, limits)
+    repeat_mode = repeat_mode_of(draft)
+    timeout = (
+        command.timeout_seconds
+        if draft.timeout_seconds is None
+        else check_timeout(draft.timeout_seconds, limits)
+    )
+    if repeat_mode is RepeatMode.PERIOD:
+        if not draft.frequency:
+            raise InvalidArgument(
+                reasons.MISSING_FREQUENCY,
+                "frequency: required for a periodic invocation",
+                field="frequency",
+            )
+        check_frequency(draft.frequency, timeout)
+    elif draft.frequency:
+        raise InvalidArgument(
+            reasons.INVALID_FREQUENCY,
+            f"frequency: only a periodic invocation has one (repeat_mode is {repeat_mode.value})",
+            field="frequency",
+        )
+    check_parameter_values(
+        command.parameter_names,
+        draft.parameters,
+        enable_parameter=command.enable_parameter,
+        max_count=limits.parameters_per_command,
+    )
+    _check_content(command.content, limits, extra=parameters_size(draft.parameters))
+    working_dir = (
+        command.working_dir
+        if draft.working_dir is None
+        else check_working_dir(draft.working_dir, limits)
+    )
+    return InvocationSpec(
+        region_id=command.region_id,
+        command_id=command_id,
+        command_name=command.name,
+        command_type=command.type,
+        content=command.content,
+        enable_parameter=command.enable_parameter,
+        parameters=dict(draft.parameters),
+        instance_ids=instance_ids,
+        repeat_mode=repeat_mode,
+        frequency=draft.frequency,
+        timeout_seconds=timeout,
+        working_dir=working_dir,
+        username=_check_username(draft.username, limits),
+    )
+
+

@@ -1,0 +1,451 @@
+"""The command plane: what each CommandService and InstanceService call does, without gRPC.
+
+It validates with the domain rules, reads and writes through the store, and hands tasks and
+cancels to the hub. The servicers in `server.api` only translate protobuf to these calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import tzinfo
+from typing import Generic, TypeVar
+
+from server.clock import now_ms
+from server.domain import ids, reasons
+from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.limits import Limits
+from server.domain.model import (
+    Command,
+    CommandDraft,
+    CommandPatch,
+    CommandType,
+    Instance,
+    Invocation,
+    InvocationDraft,
+    InvocationSpec,
+    OutputSlice,
+    Record,
+    RepeatMode,
+    runs_on,
+)
+from server.domain.pagination import parse_page
+from server.domain.status import InvokeStatus
+from server.domain.timezones import day_start_ms
+from server.domain.validation import (
+    apply_patch,
+    check_client_token,
+    check_instance_id,
+    check_region,
+    check_required,
+    validate_command,
+    validate_invocation,
+)
+from server.hub import Hub
+from server.store import agents as agents_repo
+from server.store import commands as commands_repo
+from server.store import invocations as invocations_repo
+from server.store.database import Database
+from server.store.idempotency import IdempotencyKey, replay
+from server.store.invocations import InvocationPlan, RecordProgress
+from server.store.output import read_range
+
+T = TypeVar("T")
+
+MAX_OUTPUT_READ = 3 * 1024 * 1024
+DEFAULT_OUTPUT_READ = 1024 * 1024
+WATCH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlaneSettings:
+    limits: Limits
+    default_timezone: tzinfo
+    delivery_timeout_seconds: float = 60.0
+    # How long a STOPPING record waits for the agent to confirm the kill.
+    stop_grace_seconds: float = 15.0
+    # How long watchers wait for an agent's last output after the server ended a record.
+    output_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class OutputEvent:
+    instance_id: str
+    record_id: str
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    record: Record
+    invocation_status: InvokeStatus
+
+
+WatchEvent = OutputEvent | StateEvent
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    items: list[T]
+    total_count: int
+    next_page_token: str
+
+
+def _request_hash(*parts: object) -> str:
+    def default(value: object) -> object:
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode()
+        raise TypeError(type(value))
+
+    text = json.dumps(
+        [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],  # type: ignore[call-overload]
+        sort_keys=True,
+        default=default,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _periodic_not_supported(frequency: str, timeout_seconds: int) -> None:
+    raise FailedPrecondition(
+        reasons.INVALID_REPEAT_MODE,
+        "repeat_mode: periodic invocations are not available on this server yet",
+        field="repeat_mode",
+    )
+
+
+class CommandPlane:
+    def __init__(self, db: Database, hub: Hub, settings: PlaneSettings) -> None:
+        self._db = db
+        self._hub = hub
+        self._settings = settings
+        self._limits = settings.limits
+
+    # Commands ---------------------------------------------------------------------------
+
+    async def create_command(self, draft: CommandDraft, client_token: str) -> str:
+        spec = validate_command(draft, self._limits)
+        key = self._idempotency_key(spec.region_id, "CreateCommand", client_token, draft)
+        return await self._db.write(
+            commands_repo.create_command,
+            ids.command_id(),
+            spec,
+            now_ms(),
+            self._limits.commands_per_region,
+            key,
+        )
+
+    async def modify_command(self, region_id: str, command_id: str, patch: CommandPatch) -> None:
+        check_region(region_id)
+        check_required(command_id, "command_id", reasons.MISSING_COMMAND_ID)
+        await self._db.write(
+            commands_repo.modify_command,
+            region_id,
+            command_id,
+            lambda spec: apply_patch(spec, patch, self._limits),
+        )
+
+    async def describe_commands(
+        self,
+        region_id: str,
+        command_id: str,
+        name: str,
+        command_type: CommandType | None,
+        page_size: int,
+        page_token: str,
+    ) -> Listing[Command]:
+        check_region(region_id)
+        filters = (region_id, command_id, name, command_type)
+        page = parse_page("commands", filters, page_size, page_token)
+        items, total = await self._db.read(
+            commands_repo.list_commands, region_id, command_id, name, command_type, page
+        )
+        token = page.next_token(items[-1].command_id) if len(items) == page.size else ""
+        return Listing(items, total, token)
+
+    async def delete_command(self, region_id: str, command_id: str) -> None:
+        check_region(region_id)
+        check_required(command_id, "command_id", reasons.MISSING_COMMAND_ID)
+        await self._db.write(commands_repo.delete_command, region_id, command_id)
+
+    # Invocations ------------------------------------------------------------------------
+
+    async def invoke(self, draft: InvocationDraft, client_token: str) -> str:
+        check_region(draft.region_id)
+        check_required(draft.command_id, "command_id", reasons.MISSING_COMMAND_ID)
+        key = self._idempotency_key(draft.region_id, "InvokeCommand", client_token, draft)
+        previous = await self._db.read(replay, key)
+        if previous is not None:
+            return previous["invoke_id"]
+        command = await self._db.read(
+            commands_repo.get_command, draft.region_id, draft.command_id
+        )
+        spec = validate_invocation(
+            draft, command.command_id, command.spec, self._limits, _periodic_not_supported
+        )
+        result = await self._start(spec, key)
+        return result["invoke_id"]
+
+    async def run(
+        self, command: CommandDraft, invocation: InvocationDraft, keep_command: bool, client_token: str
+    ) -> tuple[str, str]:
+        """RunCommand: a command (saved only with keep_command) invoked in one step."""
+        if not command.name:
+            command = CommandDraft(**{**asdict(command), "name": "run-command"})
+        command_spec = validate_command(command, self._limits)
+        key = self._idempotency_key(
+            command_spec.region_id, "RunCommand", client_token, command, invocation, keep_command
+        )
+        previous = await self._db.read(replay, key)
+        if previous is not None:
+            return previous["command_id"], previous["invoke_id"]
+        command_id = ids.command_id()
+        spec = validate_invocation(
+            invocation, command_id, command_spec, self._limits, _periodic_not_supported
+        )
+        result = await self._start(spec, key, new_command=command_spec if keep_command else None)
+        return result["command_id"], result["invoke_id"]
+
+    async def _start(
+        self,
+        spec: InvocationSpec,
+        key: IdempotencyKey | None,
+        new_command: object | None = None,
+    ) -> dict[str, str]:
+        await self._check_targets(spec)
+        now = now_ms()
+        plan = InvocationPlan(
+            invoke_id=ids.invoke_id(),
+            spec=spec,
+            record_ids={instance_id: ids.record_id() for instance_id in spec.instance_ids},
+            now_ms=now,
+            day_start_ms=day_start_ms(now, self._settings.default_timezone),
+            daily_quota=self._limits.invocations_per_region_per_day,
+            delivery_deadline_ms=now + int(self._settings.delivery_timeout_seconds * 1000),
+            output_limit=self._limits.output_bytes_per_record,
+            idempotency=key,
+            new_command=new_command,  # type: ignore[arg-type]
+            command_quota=self._limits.commands_per_region,
+        )
+        result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
+        for task_instance, task in zip(spec.instance_ids, tasks, strict=False):
+            self._hub.send(task_instance, task)
+        return result
+
+    async def _check_targets(self, spec: InvocationSpec) -> None:
+        """Every instance exists in the region, runs this command type, and is connected."""
+        found = await self._db.read(
+            agents_repo.find_instances, spec.region_id, spec.instance_ids
+        )
+        missing = [i for i in spec.instance_ids if i not in found]
+        if missing:
+            raise NotFound(
+                reasons.INSTANCE_NOT_FOUND,
+                f"instance_ids: no instance {', '.join(missing)} in region {spec.region_id}",
+                field="instance_ids",
+                metadata={"instance_ids": ",".join(missing)},
+            )
+        for instance_id in spec.instance_ids:
+            instance = found[instance_id]
+            if not runs_on(spec.command_type, instance.os_type):
+                raise FailedPrecondition(
+                    reasons.INSTANCE_NOT_MATCH,
+                    f"instance_ids: {instance_id} is a {instance.os_type.value} instance and "
+                    f"cannot run a {spec.command_type.value} command",
+                    field="instance_ids",
+                    metadata={"instance_id": instance_id, "os_type": instance.os_type.value},
+                )
+            if not self._hub.is_online(instance_id):
+                raise FailedPrecondition(
+                    reasons.CLIENT_NOT_ONLINE,
+                    f"instance_ids: the agent of {instance_id} is not connected",
+                    field="instance_ids",
+                    metadata={"instance_id": instance_id},
+                )
+
+    async def describe_invocations(
+        self,
+        region_id: str,
+        invoke_id: str,
+        command_id: str,
+        instance_id: str,
+        status: InvokeStatus | None,
+        page_size: int,
+        page_token: str,
+    ) -> Listing[Invocation]:
+        check_region(region_id)
+        filters = (region_id, invoke_id, command_id, instance_id, status)
+        page = parse_page("invocations", filters, page_size, page_token)
+        items, total = await self._db.read(
+            invocations_repo.list_invocations,
+            region_id,
+            invoke_id,
+            command_id,
+            instance_id,
+            status,
+            page,
+        )
+        token = page.next_token(items[-1].invoke_id) if len(items) == page.size else ""
+        return Listing(items, total, token)
+
+    async def describe_results(
+        self,
+        region_id: str,
+        invoke_id: str,
+        instance_id: str,
+        command_id: str,
+        status: InvokeStatus | None,
+        include_history: bool,
+        page_size: int,
+        page_token: str,
+    ) -> Listing[tuple[Record, bytes]]:
+        check_region(region_id)
+        filters = (region_id, invoke_id, instance_id, command_id, status, include_history)
+        page = parse_page("results", filters, page_size, page_token)
+        items, total = await self._db.read(
+            invocations_repo.list_results,
+            region_id,
+            invoke_id,
+            instance_id,
+            command_id,
+            status,
+            include_history,
+            page,
+        )
+        token = page.next_token(items[-1][0].record_id) if len(items) == page.size else ""
+        return Listing(items, total, token)
+
+    async def get_output(
+        self,
+        region_id: str,
+        invoke_id: str,
+        instance_id: str,
+        record_id: str,
+        offset: int,
+        limit: int,
+    ) -> OutputSlice:
+        check_region(region_id)
+        check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
+        if offset < 0:
+            raise InvalidArgument(
+                reasons.INVALID_OUTPUT_RANGE, "offset: must not be negative", field="offset"
+            )
+        if limit < 0 or limit > MAX_OUTPUT_READ:
+            raise InvalidArgument(
+                reasons.INVALID_OUTPUT_RANGE,
+                f"limit: must be between 0 and {MAX_OUTPUT_READ} (0 means {DEFAULT_OUTPUT_READ})",
+                field="limit",
+            )
+        return await self._db.read(
+            invocations_repo.read_output,
+            region_id,
+            invoke_id,
+            instance_id,
+            record_id,
+            offset,
+            limit or DEFAULT_OUTPUT_READ,
+        )
+
+    async def stop(self, region_id: str, invoke_id: str, instance_ids: Sequence[str]) -> None:
+        check_region(region_id)
+        check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
+        for instance_id in instance_ids:
+            check_instance_id(instance_id, self._limits)
+        now = now_ms()
+        effects = await self._db.write(
+            invocations_repo.stop_invocation,
+            region_id,
+            invoke_id,
+            list(instance_ids),
+            now,
+            now + int(self._settings.stop_grace_seconds * 1000),
+        )
+        self._hub.carry_out(effects)
+
+    async def watch(
+        self, region_id: str, invoke_id: str, instance_id: str
+    ) -> AsyncIterator[WatchEvent]:
+        """Stored output and states first, then live changes; ends when a one-shot invocation
+        is over (every record terminal and its agent's last output stored)."""
+        check_region(region_id)
+        check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
+        sent: dict[str, int] = {}
+        last_state: dict[str, tuple[object, ...]] = {}
+        grace_ms = int(self._settings.output_grace_seconds * 1000)
+        with self._hub.events.subscribe(invoke_id) as changed:
+            while True:
+                changed.clear()
+                snapshot = await self._db.read(
+                    invocations_repo.watch_snapshot, region_id, invoke_id, instance_id
+                )
+                for progress in snapshot.records:
+                    record = progress.record
+                    offset = sent.get(record.record_id, 0)
+                    while offset < record.output_size:
+                        end = min(record.output_size, offset + WATCH_CHUNK)
+                        data = await self._db.read(read_range, record.record_id, offset, end)
+                        if not data:
+                            break
+                        yield OutputEvent(record.instance_id, record.record_id, offset, data)
+                        offset += len(data)
+                    sent[record.record_id] = offset
+                    key = (record.state, record.exit_code, record.error_code, record.dropped)
+                    if last_state.get(record.record_id) != key:
+                        last_state[record.record_id] = key
+                        yield StateEvent(record, snapshot.status)
+                if snapshot.repeat_mode is not RepeatMode.ONCE:
+                    await changed.wait()
+                    continue
+                now = now_ms()
+                waits = [_output_wait_ms(p, now, grace_ms) for p in snapshot.records]
+                if all(w == 0 for w in waits):
+                    return
+                pending = [w for w in waits if w is not None and w > 0]
+                timeout = None if None in waits else min(pending) / 1000
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout)
+                except TimeoutError:
+                    pass
+
+    # Instances --------------------------------------------------------------------------
+
+    async def describe_instances(
+        self, region_id: str, instance_ids: Sequence[str], page_size: int, page_token: str
+    ) -> Listing[Instance]:
+        check_region(region_id)
+        for instance_id in instance_ids:
+            check_instance_id(instance_id, self._limits)
+        filters = (region_id, tuple(instance_ids))
+        page = parse_page("instances", filters, page_size, page_token)
+        items, total = await self._db.read(
+            agents_repo.list_instances, region_id, list(instance_ids), page
+        )
+        token = (
+            page.next_token(agents_repo.instance_page_key(items[-1]))
+            if len(items) == page.size
+            else ""
+        )
+        return Listing(items, total, token)
+
+    def _idempotency_key(
+        self, region_id: str, operation: str, client_token: str, *request: object
+    ) -> IdempotencyKey | None:
+        check_client_token(client_token)
+        if not client_token:
+            return None
+        return IdempotencyKey(region_id, operation, client_token, _request_hash(*request))
+
+
+def _output_wait_ms(progress: RecordProgress, now: int, grace_ms: int) -> int | None:
+    """0 when the record is over; None while it is active; else ms left to wait for output."""
+    record = progress.record
+    if not record.state.terminal:
+        return None
+    if progress.agent_done:
+        return 0
+    ended = record.finish_ms or record.stop_ms or now
+    return max(0, ended + grace_ms - now)

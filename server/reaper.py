@@ -1,0 +1,37 @@
+"""Enforces the stored deadlines: delivery (PENDING), execution (RUNNING), stop (STOPPING).
+
+Deadlines live in the records, so they survive a restart and hold when the agent is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from server.clock import now_ms
+from server.hub import Hub
+from server.store.agents import expire_due
+from server.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(self, db: Database, hub: Hub, *, interval_seconds: float = 0.25) -> None:
+        self._db = db
+        self._hub = hub
+        self._interval = interval_seconds
+
+    async def sweep(self) -> int:
+        """Expires what is due now; returns how many records changed."""
+        effects = await self._db.write(expire_due, now_ms())
+        self._hub.carry_out(effects)
+        return len(effects.cancels)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("deadline sweep failed; retrying")
+            await asyncio.sleep(self._interval)

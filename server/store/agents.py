@@ -1,0 +1,489 @@
+"""Repository functions for instances and for what their agents report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+
+from server.domain import reasons
+from server.domain.model import Instance, OsType
+from server.domain.pagination import Page
+from server.domain.status import ExecutionState
+from server.domain.tasks import EndKind, Task, TaskEnd, build_task, outcome_of
+from server.store import convert
+from server.store.invocations import ACTIVE, instances_of, sync_invocations
+from server.store.output import append_chunks
+from server.store.reports import (
+    CancelOrder,
+    Effects,
+    HeartbeatSeen,
+    OutputAck,
+    OutputAppend,
+    Report,
+    TaskStart,
+)
+from server.store.tables import INSTANCES, INVOCATIONS, RECORDS
+
+PENDING = ExecutionState.PENDING.value
+RUNNING = ExecutionState.RUNNING.value
+STOPPING = ExecutionState.STOPPING.value
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    instance_id: str
+    region_id: str
+    os_type: OsType
+    hostname: str
+    agent_version: str
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    """A task an agent says it holds (in its hello)."""
+
+    record_id: str
+    output_size: int
+    finished: bool
+
+
+def find_instances(conn: Connection, region_id: str, instance_ids: Sequence[str]) -> dict[str, Instance]:
+    rows = conn.execute(
+        select(INSTANCES).where(
+            INSTANCES.c.region_id == region_id, INSTANCES.c.instance_id.in_(list(instance_ids))
+        )
+    ).all()
+    return {row.instance_id: convert.instance(row, 0) for row in rows}
+
+
+def list_instances(
+    conn: Connection, region_id: str, instance_ids: Sequence[str], page: Page
+) -> tuple[list[Instance], int]:
+    conditions = [INSTANCES.c.region_id == region_id]
+    if instance_ids:
+        conditions.append(INSTANCES.c.instance_id.in_(list(instance_ids)))
+    total = conn.execute(
+        select(func.count()).select_from(INSTANCES).where(*conditions)
+    ).scalar_one()
+    if page.after_id is not None:
+        ms_text, _, after_instance = page.after_id.partition(":")
+        after_ms = int(ms_text) if ms_text.isdigit() else 0
+        conditions.append(
+            (INSTANCES.c.registered_ms < after_ms)
+            | (
+                (INSTANCES.c.registered_ms == after_ms)
+                & (INSTANCES.c.instance_id < after_instance)
+            )
+        )
+    rows = conn.execute(
+        select(INSTANCES)
+        .where(*conditions)
+        .order_by(INSTANCES.c.registered_ms.desc(), INSTANCES.c.instance_id.desc())
+        .limit(page.size)
+    ).all()
+    active: dict[str, int] = {}
+    if rows:
+        active = dict(
+            conn.execute(  # type: ignore[arg-type]
+                select(RECORDS.c.instance_id, func.count())
+                .where(
+                    RECORDS.c.instance_id.in_([r.instance_id for r in rows]),
+                    RECORDS.c.state.in_(ACTIVE),
+                )
+                .group_by(RECORDS.c.instance_id)
+            ).all()
+        )
+    return [convert.instance(r, active.get(r.instance_id, 0)) for r in rows], total
+
+
+def instance_page_key(instance: Instance) -> str:
+    return f"{instance.registered_ms}:{instance.instance_id}"
+
+
+def mark_all_offline(conn: Connection) -> None:
+    """At start-up no agent is connected to this server yet."""
+    conn.execute(update(INSTANCES).where(INSTANCES.c.online.is_(True)).values(online=False))
+
+
+def mark_offline(conn: Connection, instance_id: str, now_ms: int) -> None:
+    conn.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.instance_id == instance_id)
+        .values(online=False, last_heartbeat_ms=now_ms)
+    )
+
+
+def _tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
+    if not rows:
+        return []
+    invocation_rows = {
+        r.invoke_id: r
+        for r in conn.execute(
+            select(INVOCATIONS).where(INVOCATIONS.c.invoke_id.in_({r.invoke_id for r in rows}))
+        ).all()
+    }
+    members = instances_of(conn, list(invocation_rows))
+    tasks = []
+    for row in rows:
+        inv = invocation_rows[row.invoke_id]
+        ids = tuple(m.instance_id for m in members[row.invoke_id])  # type: ignore[attr-defined]
+        spec = convert.invocation_spec(inv, ids)
+        tasks.append(build_task(row.record_id, row.instance_id, row.invoke_id, spec, row.output_limit))
+    return tasks
+
+
+def agent_hello(
+    conn: Connection, agent: AgentIdentity, held: Sequence[HeldTask], now_ms: int
+) -> tuple[Effects, list[tuple[str, int, bool]]]:
+    """Registers (or refreshes) the instance and reconciles the tasks the agent holds.
+
+    Returns the effects (re-dispatch of PENDING records, cancels, state changes) and the
+    acknowledgements for the welcome message: (task id, stored offset, result stored).
+    """
+    instance_id = agent.instance_id
+    values = {
+        "region_id": agent.region_id,
+        "os_type": agent.os_type.value,
+        "hostname": agent.hostname,
+        "agent_version": agent.agent_version,
+        "online": True,
+        "last_heartbeat_ms": now_ms,
+    }
+    updated = conn.execute(
+        update(INSTANCES).where(INSTANCES.c.instance_id == instance_id).values(**values)
+    )
+    if updated.rowcount == 0:
+        conn.execute(
+            insert(INSTANCES).values(
+                instance_id=instance_id,
+                registered_ms=now_ms,
+                invocation_count=0,
+                **values,
+            )
+        )
+    effects = Effects()
+    held_ids = [t.record_id for t in held]
+    known = {
+        r.record_id: r
+        for r in conn.execute(
+            select(RECORDS).where(
+                RECORDS.c.record_id.in_(held_ids), RECORDS.c.instance_id == instance_id
+            )
+        ).all()
+    }
+    acks: list[tuple[str, int, bool]] = []
+    changed: list[str] = []
+    for task in held:
+        row = known.get(task.record_id)
+        if row is None:
+            # The server has no such task for this instance: the agent should forget it.
+            acks.append((task.record_id, task.output_size, True))
+            if not task.finished:
+                effects.cancels.append(CancelOrder(instance_id, task.record_id))
+            continue
+        acks.append((task.record_id, row.output_size, bool(row.agent_done)))
+        state = ExecutionState(row.state)
+        if state is ExecutionState.PENDING:
+            # The agent took it but its task_accepted was lost.
+            timeout = conn.execute(
+                select(INVOCATIONS.c.timeout_seconds).where(INVOCATIONS.c.invoke_id == row.invoke_id)
+            ).scalar_one()
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.record_id == row.record_id, RECORDS.c.state == PENDING)
+                .values(state=RUNNING, start_ms=now_ms, deadline_ms=now_ms + timeout * 1000)
+            )
+            changed.append(row.record_id)
+        elif state.terminal and not task.finished:
+            effects.cancels.append(
+                CancelOrder(instance_id, row.record_id, timeout=state is ExecutionState.TIMEOUT)
+            )
+        elif state is ExecutionState.STOPPING and not task.finished:
+            effects.cancels.append(CancelOrder(instance_id, row.record_id))
+    lost = conn.execute(
+        select(RECORDS.c.record_id, RECORDS.c.state).where(
+            RECORDS.c.instance_id == instance_id,
+            RECORDS.c.state.in_([RUNNING, STOPPING]),
+            RECORDS.c.record_id.not_in(held_ids),
+        )
+    ).all()
+    for record_id, state in lost:
+        # The agent does not know a task the server thinks is running: it restarted.
+        values_lost: dict[str, object] = {"finish_ms": now_ms, "agent_done": True, "deadline_ms": None}
+        if state == STOPPING:
+            values_lost |= {"state": ExecutionState.TERMINATED.value, "stop_ms": now_ms}
+        else:
+            values_lost |= {
+                "state": ExecutionState.ERROR.value,
+                "error_code": reasons.CLIENT_RESTARTED,
+                "error_info": "the agent restarted while the script was running",
+            }
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
+            .values(**values_lost)
+        )
+        changed.append(record_id)
+    pending = conn.execute(
+        select(RECORDS)
+        .where(
+            RECORDS.c.instance_id == instance_id,
+            RECORDS.c.state == PENDING,
+            RECORDS.c.record_id.not_in(held_ids),
+        )
+        .order_by(RECORDS.c.record_id)
+    ).all()
+    effects.dispatches.extend((instance_id, task) for task in _tasks_for(conn, pending))
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
+    return effects, acks
+
+
+@dataclass
+class _Progress:
+    instance_id: str
+    invoke_id: str
+    state: str
+    size: int
+    limit: int
+    timeout_seconds: int
+    agent_done: bool
+
+
+def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> Effects:
+    """Stores a batch of agent reports in order, in one transaction.
+
+    Output is appended only at a record's current length (replays are idempotent) and only up
+    to its limit. A result is stored only once all output before it is; otherwise the agent is
+    told to rewind.
+    """
+    effects = Effects()
+    record_ids = {r.record_id for r in reports if not isinstance(r, HeartbeatSeen)}
+    progress: dict[str, _Progress] = {}
+    if record_ids:
+        for row in conn.execute(
+            select(
+                RECORDS.c.record_id,
+                RECORDS.c.instance_id,
+                RECORDS.c.invoke_id,
+                RECORDS.c.state,
+                RECORDS.c.output_size,
+                RECORDS.c.output_limit,
+                RECORDS.c.agent_done,
+                INVOCATIONS.c.timeout_seconds,
+            )
+            .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+            .where(RECORDS.c.record_id.in_(record_ids))
+        ).all():
+            progress[row.record_id] = _Progress(
+                row.instance_id,
+                row.invoke_id,
+                row.state,
+                row.output_size,
+                row.output_limit,
+                row.timeout_seconds,
+                bool(row.agent_done),
+            )
+    chunks: dict[str, tuple[int, list[bytes]]] = {}
+    acks: dict[str, OutputAck] = {}
+    changed: list[str] = []
+    heartbeats: dict[str, int] = {}
+
+    for report in reports:
+        if isinstance(report, HeartbeatSeen):
+            heartbeats[report.instance_id] = report.time_ms
+            continue
+        p = progress.get(report.record_id)
+        if p is None or p.instance_id != report.instance_id:
+            effects.rejected.append(
+                f"instance {report.instance_id} reported on task {report.record_id}, "
+                "which is not one of its tasks"
+            )
+            continue
+        if isinstance(report, OutputAppend):
+            end = report.offset + len(report.data)
+            if report.offset > p.size:
+                effects.rejected.append(
+                    f"task {report.record_id}: output at offset {report.offset} but only "
+                    f"{p.size} bytes are stored"
+                )
+            elif end > p.size and p.size < p.limit:
+                piece = report.data[p.size - report.offset :][: p.limit - p.size]
+                start, parts = chunks.setdefault(report.record_id, (p.size, []))
+                parts.append(piece)
+                p.size += len(piece)
+            acks[report.record_id] = OutputAck(p.instance_id, report.record_id, p.size)
+        elif isinstance(report, TaskStart):
+            if p.state == PENDING:
+                conn.execute(
+                    update(RECORDS)
+                    .where(RECORDS.c.record_id == report.record_id, RECORDS.c.state == PENDING)
+                    .values(
+                        state=RUNNING,
+                        start_ms=report.start_ms,
+                        deadline_ms=now_ms + p.timeout_seconds * 1000,
+                    )
+                )
+                p.state = RUNNING
+                changed.append(report.record_id)
+            elif ExecutionState(p.state).terminal:
+                # Stopped or expired before the agent took it: the agent must drop it.
+                effects.cancels.append(
+                    CancelOrder(
+                        p.instance_id,
+                        report.record_id,
+                        timeout=p.state == ExecutionState.TIMEOUT.value,
+                    )
+                )
+        else:
+            _apply_end(conn, report, p, effects, acks, changed)
+
+    append_chunks(
+        conn, [(rid, start, b"".join(parts)) for rid, (start, parts) in chunks.items()]
+    )
+    sizes = [
+        {"b_record_id": rid, "output_size": progress[rid].size}
+        for rid in chunks
+    ]
+    if sizes:
+        conn.execute(
+            update(RECORDS).where(RECORDS.c.record_id == bindparam("b_record_id")),
+            sizes,
+        )
+    if heartbeats:
+        conn.execute(
+            update(INSTANCES).where(INSTANCES.c.instance_id == bindparam("b_instance_id")),
+            [{"b_instance_id": i, "last_heartbeat_ms": t} for i, t in heartbeats.items()],
+        )
+    effects.acks.extend(acks.values())
+    effects.changed_invocations |= {progress[rid].invoke_id for rid in chunks}
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
+    return effects
+
+
+def _apply_end(
+    conn: Connection,
+    end: TaskEnd,
+    p: _Progress,
+    effects: Effects,
+    acks: dict[str, OutputAck],
+    changed: list[str],
+) -> None:
+    expected = min(end.output_size, p.limit)
+    if p.size < expected:
+        # Some output before the result never arrived (a lost chunk): ask for it again.
+        acks[end.record_id] = OutputAck(p.instance_id, end.record_id, p.size, rewind=True)
+        return
+    acks[end.record_id] = OutputAck(p.instance_id, end.record_id, p.size, result_stored=True)
+    if p.agent_done:
+        return
+    dropped = max(0, end.output_size - p.size)
+    exit_code = end.exit_code if end.kind is not EndKind.ERROR else None
+    if p.state in ACTIVE:
+        outcome = outcome_of(end)
+        values: dict[str, object] = {
+            "state": outcome.state.value,
+            "error_code": outcome.error_code,
+            "error_info": outcome.error_info[:1024],
+            "exit_code": exit_code,
+            "dropped": dropped,
+            "agent_done": True,
+            "deadline_ms": None,
+            "finish_ms": end.time_ms,
+        }
+        if end.start_ms is not None:
+            values["start_ms"] = func.coalesce(RECORDS.c.start_ms, end.start_ms)
+        if outcome.state in (ExecutionState.TERMINATED, ExecutionState.CANCELLED):
+            values["stop_ms"] = end.time_ms
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.record_id == end.record_id, RECORDS.c.state.in_(ACTIVE))
+            .values(**values)
+        )
+        p.state = outcome.state.value
+        changed.append(end.record_id)
+    else:
+        # The server already decided (timeout, stop): keep that state, complete the accounting.
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.record_id == end.record_id)
+            .values(
+                dropped=dropped,
+                agent_done=True,
+                exit_code=func.coalesce(RECORDS.c.exit_code, exit_code),
+            )
+        )
+        changed.append(end.record_id)
+    p.agent_done = True
+
+
+def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
+    """Applies every deadline that has passed: delivery, execution and stop confirmation."""
+    rows = conn.execute(
+        select(RECORDS.c.record_id, RECORDS.c.instance_id, RECORDS.c.state, INVOCATIONS.c.timeout_seconds)
+        .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+        .where(RECORDS.c.deadline_ms <= now_ms)
+        .order_by(RECORDS.c.deadline_ms)
+        .limit(limit)
+    ).all()
+    effects = Effects()
+    if not rows:
+        return effects
+    online = {
+        r.instance_id
+        for r in conn.execute(
+            select(INSTANCES.c.instance_id).where(
+                INSTANCES.c.instance_id.in_({r.instance_id for r in rows}),
+                INSTANCES.c.online.is_(True),
+            )
+        ).all()
+    }
+    changed = []
+    for record_id, instance_id, state, timeout_seconds in rows:
+        values: dict[str, object] = {"deadline_ms": None, "finish_ms": now_ms}
+        if state == PENDING:
+            if instance_id in online:
+                code, info = reasons.DELIVERY_TIMEOUT, "the agent did not take the task in time"
+            else:
+                code, info = (
+                    reasons.CLIENT_NOT_ONLINE,
+                    "the agent was not connected before the delivery timeout",
+                )
+            values |= {
+                "state": ExecutionState.ABORTED.value,
+                "error_code": code,
+                "error_info": info,
+                "agent_done": True,
+            }
+            effects.cancels.append(CancelOrder(instance_id, record_id))
+        elif state == RUNNING:
+            values |= {
+                "state": ExecutionState.TIMEOUT.value,
+                "error_code": reasons.EXECUTION_TIMEOUT,
+                "error_info": f"the script ran longer than its timeout of {timeout_seconds} s",
+            }
+            effects.cancels.append(CancelOrder(instance_id, record_id, timeout=True))
+        elif state == STOPPING:
+            values |= {
+                "state": ExecutionState.TERMINATED.value,
+                "stop_ms": now_ms,
+                "error_code": reasons.TERMINATION_EXCEPTION,
+                "error_info": "the agent did not confirm the stop in time",
+            }
+            effects.cancels.append(CancelOrder(instance_id, record_id))
+        else:
+            # Terminal with a stray deadline: clear it.
+            conn.execute(
+                update(RECORDS).where(RECORDS.c.record_id == record_id).values(deadline_ms=None)
+            )
+            continue
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
+            .values(**values)
+        )
+        changed.append(record_id)
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
+    return effects

@@ -1,0 +1,154 @@
+"""Repository functions for commands. Each takes a Connection inside a transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from server.domain import reasons
+from server.domain.errors import NotFound, ResourceExhausted
+from server.domain.model import Command, CommandSpec, CommandType
+from server.domain.pagination import Page
+from server.store import convert
+from server.store.idempotency import IdempotencyKey, remember, replay
+from server.store.tables import COMMANDS
+
+
+def command_values(command_id: str, spec: CommandSpec, now_ms: int) -> dict[str, object]:
+    return {
+        "command_id": command_id,
+        "region_id": spec.region_id,
+        "name": spec.name,
+        "type": spec.type.value,
+        "content": spec.content,
+        "description": spec.description,
+        "working_dir": spec.working_dir,
+        "timeout_seconds": spec.timeout_seconds,
+        "enable_parameter": spec.enable_parameter,
+        "parameter_names": json.dumps(list(spec.parameter_names)),
+        "invoke_times": 0,
+        "created_ms": now_ms,
+    }
+
+
+def check_command_quota(conn: Connection, region_id: str, quota: int) -> None:
+    count = conn.execute(
+        select(func.count()).select_from(COMMANDS).where(COMMANDS.c.region_id == region_id)
+    ).scalar_one()
+    if count >= quota:
+        raise ResourceExhausted(
+            reasons.CMD_COUNT_EXCEED_QUOTA,
+            f"region {region_id} already has {count} commands, the quota is {quota}; "
+            "delete some first",
+            field="region_id",
+            metadata={"quota": str(quota), "region_id": region_id},
+        )
+
+
+def create_command(
+    conn: Connection,
+    command_id: str,
+    spec: CommandSpec,
+    now_ms: int,
+    quota: int,
+    idempotency: IdempotencyKey | None,
+) -> str:
+    """Stores a new command (or returns the one a retried client_token created)."""
+    previous = replay(conn, idempotency)
+    if previous is not None:
+        return previous["command_id"]
+    check_command_quota(conn, spec.region_id, quota)
+    conn.execute(insert(COMMANDS).values(**command_values(command_id, spec, now_ms)))
+    remember(conn, idempotency, {"command_id": command_id}, now_ms)
+    return command_id
+
+
+def get_command(conn: Connection, region_id: str, command_id: str) -> Command:
+    row = conn.execute(
+        select(COMMANDS).where(
+            COMMANDS.c.region_id == region_id, COMMANDS.c.command_id == command_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(
+            reasons.COMMAND_NOT_FOUND,
+            f"command_id: no command {command_id!r} in region {region_id}",
+            field="command_id",
+        )
+    return convert.command(row)
+
+
+def modify_command(
+    conn: Connection,
+    region_id: str,
+    command_id: str,
+    change: Callable[[CommandSpec], CommandSpec],
+) -> None:
+    """Applies `change` (which validates) to the stored command."""
+    current = get_command(conn, region_id, command_id)
+    spec = change(current.spec)
+    conn.execute(
+        update(COMMANDS)
+        .where(COMMANDS.c.command_id == command_id)
+        .values(
+            name=spec.name,
+            content=spec.content,
+            description=spec.description,
+            working_dir=spec.working_dir,
+            timeout_seconds=spec.timeout_seconds,
+            parameter_names=json.dumps(list(spec.parameter_names)),
+        )
+    )
+
+
+def list_commands(
+    conn: Connection,
+    region_id: str,
+    command_id: str,
+    name: str,
+    command_type: CommandType | None,
+    page: Page,
+) -> tuple[list[Command], int]:
+    conditions = [COMMANDS.c.region_id == region_id]
+    if command_id:
+        conditions.append(COMMANDS.c.command_id == command_id)
+    if name:
+        conditions.append(COMMANDS.c.name == name)
+    if command_type is not None:
+        conditions.append(COMMANDS.c.type == command_type.value)
+    total = conn.execute(
+        select(func.count()).select_from(COMMANDS).where(*conditions)
+    ).scalar_one()
+    if page.after_id is not None:
+        conditions.append(COMMANDS.c.command_id < page.after_id)
+    rows = conn.execute(
+        select(COMMANDS)
+        .where(*conditions)
+        .order_by(COMMANDS.c.command_id.desc())
+        .limit(page.size)
+    ).all()
+    return [convert.command(row) for row in rows], total
+
+
+def delete_command(conn: Connection, region_id: str, command_id: str) -> None:
+    result = conn.execute(
+        delete(COMMANDS).where(
+            COMMANDS.c.region_id == region_id, COMMANDS.c.command_id == command_id
+        )
+    )
+    if result.rowcount == 0:
+        raise NotFound(
+            reasons.COMMAND_NOT_FOUND,
+            f"command_id: no command {command_id!r} in region {region_id}",
+            field="command_id",
+        )
+
+
+def count_invocation(conn: Connection, command_id: str) -> None:
+    conn.execute(
+        update(COMMANDS)
+        .where(COMMANDS.c.command_id == command_id)
+        .values(invoke_times=COMMANDS.c.invoke_times + 1)
+    )

@@ -1,0 +1,567 @@
+"""Repository functions for invocations, their instances and records."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from server.domain import reasons
+from server.domain.errors import FailedPrecondition, NotFound, ResourceExhausted
+from server.domain.model import (
+    CommandSpec,
+    Invocation,
+    InvocationSpec,
+    OutputSlice,
+    Record,
+    RepeatMode,
+)
+from server.domain.pagination import Page
+from server.domain.status import (
+    ACTIVE_STATES,
+    ExecutionState,
+    InvokeStatus,
+    coarse_status,
+    overall_status,
+    states_with_status,
+)
+from server.domain.tasks import Task, build_task
+from server.store import convert
+from server.store.commands import check_command_quota, command_values, count_invocation
+from server.store.idempotency import IdempotencyKey, remember, replay
+from server.store.output import read_range
+from server.store.reports import CancelOrder, Effects
+from server.store.tables import (
+    COMMANDS,
+    INSTANCES,
+    INVOCATION_INSTANCES,
+    INVOCATIONS,
+    RECORDS,
+)
+
+ACTIVE = [s.value for s in ACTIVE_STATES]
+RESULT_OUTPUT_TAIL = 24 * 1024
+
+
+@dataclass(frozen=True)
+class InvocationPlan:
+    """Everything create_invocation writes, decided before the transaction."""
+
+    invoke_id: str
+    spec: InvocationSpec
+    record_ids: dict[str, str]  # instance id -> record id
+    now_ms: int
+    day_start_ms: int
+    daily_quota: int
+    delivery_deadline_ms: int
+    output_limit: int
+    idempotency: IdempotencyKey | None
+    # RunCommand with keep_command: the command is saved in the same transaction.
+    new_command: CommandSpec | None = None
+    command_quota: int = 0
+
+
+def _not_found(invoke_id: str, region_id: str) -> NotFound:
+    return NotFound(
+        reasons.INVOCATION_NOT_FOUND,
+        f"invoke_id: no invocation {invoke_id!r} in region {region_id}",
+        field="invoke_id",
+    )
+
+
+def check_invocation_quota(conn: Connection, region_id: str, day_start_ms: int, quota: int) -> None:
+    count = conn.execute(
+        select(func.count())
+        .select_from(INVOCATIONS)
+        .where(INVOCATIONS.c.region_id == region_id, INVOCATIONS.c.created_ms >= day_start_ms)
+    ).scalar_one()
+    if count >= quota:
+        raise ResourceExhausted(
+            reasons.INVOCATION_EXCEED_QUOTA,
+            f"region {region_id} has made {count} invocations today, the daily quota is {quota}",
+            field="region_id",
+            metadata={"quota": str(quota), "region_id": region_id},
+        )
+
+
+def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str, str], list[Task]]:
+    """Stores an invocation with one PENDING record per instance.
+
+    Returns the ids (those of the first request when a client_token is retried) and the
+    tasks to dispatch (none on a retry).
+    """
+    previous = replay(conn, plan.idempotency)
+    if previous is not None:
+        return previous, []
+    spec = plan.spec
+    if plan.new_command is not None:
+        check_command_quota(conn, spec.region_id, plan.command_quota)
+    check_invocation_quota(conn, spec.region_id, plan.day_start_ms, plan.daily_quota)
+    if plan.new_command is not None:
+        conn.execute(
+            insert(COMMANDS).values(**command_values(spec.command_id, plan.new_command, plan.now_ms))
+        )
+    status = InvokeStatus.RUNNING.value
+    conn.execute(
+        insert(INVOCATIONS).values(
+            invoke_id=plan.invoke_id,
+            region_id=spec.region_id,
+            command_id=spec.command_id,
+            command_name=spec.command_name,
+            command_type=spec.command_type.value,
+            content=spec.content,
+            enable_parameter=spec.enable_parameter,
+            parameters=json.dumps(spec.parameters, sort_keys=True),
+            repeat_mode=spec.repeat_mode.value,
+            frequency=spec.frequency,
+            timeout_seconds=spec.timeout_seconds,
+            working_dir=spec.working_dir,
+            username=spec.username,
+            status=status,
+            created_ms=plan.now_ms,
+        )
+    )
+    pending = ExecutionState.PENDING.value
+    conn.execute(
+        insert(INVOCATION_INSTANCES),
+        [
+            {
+                "invoke_id": plan.invoke_id,
+                "instance_id": instance_id,
+                "state": pending,
+                "status": status,
+                "repeats": 1,
+                "created_ms": plan.now_ms,
+                "updated_ms": plan.now_ms,
+            }
+            for instance_id in spec.instance_ids
+        ],
+    )
+    conn.execute(
+        insert(RECORDS),
+        [
+            {
+                "record_id": plan.record_ids[instance_id],
+                "invoke_id": plan.invoke_id,
+                "instance_id": instance_id,
+                "state": pending,
+                "output_size": 0,
+                "output_limit": plan.output_limit,
+                "dropped": 0,
+                "agent_done": False,
+                "repeats": 1,
+                "created_ms": plan.now_ms,
+                "deadline_ms": plan.delivery_deadline_ms,
+            }
+            for instance_id in spec.instance_ids
+        ],
+    )
+    count_invocation(conn, spec.command_id)
+    conn.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.instance_id.in_(spec.instance_ids))
+        .values(invocation_count=INSTANCES.c.invocation_count + 1, last_invoked_ms=plan.now_ms)
+    )
+    result = {"invoke_id": plan.invoke_id, "command_id": spec.command_id}
+    remember(conn, plan.idempotency, result, plan.now_ms)
+    tasks = [
+        build_task(plan.record_ids[i], i, plan.invoke_id, spec, plan.output_limit)
+        for i in spec.instance_ids
+    ]
+    return result, tasks
+
+
+def instances_of(conn: Connection, invoke_ids: list[str]) -> dict[str, list[object]]:
+    rows = conn.execute(
+        select(INVOCATION_INSTANCES)
+        .where(INVOCATION_INSTANCES.c.invoke_id.in_(invoke_ids))
+        .order_by(INVOCATION_INSTANCES.c.instance_id)
+    ).all()
+    grouped: dict[str, list[object]] = defaultdict(list)
+    for row in rows:
+        grouped[row.invoke_id].append(row)
+    return grouped
+
+
+def _invocations(conn: Connection, rows: list[object]) -> list[Invocation]:
+    instances = instances_of(conn, [r.invoke_id for r in rows])  # type: ignore[attr-defined]
+    result = []
+    for row in rows:
+        members = instances.get(row.invoke_id, [])  # type: ignore[attr-defined]
+        ids = tuple(m.instance_id for m in members)  # type: ignore[attr-defined]
+        result.append(
+            Invocation(
+                invoke_id=row.invoke_id,  # type: ignore[attr-defined]
+                spec=convert.invocation_spec(row, ids),
+                status=InvokeStatus(row.status),  # type: ignore[attr-defined]
+                created_ms=row.created_ms,  # type: ignore[attr-defined]
+                instances=tuple(convert.invoke_instance(m) for m in members),
+            )
+        )
+    return result
+
+
+def get_invocation(conn: Connection, region_id: str, invoke_id: str) -> Invocation:
+    row = conn.execute(
+        select(INVOCATIONS).where(
+            INVOCATIONS.c.region_id == region_id, INVOCATIONS.c.invoke_id == invoke_id
+        )
+    ).first()
+    if row is None:
+        raise _not_found(invoke_id, region_id)
+    return _invocations(conn, [row])[0]
+
+
+def list_invocations(
+    conn: Connection,
+    region_id: str,
+    invoke_id: str,
+    command_id: str,
+    instance_id: str,
+    status: InvokeStatus | None,
+    page: Page,
+) -> tuple[list[Invocation], int]:
+    conditions: list[ColumnElement[bool]] = [INVOCATIONS.c.region_id == region_id]
+    if invoke_id:
+        conditions.append(INVOCATIONS.c.invoke_id == invoke_id)
+    if command_id:
+        conditions.append(INVOCATIONS.c.command_id == command_id)
+    if instance_id:
+        conditions.append(
+            INVOCATIONS.c.invoke_id.in_(
+                select(INVOCATION_INSTANCES.c.invoke_id).where(
+                    INVOCATION_INSTANCES.c.instance_id == instance_id
+                )
+            )
+        )
+    if status is not None:
+        conditions.append(INVOCATIONS.c.status == status.value)
+    total = conn.execute(
+        select(func.count()).select_from(INVOCATIONS).where(*conditions)
+    ).scalar_one()
+    if page.after_id is not None:
+        conditions.append(INVOCATIONS.c.invoke_id < page.after_id)
+    rows = conn.execute(
+        select(INVOCATIONS)
+        .where(*conditions)
+        .order_by(INVOCATIONS.c.invoke_id.desc())
+        .limit(page.size)
+    ).all()
+    return _invocations(conn, list(rows)), total
+
+
+_RECORD_COLUMNS = [
+    *RECORDS.c,
+    INVOCATIONS.c.region_id,
+    INVOCATIONS.c.command_id,
+    INVOCATIONS.c.username,
+]
+
+
+def _record(row: object) -> Record:
+    return convert.record(
+        row,
+        region_id=row.region_id,  # type: ignore[attr-defined]
+        command_id=row.command_id,  # type: ignore[attr-defined]
+        username=row.username,  # type: ignore[attr-defined]
+    )
+
+
+def list_results(
+    conn: Connection,
+    region_id: str,
+    invoke_id: str,
+    instance_id: str,
+    command_id: str,
+    status: InvokeStatus | None,
+    include_history: bool,
+    page: Page,
+) -> tuple[list[tuple[Record, bytes]], int]:
+    """Records (newest first) with the last 24 KiB of each one's output."""
+    conditions: list[ColumnElement[bool]] = [INVOCATIONS.c.region_id == region_id]
+    if invoke_id:
+        conditions.append(RECORDS.c.invoke_id == invoke_id)
+    if instance_id:
+        conditions.append(RECORDS.c.instance_id == instance_id)
+    if command_id:
+        conditions.append(INVOCATIONS.c.command_id == command_id)
+    if status is not None:
+        conditions.append(RECORDS.c.state.in_([s.value for s in states_with_status(status)]))
+    if not include_history:
+        # Record ids grow with time: the largest per (invocation, instance) is the latest run.
+        latest = RECORDS.alias("latest")
+        conditions.append(
+            RECORDS.c.record_id
+            == select(func.max(latest.c.record_id))
+            .where(
+                latest.c.invoke_id == RECORDS.c.invoke_id,
+                latest.c.instance_id == RECORDS.c.instance_id,
+            )
+            .scalar_subquery()
+        )
+    joined = RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id)
+    total = conn.execute(
+        select(func.count()).select_from(joined).where(*conditions)
+    ).scalar_one()
+    if page.after_id is not None:
+        conditions.append(RECORDS.c.record_id < page.after_id)
+    rows = conn.execute(
+        select(*_RECORD_COLUMNS)
+        .select_from(joined)
+        .where(*conditions)
+        .order_by(RECORDS.c.record_id.desc())
+        .limit(page.size)
+    ).all()
+    results = []
+    for row in rows:
+        record = _record(row)
+        start = max(0, record.output_size - RESULT_OUTPUT_TAIL)
+        results.append((record, read_range(conn, record.record_id, start, record.output_size)))
+    return results, total
+
+
+def find_record(
+    conn: Connection, region_id: str, invoke_id: str, instance_id: str, record_id: str
+) -> Record:
+    """The record named by id, or the latest of (invocation, instance).
+
+    `instance_id` may be empty when the invocation has a single instance.
+    """
+    invocation = get_invocation(conn, region_id, invoke_id)
+    if record_id:
+        conditions = [RECORDS.c.record_id == record_id, RECORDS.c.invoke_id == invoke_id]
+        if instance_id:
+            conditions.append(RECORDS.c.instance_id == instance_id)
+        row = conn.execute(
+            select(*_RECORD_COLUMNS)
+            .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+            .where(*conditions)
+        ).first()
+        if row is None:
+            raise NotFound(
+                reasons.RECORD_NOT_FOUND,
+                f"record_id: no record {record_id!r} in invocation {invoke_id}",
+                field="record_id",
+            )
+        return _record(row)
+    members = invocation.spec.instance_ids
+    if not instance_id:
+        if len(members) != 1:
+            raise NotFound(
+                reasons.INSTANCE_NOT_IN_INVOCATION,
+                f"instance_id: required, invocation {invoke_id} has {len(members)} instances",
+                field="instance_id",
+            )
+        instance_id = members[0]
+    if instance_id not in members:
+        raise NotFound(
+            reasons.INSTANCE_NOT_IN_INVOCATION,
+            f"instance_id: {instance_id!r} is not an instance of invocation {invoke_id}",
+            field="instance_id",
+        )
+    row = conn.execute(
+        select(*_RECORD_COLUMNS)
+        .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+        .where(RECORDS.c.invoke_id == invoke_id, RECORDS.c.instance_id == instance_id)
+        .order_by(RECORDS.c.record_id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        raise NotFound(
+            reasons.RECORD_NOT_FOUND,
+            f"instance_id: invocation {invoke_id} has not run on {instance_id} yet",
+            field="instance_id",
+        )
+    return _record(row)
+
+
+def read_output(
+    conn: Connection,
+    region_id: str,
+    invoke_id: str,
+    instance_id: str,
+    record_id: str,
+    offset: int,
+    limit: int,
+) -> OutputSlice:
+    record = find_record(conn, region_id, invoke_id, instance_id, record_id)
+    agent_done = conn.execute(
+        select(RECORDS.c.agent_done).where(RECORDS.c.record_id == record.record_id)
+    ).scalar_one()
+    start = min(offset, record.output_size)
+    data = read_range(conn, record.record_id, start, min(record.output_size, start + limit))
+    return OutputSlice(
+        record_id=record.record_id,
+        data=data,
+        offset=start,
+        total_size=record.output_size,
+        dropped=record.dropped,
+        terminal=record.state.terminal and bool(agent_done),
+    )
+
+
+def sync_invocations(conn: Connection, record_ids: Iterable[str], now_ms: int) -> set[str]:
+    """Copies records' states to their invocation instances and recomputes the invocations'
+    statuses. Returns the invocation ids touched."""
+    ids = list(set(record_ids))
+    if not ids:
+        return set()
+    rows = conn.execute(
+        select(*RECORDS.c, INVOCATIONS.c.repeat_mode)
+        .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+        .where(RECORDS.c.record_id.in_(ids))
+    ).all()
+    mirrored = [
+        {
+            "b_invoke_id": r.invoke_id,
+            "b_instance_id": r.instance_id,
+            "state": r.state,
+            "status": coarse_status(ExecutionState(r.state)).value,
+            "exit_code": r.exit_code,
+            "error_code": r.error_code,
+            "error_info": r.error_info,
+            "start_ms": r.start_ms,
+            "finish_ms": r.finish_ms,
+            "stop_ms": r.stop_ms,
+            "updated_ms": now_ms,
+        }
+        for r in rows
+        if r.repeat_mode == RepeatMode.ONCE.value
+    ]
+    if mirrored:
+        conn.execute(
+            update(INVOCATION_INSTANCES).where(
+                and_(
+                    INVOCATION_INSTANCES.c.invoke_id == bindparam("b_invoke_id"),
+                    INVOCATION_INSTANCES.c.instance_id == bindparam("b_instance_id"),
+                )
+            ),
+            mirrored,
+        )
+    invoke_ids = {r.invoke_id for r in rows}
+    refresh_statuses(conn, invoke_ids)
+    return invoke_ids
+
+
+def refresh_statuses(conn: Connection, invoke_ids: set[str]) -> None:
+    if not invoke_ids:
+        return
+    rows = conn.execute(
+        select(INVOCATION_INSTANCES.c.invoke_id, INVOCATION_INSTANCES.c.status).where(
+            INVOCATION_INSTANCES.c.invoke_id.in_(invoke_ids)
+        )
+    ).all()
+    statuses: dict[str, list[InvokeStatus]] = defaultdict(list)
+    for invoke_id, status in rows:
+        statuses[invoke_id].append(InvokeStatus(status))
+    for invoke_id, members in statuses.items():
+        conn.execute(
+            update(INVOCATIONS)
+            .where(INVOCATIONS.c.invoke_id == invoke_id)
+            .values(status=overall_status(members).value)
+        )
+
+
+def stop_invocation(
+    conn: Connection,
+    region_id: str,
+    invoke_id: str,
+    instance_ids: list[str],
+    now_ms: int,
+    stop_deadline_ms: int,
+) -> Effects:
+    """PENDING records become CANCELLED and RUNNING ones STOPPING; agents are told to kill."""
+    invocation = get_invocation(conn, region_id, invoke_id)
+    members = set(invocation.spec.instance_ids)
+    for instance_id in instance_ids:
+        if instance_id not in members:
+            raise NotFound(
+                reasons.INSTANCE_NOT_IN_INVOCATION,
+                f"instance_ids: {instance_id!r} is not an instance of invocation {invoke_id}",
+                field="instance_ids",
+                metadata={"instance_id": instance_id},
+            )
+    targets = instance_ids or sorted(members)
+    rows = conn.execute(
+        select(RECORDS.c.record_id, RECORDS.c.instance_id, RECORDS.c.state).where(
+            RECORDS.c.invoke_id == invoke_id,
+            RECORDS.c.instance_id.in_(targets),
+            RECORDS.c.state.in_(ACTIVE),
+        )
+    ).all()
+    if not rows:
+        raise FailedPrecondition(
+            reasons.INVOCATION_NOT_RUNNING,
+            f"invoke_id: invocation {invoke_id} is not running on "
+            f"{'any of its instances' if not instance_ids else ', '.join(instance_ids)}; "
+            "nothing to stop",
+            field="invoke_id",
+        )
+    effects = Effects()
+    for record_id, instance_id, state in rows:
+        if state == ExecutionState.PENDING.value:
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
+                .values(
+                    state=ExecutionState.CANCELLED.value,
+                    stop_ms=now_ms,
+                    finish_ms=now_ms,
+                    agent_done=True,
+                    deadline_ms=None,
+                )
+            )
+        elif state == ExecutionState.RUNNING.value:
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
+                .values(state=ExecutionState.STOPPING.value, deadline_ms=stop_deadline_ms)
+            )
+        effects.cancels.append(CancelOrder(instance_id, record_id))
+    effects.changed_invocations |= sync_invocations(conn, [r[0] for r in rows], now_ms)
+    return effects
+
+
+@dataclass(frozen=True)
+class RecordProgress:
+    """What a watcher needs of one record."""
+
+    record: Record
+    agent_done: bool
+
+
+@dataclass(frozen=True)
+class WatchSnapshot:
+    status: InvokeStatus
+    repeat_mode: RepeatMode
+    records: list[RecordProgress]
+
+
+def watch_snapshot(
+    conn: Connection, region_id: str, invoke_id: str, instance_id: str
+) -> WatchSnapshot:
+    invocation = get_invocation(conn, region_id, invoke_id)
+    if instance_id and instance_id not in invocation.spec.instance_ids:
+        raise NotFound(
+            reasons.INSTANCE_NOT_IN_INVOCATION,
+            f"instance_id: {instance_id!r} is not an instance of invocation {invoke_id}",
+            field="instance_id",
+        )
+    conditions = [RECORDS.c.invoke_id == invoke_id]
+    if instance_id:
+        conditions.append(RECORDS.c.instance_id == instance_id)
+    rows = conn.execute(
+        select(*_RECORD_COLUMNS, RECORDS.c.agent_done)
+        .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+        .where(*conditions)
+        .order_by(RECORDS.c.record_id)
+    ).all()
+    return WatchSnapshot(
+        status=invocation.status,
+        repeat_mode=invocation.spec.repeat_mode,
+        records=[RecordProgress(_record(row), bool(row.agent_done)) for row in rows],
+    )

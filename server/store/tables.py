@@ -1,0 +1,159 @@
+"""SQLModel table definitions: the schema on SQLite and PostgreSQL.
+
+Times are integer milliseconds since the epoch (BigInteger, so PostgreSQL does not overflow).
+States and statuses are the domain enums' names.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Table
+from sqlmodel import Field, SQLModel
+
+
+def _ms(*, nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(BigInteger, nullable=nullable, index=index)
+
+
+class CommandRow(SQLModel, table=True):
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_region_id_command_id", "region_id", "command_id"),)
+
+    command_id: str = Field(primary_key=True, max_length=64)
+    region_id: str = Field(max_length=64)
+    name: str = Field(max_length=512)
+    type: str = Field(max_length=32)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    description: str = Field(default="", max_length=2048)
+    working_dir: str = Field(default="", max_length=4096)
+    timeout_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
+    enable_parameter: bool = False
+    parameter_names: str = "[]"  # JSON list
+    invoke_times: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    created_ms: int = Field(sa_column=_ms())
+
+
+class IdempotencyRow(SQLModel, table=True):
+    """A client_token already used: the request it came with and what it created."""
+
+    __tablename__ = "idempotency_tokens"
+
+    region_id: str = Field(primary_key=True, max_length=64)
+    operation: str = Field(primary_key=True, max_length=32)
+    client_token: str = Field(primary_key=True, max_length=64)
+    request_hash: str = Field(max_length=64)
+    result: str  # JSON
+    created_ms: int = Field(sa_column=_ms())
+
+
+class InstanceRow(SQLModel, table=True):
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_region_id_instance_id", "region_id", "instance_id"),)
+
+    instance_id: str = Field(primary_key=True, max_length=128)
+    region_id: str = Field(max_length=64)
+    os_type: str = Field(max_length=16)
+    hostname: str = Field(default="", max_length=255)
+    agent_version: str = Field(default="", max_length=64)
+    online: bool = False
+    last_heartbeat_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    registered_ms: int = Field(sa_column=_ms())
+    invocation_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    last_invoked_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+
+
+class InvocationRow(SQLModel, table=True):
+    __tablename__ = "invocations"
+    __table_args__ = (
+        Index("ix_invocations_region_id_invoke_id", "region_id", "invoke_id"),
+        Index("ix_invocations_region_id_created_ms", "region_id", "created_ms"),
+    )
+
+    invoke_id: str = Field(primary_key=True, max_length=64)
+    region_id: str = Field(max_length=64)
+    command_id: str = Field(max_length=64, index=True)
+    command_name: str = Field(max_length=512)
+    command_type: str = Field(max_length=32)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    enable_parameter: bool = False
+    parameters: str = "{}"  # JSON object
+    repeat_mode: str = Field(max_length=16)
+    frequency: str = Field(default="", max_length=256)
+    timeout_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
+    working_dir: str = Field(default="", max_length=4096)
+    username: str = Field(default="", max_length=256)
+    status: str = Field(max_length=16)
+    created_ms: int = Field(sa_column=_ms())
+
+
+class InvocationInstanceRow(SQLModel, table=True):
+    """One instance of an invocation; for a one-shot invocation it mirrors its only record."""
+
+    __tablename__ = "invocation_instances"
+
+    invoke_id: str = Field(primary_key=True, max_length=64)
+    instance_id: str = Field(primary_key=True, max_length=128, index=True)
+    state: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    repeats: int = 0
+    exit_code: int | None = None
+    error_code: str = Field(default="", max_length=64)
+    error_info: str = Field(default="", max_length=1024)
+    created_ms: int = Field(sa_column=_ms())
+    start_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    finish_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    stop_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    updated_ms: int = Field(sa_column=_ms())
+
+
+class RecordRow(SQLModel, table=True):
+    """One execution on one instance; its id is the task id the agent sees."""
+
+    __tablename__ = "records"
+    __table_args__ = (Index("ix_records_instance_id_state", "instance_id", "state"),)
+
+    record_id: str = Field(primary_key=True, max_length=64)
+    invoke_id: str = Field(max_length=64, index=True)
+    instance_id: str = Field(max_length=128)
+    state: str = Field(max_length=16)
+    exit_code: int | None = None
+    output_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    output_limit: int = Field(sa_column=Column(BigInteger, nullable=False))
+    dropped: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # The agent's last report is stored: no more output will come.
+    agent_done: bool = False
+    error_code: str = Field(default="", max_length=64)
+    error_info: str = Field(default="", max_length=1024)
+    repeats: int = 1
+    created_ms: int = Field(sa_column=_ms())
+    start_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    finish_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    stop_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    # The next moment the reaper must look at this record: delivery deadline while PENDING,
+    # execution deadline while RUNNING, stop confirmation deadline while STOPPING.
+    deadline_ms: int | None = Field(default=None, sa_column=_ms(nullable=True, index=True))
+
+
+class OutputChunkRow(SQLModel, table=True):
+    """Bytes [offset, end_offset) of a record's output."""
+
+    __tablename__ = "output_chunks"
+
+    record_id: str = Field(primary_key=True, max_length=64)
+    offset: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    end_offset: int = Field(sa_column=Column(BigInteger, nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+COMMANDS = _table(CommandRow)
+IDEMPOTENCY = _table(IdempotencyRow)
+INSTANCES = _table(InstanceRow)
+INVOCATIONS = _table(InvocationRow)
+INVOCATION_INSTANCES = _table(InvocationInstanceRow)
+RECORDS = _table(RecordRow)
+OUTPUT_CHUNKS = _table(OutputChunkRow)
