@@ -41,24 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
         "CLOUDASSIST_AGENT_<FLAG> (e.g. CLOUDASSIST_AGENT_SERVER).",
     )
     add = parser.add_argument
-    add("--server", default=_env("server", defaults.server),
-        help="host:port of the cloudassist server [%(default)s]")
-    add("--instance-id", default=_env("instance-id", ""),
+    add(
+        "--server",
+        default=_env("server", defaults.server),
+        help="host:port of the cloudassist server [%(default)s]",
+    )
+    add(
+        "--instance-id",
+        default=_env("instance-id", ""),
         help="this machine's instance id; default: the one saved in the state directory, or "
-        "a new random i-... id saved there")
-    add("--region", dest="region_id", default=_env("region", defaults.region_id),
-        help="the region this instance belongs to [%(default)s]")
-    add("--state-dir", type=Path, default=Path(_env("state-dir", str(default_state_dir()))),
-        help="where unacknowledged output, results and the instance id are kept "
-        "[%(default)s]")
-    add("--kill-grace", type=float,
+        "a new random i-... id saved there",
+    )
+    add(
+        "--region",
+        dest="region_id",
+        default=_env("region", defaults.region_id),
+        help="the region this instance belongs to [%(default)s]",
+    )
+    add(
+        "--state-dir",
+        type=Path,
+        default=Path(_env("state-dir", str(default_state_dir()))),
+        help="where unacknowledged output, results and the instance id are kept [%(default)s]",
+    )
+    add(
+        "--kill-grace",
+        type=float,
         default=float(_env("kill-grace", str(defaults.kill_grace_seconds))),
-        help="seconds between SIGTERM and SIGKILL when a task is stopped [%(default)s]")
-    add("--max-backoff", type=float,
+        help="seconds between SIGTERM and SIGKILL when a task is stopped [%(default)s]",
+    )
+    add(
+        "--max-backoff",
+        type=float,
         default=float(_env("max-backoff", str(defaults.max_backoff_seconds))),
-        help="longest wait between reconnect attempts, seconds [%(default)s]")
-    add("--log-level", default=_env("log-level", defaults.log_level),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[%(default)s]")
+        help="longest wait between reconnect attempts, seconds [%(default)s]",
+    )
+    add(
+        "--log-level",
+        default=_env("log-level", defaults.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[%(default)s]",
+    )
     return parser
 
 

@@ -190,7 +190,8 @@ async def kill_tree(pgid: int, grace_seconds: float) -> None:
     _signal_all(pgid, tree, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_seconds
-    while loop.time() < deadline and _group_alive(pgid):
+    # A process group's end cannot be awaited as an event: poll until it is gone.
+    while loop.time() < deadline and _group_alive(pgid):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     tree += [p for p in await asyncio.to_thread(descendants, pgid) if p not in tree]
     _signal_all(pgid, tree, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -29,10 +30,8 @@ async def run_agent(argv: list[str] | None = None) -> None:
 def main() -> None:
     if os.name != "posix":
         sys.exit("cloudassist-agent runs on Linux and other POSIX systems only, for now")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_agent())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

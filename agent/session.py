@@ -20,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-import grpc
+from cloudassist.v1 import agent_pb2 as pb
+from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
 
 from agent import __version__
 from agent.config import AgentConfig
@@ -34,8 +36,6 @@ from agent.executor import (
     remove_script,
 )
 from agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
-from cloudassist.v1 import agent_pb2 as pb
-from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Agent:
         self._changed = asyncio.Event()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="spool-io")
         self._stopping = asyncio.Event()
-        self._call: grpc.aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse] | None = None
+        self._call: aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse] | None = None
         self.connected = asyncio.Event()
 
     async def _disk(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -197,12 +197,14 @@ class Agent:
 
         Returns whether the server welcomed the agent (then the next attempt need not wait).
         """
-        async with grpc.aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS) as channel:
+        async with aio.insecure_channel(
+            self.config.server, options=CHANNEL_OPTIONS
+        ) as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
             self._call = call
             await call.write(pb.ConnectRequest(hello=self._hello()))
             first = await call.read()
-            if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
+            if not isinstance(first, pb.ConnectResponse) or first.WhichOneof("message") != "welcome":
                 raise ConnectionError("the server did not answer hello with welcome")
             await self._welcome(first.welcome)
             backoff.reset()
@@ -219,7 +221,7 @@ class Agent:
             try:
                 while True:
                     message = await call.read()
-                    if message is grpc.aio.EOF:
+                    if not isinstance(message, pb.ConnectResponse):  # end of stream
                         return True
                     if message.WhichOneof("message") == "reconnect":
                         log.info("server asked to reconnect: %s", message.reconnect.reason)
@@ -254,7 +256,7 @@ class Agent:
 
     async def _writer(
         self,
-        call: grpc.aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse],
+        call: aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse],
         outbox: asyncio.Queue[pb.ConnectRequest],
     ) -> None:
         try:
@@ -445,14 +447,14 @@ class Agent:
             )
         if result is not None and not held.result_sent and held.sent >= spooled.size:
             held.result_sent = True
-            return pb.ConnectRequest(**_result_message(meta, result))
+            return _result_message(meta, result)
         return None
 
 
-def _result_message(meta: TaskMeta, result: TaskResult) -> dict[str, object]:
+def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
     if result.kind == "finished":
-        return {
-            "task_finished": pb.TaskFinished(
+        return pb.ConnectRequest(
+            task_finished=pb.TaskFinished(
                 task_id=meta.task_id,
                 exit_code=result.exit_code or 0,
                 output_size=meta.produced,
@@ -464,25 +466,26 @@ def _result_message(meta: TaskMeta, result: TaskResult) -> dict[str, object]:
         return {
             "task_stopped": pb.TaskStopped(
                 task_id=meta.task_id,
-                reason=pb.STOP_REASON_TIMEOUT if result.kind == "timed_out" else pb.STOP_REASON_STOP,
+                reason=pb.STOP_REASON_TIMEOUT
+                if result.kind == "timed_out"
+                else pb.STOP_REASON_STOP,
                 started=meta.started,
                 exit_code=result.exit_code or 0,
                 output_size=meta.produced,
                 stop_time=_ts(result.time_ms),
             )
-        }
-    return {
-        "task_error": pb.TaskError(
+        )
+    return pb.ConnectRequest(
+        task_error=pb.TaskError(
             task_id=meta.task_id,
             error_code=result.error_code,
             error_info=result.error_info,
             output_size=meta.produced,
         )
-    }
+    )
 
 
 def _brief(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
+    if isinstance(exc, aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return f"{type(exc).__name__}: {exc}"
-

@@ -8,11 +8,6 @@ import json
 import logging
 import os
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
-
 from cloudassist.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -21,6 +16,11 @@ from cloudassist.v1 import (
     instance_pb2,
     instance_pb2_grpc,
 )
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
 from server.agent_plane import AgentPlane
 from server.api.agent_service import AgentService
 from server.api.command_service import CommandService
@@ -82,7 +82,7 @@ class ServerApp:
         )
         self.agent_plane = AgentPlane(self.db, self.hub, self.recorder)
         self.health = HealthServicer()
-        self.server = grpc.aio.server(options=grpc_options(config))
+        self.server = aio.server(options=grpc_options(config))
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
@@ -100,8 +100,11 @@ class ServerApp:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         self.port = self.server.add_insecure_port(self.config.listen)

@@ -56,7 +56,11 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("default-timeout", "default_timeout_seconds", "timeout when a command sets none, seconds"),
     ("min-timeout", "min_timeout_seconds", "smallest timeout accepted, seconds"),
     ("max-timeout", "max_timeout_seconds", "largest timeout accepted, seconds"),
-    ("max-output-bytes", "output_bytes_per_record", "output stored per record; the rest is dropped"),
+    (
+        "max-output-bytes",
+        "output_bytes_per_record",
+        "output stored per record; the rest is dropped",
+    ),
 ]
 
 
@@ -70,44 +74,89 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. CLOUDASSIST_LISTEN).",
     )
     add = parser.add_argument
-    add("--listen", default=_env("listen", defaults.listen), help="host:port to serve on "
-        "(port 0 picks a free port) [%(default)s]")
-    add("--data-dir", type=Path, default=Path(_env("data-dir", str(defaults.data_dir))),
-        help="directory for the SQLite database and other state [%(default)s]")
-    add("--db", default=_env("db", ""), help="SQLAlchemy database URL, e.g. "
+    add(
+        "--listen",
+        default=_env("listen", defaults.listen),
+        help="host:port to serve on (port 0 picks a free port) [%(default)s]",
+    )
+    add(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("data-dir", str(defaults.data_dir))),
+        help="directory for the SQLite database and other state [%(default)s]",
+    )
+    add(
+        "--db",
+        default=_env("db", ""),
+        help="SQLAlchemy database URL, e.g. "
         "sqlite:///path/cloudassist.db or postgresql+psycopg://user@host/db "
-        "[sqlite:///DATA_DIR/cloudassist.db]")
-    add("--default-timezone", type=_timezone, default=_env("default-timezone", "UTC+08:00"),
+        "[sqlite:///DATA_DIR/cloudassist.db]",
+    )
+    add(
+        "--default-timezone",
+        type=_timezone,
+        default=_env("default-timezone", "UTC+08:00"),
         help="time zone for schedules without one and for the daily quota: an IANA name or "
-        "UTC+HH:MM [%(default)s]")
-    add("--delivery-timeout", type=float,
+        "UTC+HH:MM [%(default)s]",
+    )
+    add(
+        "--delivery-timeout",
+        type=float,
         default=float(_env("delivery-timeout", str(defaults.delivery_timeout_seconds))),
-        help="seconds a task may wait for its agent before it is ABORTED [%(default)s]")
-    add("--stop-grace", type=float,
+        help="seconds a task may wait for its agent before it is ABORTED [%(default)s]",
+    )
+    add(
+        "--stop-grace",
+        type=float,
         default=float(_env("stop-grace", str(defaults.stop_grace_seconds))),
         help="seconds to wait for an agent to confirm a stop before the record is "
-        "TERMINATED anyway [%(default)s]")
-    add("--heartbeat-interval", type=int,
+        "TERMINATED anyway [%(default)s]",
+    )
+    add(
+        "--heartbeat-interval",
+        type=int,
         default=int(_env("heartbeat-interval", str(defaults.heartbeat_seconds))),
-        help="seconds between heartbeats on agent streams [%(default)s]")
-    add("--keepalive", type=int,
+        help="seconds between heartbeats on agent streams [%(default)s]",
+    )
+    add(
+        "--keepalive",
+        type=int,
         default=int(_env("keepalive", str(defaults.keepalive_seconds))),
-        help="seconds between HTTP/2 keepalive pings [%(default)s]")
-    add("--max-connection-age", type=int,
+        help="seconds between HTTP/2 keepalive pings [%(default)s]",
+    )
+    add(
+        "--max-connection-age",
+        type=int,
         default=int(_env("max-connection-age", str(defaults.max_connection_age_seconds))),
         help="close connections after this many seconds so agents rebalance; 0: never "
-        "[%(default)s]")
-    add("--shutdown-grace", type=float,
+        "[%(default)s]",
+    )
+    add(
+        "--shutdown-grace",
+        type=float,
         default=float(_env("shutdown-grace", str(defaults.shutdown_grace_seconds))),
-        help="seconds in-flight calls get to finish on SIGTERM [%(default)s]")
-    add("--ready-file", type=Path, default=_env("ready-file", "") or None,
-        help="write {\"port\": N, \"pid\": N} here once serving")
-    add("--log-level", default=_env("log-level", defaults.log_level),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[%(default)s]")
+        help="seconds in-flight calls get to finish on SIGTERM [%(default)s]",
+    )
+    add(
+        "--ready-file",
+        type=Path,
+        default=_env("ready-file", "") or None,
+        help='write {"port": N, "pid": N} here once serving',
+    )
+    add(
+        "--log-level",
+        default=_env("log-level", defaults.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[%(default)s]",
+    )
     for flag, attribute, text in _LIMIT_FLAGS:
-        add(f"--{flag}", type=int, dest=attribute,
+        add(
+            f"--{flag}",
+            type=int,
+            dest=attribute,
             default=int(_env(flag, str(getattr(limits, attribute)))),
-            help=f"{text} [%(default)s]")
+            help=f"{text} [%(default)s]",
+        )
     return parser
 
 

@@ -7,10 +7,11 @@ cancels to the hub. The servicers in `server.api` only translate protobuf to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import tzinfo
 from typing import Generic, TypeVar
@@ -33,7 +34,7 @@ from server.domain.model import (
     RepeatMode,
     runs_on,
 )
-from server.domain.pagination import parse_page
+from server.domain.pagination import Page, parse_page
 from server.domain.status import InvokeStatus
 from server.domain.timezones import day_start_ms
 from server.domain.validation import (
@@ -164,8 +165,7 @@ class CommandPlane:
         items, total = await self._db.read(
             commands_repo.list_commands, region_id, command_id, name, command_type, page
         )
-        token = page.next_token(items[-1].command_id) if len(items) == page.size else ""
-        return Listing(items, total, token)
+        return _listing(page, items, total, lambda c: c.command_id)
 
     async def delete_command(self, region_id: str, command_id: str) -> None:
         check_region(region_id)
@@ -181,9 +181,7 @@ class CommandPlane:
         previous = await self._db.read(replay, key)
         if previous is not None:
             return previous["invoke_id"]
-        command = await self._db.read(
-            commands_repo.get_command, draft.region_id, draft.command_id
-        )
+        command = await self._db.read(commands_repo.get_command, draft.region_id, draft.command_id)
         spec = validate_invocation(
             draft, command.command_id, command.spec, self._limits, _periodic_not_supported
         )
@@ -191,7 +189,11 @@ class CommandPlane:
         return result["invoke_id"]
 
     async def run(
-        self, command: CommandDraft, invocation: InvocationDraft, keep_command: bool, client_token: str
+        self,
+        command: CommandDraft,
+        invocation: InvocationDraft,
+        keep_command: bool,
+        client_token: str,
     ) -> tuple[str, str]:
         """RunCommand: a command (saved only with keep_command) invoked in one step."""
         if not command.name:
@@ -238,9 +240,7 @@ class CommandPlane:
 
     async def _check_targets(self, spec: InvocationSpec) -> None:
         """Every instance exists in the region, runs this command type, and is connected."""
-        found = await self._db.read(
-            agents_repo.find_instances, spec.region_id, spec.instance_ids
-        )
+        found = await self._db.read(agents_repo.find_instances, spec.region_id, spec.instance_ids)
         missing = [i for i in spec.instance_ids if i not in found]
         if missing:
             raise NotFound(
@@ -289,8 +289,7 @@ class CommandPlane:
             status,
             page,
         )
-        token = page.next_token(items[-1].invoke_id) if len(items) == page.size else ""
-        return Listing(items, total, token)
+        return _listing(page, items, total, lambda i: i.invoke_id)
 
     async def describe_results(
         self,
@@ -316,8 +315,7 @@ class CommandPlane:
             include_history,
             page,
         )
-        token = page.next_token(items[-1][0].record_id) if len(items) == page.size else ""
-        return Listing(items, total, token)
+        return _listing(page, items, total, lambda r: r[0].record_id)
 
     async def get_output(
         self,
@@ -406,10 +404,8 @@ class CommandPlane:
                     return
                 pending = [w for w in waits if w is not None and w > 0]
                 timeout = None if None in waits else min(pending) / 1000
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), timeout)
-                except TimeoutError:
-                    pass
 
     # Instances --------------------------------------------------------------------------
 
@@ -424,12 +420,7 @@ class CommandPlane:
         items, total = await self._db.read(
             agents_repo.list_instances, region_id, list(instance_ids), page
         )
-        token = (
-            page.next_token(agents_repo.instance_page_key(items[-1]))
-            if len(items) == page.size
-            else ""
-        )
-        return Listing(items, total, token)
+        return _listing(page, items, total, agents_repo.instance_page_key)
 
     def _idempotency_key(
         self, region_id: str, operation: str, client_token: str, *request: object
@@ -438,6 +429,14 @@ class CommandPlane:
         if not client_token:
             return None
         return IdempotencyKey(region_id, operation, client_token, _request_hash(*request))
+
+
+def _listing(page: Page, items: list[T], total: int, key: Callable[[T], str]) -> Listing[T]:
+    """The repositories fetch one row more than a page: its presence means a next page."""
+    if len(items) > page.size:
+        items = items[: page.size]
+        return Listing(items, total, page.next_token(key(items[-1])))
+    return Listing(items, total, "")
 
 
 def _output_wait_ms(progress: RecordProgress, now: int, grace_ms: int) -> int | None:

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+
 from server.agent_plane import AgentPlane
 from server.api import convert
 from server.api.errors import abort_with
@@ -27,7 +28,7 @@ from server.store.agents import AgentIdentity, HeldTask
 from server.store.reports import CancelOrder, HeartbeatSeen, OutputAck, OutputAppend, TaskStart
 
 log = logging.getLogger(__name__)
-Context = grpc.aio.ServicerContext[Any, Any]
+Context = aio.ServicerContext[Any, Any]
 
 
 def _ms(ts: Timestamp, default: int) -> int:
@@ -103,9 +104,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             identity = _identity(first.hello, self._limits)
         except DomainError as error:
             await abort_with(context, error)
-        held = [
-            HeldTask(t.task_id, max(0, t.output_size), t.finished) for t in first.hello.tasks
-        ]
+        held = [HeldTask(t.task_id, max(0, t.output_size), t.finished) for t in first.hello.tasks]
         session, acks = await self._plane.connect(identity, held)
         log.info("agent %s connected (%d tasks held)", identity.instance_id, len(held))
         reader = asyncio.create_task(self._read(request_iterator, session))
@@ -114,9 +113,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 pb.ConnectResponse(
                     welcome=pb.Welcome(
                         heartbeat_interval_seconds=self._heartbeat,
-                        acks=[
-                            pb.TaskAck(task_id=t, offset=o, result_stored=s) for t, o, s in acks
-                        ],
+                        acks=[pb.TaskAck(task_id=t, offset=o, result_stored=s) for t, o, s in acks],
                     )
                 )
             )

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
+from grpc import aio
+
 from server.api import convert
 from server.api.errors import stream_errors, unary_errors
 from server.clock import now_ms
 from server.plane import CommandPlane, OutputEvent
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context = aio.ServicerContext[Any, Any]
 
 
 class CommandService(command_pb2_grpc.CommandServiceServicer):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import instance_pb2 as instance_pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
 from server.domain.model import (
@@ -108,9 +108,7 @@ def command_patch(request: pb.ModifyCommandRequest) -> CommandPatch:
         name=request.name if request.HasField("name") else None,
         description=request.description if request.HasField("description") else None,
         working_dir=request.working_dir if request.HasField("working_dir") else None,
-        timeout_seconds=(
-            request.timeout_seconds if request.HasField("timeout_seconds") else None
-        ),
+        timeout_seconds=(request.timeout_seconds if request.HasField("timeout_seconds") else None),
         content=request.command_content if request.HasField("command_content") else None,
     )
 

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc import aio
 
 from server.domain.errors import (
     AlreadyExists,
@@ -71,7 +72,7 @@ def rich_status(error: DomainError) -> status_pb2.Status:
     )
 
 
-async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
+async def abort_with(context: aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
     status = rich_status(error)
     await context.abort(
         status_code_of(error),
@@ -85,13 +86,13 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Self = TypeVar("Self")
 
-UnaryHandler = Callable[[Self, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-StreamHandler = Callable[[Self, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]
+UnaryHandler = Callable[[Self, Req, aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+StreamHandler = Callable[[Self, Req, aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]
 
 
 def unary_errors(handler: UnaryHandler[Self, Req, Resp]) -> UnaryHandler[Self, Req, Resp]:
     @functools.wraps(handler)
-    async def wrapper(self: Self, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+    async def wrapper(self: Self, request: Req, context: aio.ServicerContext[Any, Any]) -> Resp:
         try:
             return await handler(self, request, context)
         except DomainError as error:
@@ -103,7 +104,7 @@ def unary_errors(handler: UnaryHandler[Self, Req, Resp]) -> UnaryHandler[Self, R
 def stream_errors(handler: StreamHandler[Self, Req, Resp]) -> StreamHandler[Self, Req, Resp]:
     @functools.wraps(handler)
     async def wrapper(
-        self: Self, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+        self: Self, request: Req, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Resp]:
         try:
             async for response in handler(self, request, context):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from cloudassist.v1 import instance_pb2 as pb
 from cloudassist.v1 import instance_pb2_grpc
+from grpc import aio
+
 from server.api import convert
 from server.api.errors import unary_errors
 from server.plane import CommandPlane
@@ -19,7 +19,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
 
     @unary_errors
     async def DescribeInstances(
-        self, request: pb.DescribeInstancesRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.DescribeInstancesRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.DescribeInstancesResponse:
         listing = await self._plane.describe_instances(
             request.region_id, list(request.instance_ids), request.page_size, request.page_token

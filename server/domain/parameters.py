@@ -71,8 +71,7 @@ def parse_parameter_names(content: bytes, max_count: int) -> list[str]:
         if not _NAME.fullmatch(name):
             raise InvalidArgument(
                 reasons.PARAMETER_INVALID_NAME,
-                f"command_content: parameter name {name!r} is invalid: "
-                f"a name is {NAME_RULE}",
+                f"command_content: parameter name {name!r} is invalid: a name is {NAME_RULE}",
                 field="command_content",
                 metadata={"parameter": name},
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _OFFSET = re.compile(r"(?:UTC|GMT)(?:([+-])(\d{1,2})(?::?(\d{2}))?)?", re.IGNORECASE)
@@ -15,7 +15,7 @@ def parse_timezone(text: str) -> tzinfo:
     if match:
         sign, hours, minutes = match.groups()
         if sign is None:
-            return timezone.utc
+            return UTC
         h, m = int(hours), int(minutes or 0)
         if h > 14 or m > 59:
             raise ValueError(f"time zone offset out of range: {text!r}")

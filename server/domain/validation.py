@@ -12,7 +12,6 @@ from server.domain.model import (
     CommandDraft,
     CommandPatch,
     CommandSpec,
-    CommandType,
     InvocationDraft,
     InvocationSpec,
     RepeatMode,
@@ -40,9 +39,7 @@ def _has_control_chars(text: str) -> bool:
 
 def check_region(region_id: str) -> str:
     if not region_id:
-        raise InvalidArgument(
-            reasons.MISSING_REGION_ID, "region_id: required", field="region_id"
-        )
+        raise InvalidArgument(reasons.MISSING_REGION_ID, "region_id: required", field="region_id")
     if not _REGION.fullmatch(region_id):
         raise InvalidArgument(
             reasons.INVALID_REGION_ID,
@@ -223,7 +220,8 @@ def apply_patch(spec: CommandSpec, patch: CommandPatch, limits: Limits) -> Comma
 def _check_instance_ids(instance_ids: Sequence[str], limits: Limits) -> tuple[str, ...]:
     if not instance_ids:
         raise InvalidArgument(
-            reasons.MISSING_INSTANCE_IDS, "instance_ids: at least one is required",
+            reasons.MISSING_INSTANCE_IDS,
+            "instance_ids: at least one is required",
             field="instance_ids",
         )
     if len(instance_ids) > limits.instances_per_invocation:
@@ -323,5 +321,3 @@ def validate_invocation(
         working_dir=working_dir,
         username=_check_username(draft.username, limits),
     )
-
-

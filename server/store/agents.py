@@ -50,7 +50,9 @@ class HeldTask:
     finished: bool
 
 
-def find_instances(conn: Connection, region_id: str, instance_ids: Sequence[str]) -> dict[str, Instance]:
+def find_instances(
+    conn: Connection, region_id: str, instance_ids: Sequence[str]
+) -> dict[str, Instance]:
     rows = conn.execute(
         select(INSTANCES).where(
             INSTANCES.c.region_id == region_id, INSTANCES.c.instance_id.in_(list(instance_ids))
@@ -73,21 +75,18 @@ def list_instances(
         after_ms = int(ms_text) if ms_text.isdigit() else 0
         conditions.append(
             (INSTANCES.c.registered_ms < after_ms)
-            | (
-                (INSTANCES.c.registered_ms == after_ms)
-                & (INSTANCES.c.instance_id < after_instance)
-            )
+            | ((INSTANCES.c.registered_ms == after_ms) & (INSTANCES.c.instance_id < after_instance))
         )
     rows = conn.execute(
         select(INSTANCES)
         .where(*conditions)
         .order_by(INSTANCES.c.registered_ms.desc(), INSTANCES.c.instance_id.desc())
-        .limit(page.size)
+        .limit(page.size + 1)
     ).all()
     active: dict[str, int] = {}
     if rows:
         active = dict(
-            conn.execute(  # type: ignore[arg-type]
+            conn.execute(
                 select(RECORDS.c.instance_id, func.count())
                 .where(
                     RECORDS.c.instance_id.in_([r.instance_id for r in rows]),
@@ -131,7 +130,9 @@ def _tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
         inv = invocation_rows[row.invoke_id]
         ids = tuple(m.instance_id for m in members[row.invoke_id])  # type: ignore[attr-defined]
         spec = convert.invocation_spec(inv, ids)
-        tasks.append(build_task(row.record_id, row.instance_id, row.invoke_id, spec, row.output_limit))
+        tasks.append(
+            build_task(row.record_id, row.instance_id, row.invoke_id, spec, row.output_limit)
+        )
     return tasks
 
 
@@ -189,7 +190,9 @@ def agent_hello(
         if state is ExecutionState.PENDING:
             # The agent took it but its task_accepted was lost.
             timeout = conn.execute(
-                select(INVOCATIONS.c.timeout_seconds).where(INVOCATIONS.c.invoke_id == row.invoke_id)
+                select(INVOCATIONS.c.timeout_seconds).where(
+                    INVOCATIONS.c.invoke_id == row.invoke_id
+                )
             ).scalar_one()
             conn.execute(
                 update(RECORDS)
@@ -212,7 +215,11 @@ def agent_hello(
     ).all()
     for record_id, state in lost:
         # The agent does not know a task the server thinks is running: it restarted.
-        values_lost: dict[str, object] = {"finish_ms": now_ms, "agent_done": True, "deadline_ms": None}
+        values_lost: dict[str, object] = {
+            "finish_ms": now_ms,
+            "agent_done": True,
+            "deadline_ms": None,
+        }
         if state == STOPPING:
             values_lost |= {"state": ExecutionState.TERMINATED.value, "stop_ms": now_ms}
         else:
@@ -311,7 +318,7 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
                 )
             elif end > p.size and p.size < p.limit:
                 piece = report.data[p.size - report.offset :][: p.limit - p.size]
-                start, parts = chunks.setdefault(report.record_id, (p.size, []))
+                _, parts = chunks.setdefault(report.record_id, (p.size, []))
                 parts.append(piece)
                 p.size += len(piece)
             acks[report.record_id] = OutputAck(p.instance_id, report.record_id, p.size)
@@ -340,13 +347,8 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
         else:
             _apply_end(conn, report, p, effects, acks, changed)
 
-    append_chunks(
-        conn, [(rid, start, b"".join(parts)) for rid, (start, parts) in chunks.items()]
-    )
-    sizes = [
-        {"b_record_id": rid, "output_size": progress[rid].size}
-        for rid in chunks
-    ]
+    append_chunks(conn, [(rid, start, b"".join(parts)) for rid, (start, parts) in chunks.items()])
+    sizes = [{"b_record_id": rid, "output_size": progress[rid].size} for rid in chunks]
     if sizes:
         conn.execute(
             update(RECORDS).where(RECORDS.c.record_id == bindparam("b_record_id")),
@@ -422,7 +424,12 @@ def _apply_end(
 def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
     """Applies every deadline that has passed: delivery, execution and stop confirmation."""
     rows = conn.execute(
-        select(RECORDS.c.record_id, RECORDS.c.instance_id, RECORDS.c.state, INVOCATIONS.c.timeout_seconds)
+        select(
+            RECORDS.c.record_id,
+            RECORDS.c.instance_id,
+            RECORDS.c.state,
+            INVOCATIONS.c.timeout_seconds,
+        )
         .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
         .where(RECORDS.c.deadline_ms <= now_ms)
         .order_by(RECORDS.c.deadline_ms)

@@ -118,16 +118,14 @@ def list_commands(
         conditions.append(COMMANDS.c.name == name)
     if command_type is not None:
         conditions.append(COMMANDS.c.type == command_type.value)
-    total = conn.execute(
-        select(func.count()).select_from(COMMANDS).where(*conditions)
-    ).scalar_one()
+    total = conn.execute(select(func.count()).select_from(COMMANDS).where(*conditions)).scalar_one()
     if page.after_id is not None:
         conditions.append(COMMANDS.c.command_id < page.after_id)
     rows = conn.execute(
         select(COMMANDS)
         .where(*conditions)
         .order_by(COMMANDS.c.command_id.desc())
-        .limit(page.size)
+        .limit(page.size + 1)
     ).all()
     return [convert.command(row) for row in rows], total
 

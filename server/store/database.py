@@ -31,11 +31,15 @@ class Database:
         create_schema(engine)
         return cls(engine)
 
-    def _in_transaction(self, fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
+    def _in_transaction(
+        self, fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> T:
         with self.engine.begin() as conn:
             return fn(conn, *args, **kwargs)
 
-    def _read_only(self, fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
+    def _read_only(
+        self, fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> T:
         with self.engine.connect() as conn:
             return fn(conn, *args, **kwargs)
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
@@ -103,7 +103,9 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     check_invocation_quota(conn, spec.region_id, plan.day_start_ms, plan.daily_quota)
     if plan.new_command is not None:
         conn.execute(
-            insert(COMMANDS).values(**command_values(spec.command_id, plan.new_command, plan.now_ms))
+            insert(COMMANDS).values(
+                **command_values(spec.command_id, plan.new_command, plan.now_ms)
+            )
         )
     status = InvokeStatus.RUNNING.value
     conn.execute(
@@ -249,7 +251,7 @@ def list_invocations(
         select(INVOCATIONS)
         .where(*conditions)
         .order_by(INVOCATIONS.c.invoke_id.desc())
-        .limit(page.size)
+        .limit(page.size + 1)
     ).all()
     return _invocations(conn, list(rows)), total
 
@@ -304,9 +306,7 @@ def list_results(
             .scalar_subquery()
         )
     joined = RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id)
-    total = conn.execute(
-        select(func.count()).select_from(joined).where(*conditions)
-    ).scalar_one()
+    total = conn.execute(select(func.count()).select_from(joined).where(*conditions)).scalar_one()
     if page.after_id is not None:
         conditions.append(RECORDS.c.record_id < page.after_id)
     rows = conn.execute(
@@ -314,7 +314,7 @@ def list_results(
         .select_from(joined)
         .where(*conditions)
         .order_by(RECORDS.c.record_id.desc())
-        .limit(page.size)
+        .limit(page.size + 1)
     ).all()
     results = []
     for row in rows:

@@ -1,0 +1,585 @@
+"""`cloudassist`: the command-line client. It mirrors the API, plus `run` for one-off scripts.
+
+Defaults reach a local server (127.0.0.1:50051, region cn-hangzhou); --server/--region or the
+environment variables CLOUDASSIST_SERVER and CLOUDASSIST_REGION override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
+from grpc import aio
+
+from client import render
+
+# Exit codes of `cloudassist run` beside the remote script's own.
+EXIT_TIMEOUT = 124
+EXIT_NOT_RUN = 125
+EXIT_STOPPED = 130
+EXIT_API_ERROR = 2
+
+TYPES = {
+    "shell": pb.COMMAND_TYPE_RUN_SHELL_SCRIPT,
+    "bat": pb.COMMAND_TYPE_RUN_BAT_SCRIPT,
+    "powershell": pb.COMMAND_TYPE_RUN_POWERSHELL_SCRIPT,
+}
+STATUSES = {
+    "running": pb.INVOKE_STATUS_RUNNING,
+    "finished": pb.INVOKE_STATUS_FINISHED,
+    "failed": pb.INVOKE_STATUS_FAILED,
+    "stopped": pb.INVOKE_STATUS_STOPPED,
+    "partial-failed": pb.INVOKE_STATUS_PARTIAL_FAILED,
+}
+
+
+class Client:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.region = args.region
+        self.channel = aio.insecure_channel(args.server)
+        self.commands = command_pb2_grpc.CommandServiceStub(self.channel)
+        self.instances = instance_pb2_grpc.InstanceServiceStub(self.channel)
+
+
+def _content(args: argparse.Namespace) -> bytes | None:
+    if getattr(args, "file", None):
+        return Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    if getattr(args, "content", None) is not None:
+        return str(args.content).encode()
+    return None
+
+
+def _parameters(pairs: list[str] | None) -> dict[str, str]:
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"cloudassist: --parameter takes KEY=VALUE, not {pair!r}")
+        result[key] = value
+    return result
+
+
+# Commands -------------------------------------------------------------------------------
+
+
+async def commands_create(c: Client) -> int:
+    a = c.args
+    content = _content(a)
+    response = await c.commands.CreateCommand(
+        pb.CreateCommandRequest(
+            region_id=c.region,
+            name=a.name,
+            type=TYPES[a.type],
+            command_content=content or b"",
+            description=a.description,
+            working_dir=a.working_dir,
+            timeout_seconds=a.timeout,
+            enable_parameter=a.enable_parameter,
+            client_token=a.client_token,
+        )
+    )
+    if a.json:
+        render.print_json(response)
+    else:
+        print(response.command_id)
+    return 0
+
+
+async def commands_list(c: Client) -> int:
+    a = c.args
+    request = pb.DescribeCommandsRequest(
+        region_id=c.region,
+        command_id=a.id,
+        name=a.name,
+        type=TYPES[a.type] if a.type else pb.COMMAND_TYPE_UNSPECIFIED,
+        page_size=a.page_size,
+        page_token=a.page_token,
+    )
+    response = await c.commands.DescribeCommands(request)
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["COMMAND_ID", "NAME", "TYPE", "TIMEOUT", "PARAMETERS", "INVOKED", "CREATED"],
+        [
+            [
+                cmd.command_id,
+                cmd.name,
+                render.enum_suffix(pb.CommandType.Name(cmd.type)),
+                cmd.timeout_seconds,
+                ",".join(cmd.parameter_names) or "-",
+                cmd.invoke_times,
+                render.when(cmd.creation_time),
+            ]
+            for cmd in response.commands
+        ],
+    )
+    _footer(response.total_count, len(response.commands), response.next_page_token)
+    return 0
+
+
+async def commands_modify(c: Client) -> int:
+    a = c.args
+    request = pb.ModifyCommandRequest(region_id=c.region, command_id=a.command_id)
+    if a.name is not None:
+        request.name = a.name
+    if a.description is not None:
+        request.description = a.description
+    if a.working_dir is not None:
+        request.working_dir = a.working_dir
+    if a.timeout is not None:
+        request.timeout_seconds = a.timeout
+    content = _content(a)
+    if content is not None:
+        request.command_content = content
+    await c.commands.ModifyCommand(request)
+    return 0
+
+
+async def commands_delete(c: Client) -> int:
+    await c.commands.DeleteCommand(
+        pb.DeleteCommandRequest(region_id=c.region, command_id=c.args.command_id)
+    )
+    return 0
+
+
+# Invocations ----------------------------------------------------------------------------
+
+
+async def invoke(c: Client) -> int:
+    a = c.args
+    request = pb.InvokeCommandRequest(
+        region_id=c.region,
+        command_id=a.command_id,
+        instance_ids=a.instance,
+        parameters=_parameters(a.parameter),
+        username=a.username,
+        client_token=a.client_token,
+    )
+    if a.timeout is not None:
+        request.timeout_seconds = a.timeout
+    if a.working_dir is not None:
+        request.working_dir = a.working_dir
+    response = await c.commands.InvokeCommand(request)
+    if a.json:
+        render.print_json(response)
+    else:
+        print(response.invoke_id)
+    if a.watch:
+        return await _follow(c, response.invoke_id, prefix=len(a.instance) > 1)
+    return 0
+
+
+async def invocations(c: Client) -> int:
+    a = c.args
+    response = await c.commands.DescribeInvocations(
+        pb.DescribeInvocationsRequest(
+            region_id=c.region,
+            invoke_id=a.id,
+            command_id=a.command_id,
+            instance_id=a.instance_id,
+            invoke_status=STATUSES[a.status] if a.status else pb.INVOKE_STATUS_UNSPECIFIED,
+            page_size=a.page_size,
+            page_token=a.page_token,
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["INVOKE_ID", "COMMAND", "STATUS", "INSTANCES", "CREATED"],
+        [
+            [
+                inv.invoke_id,
+                inv.command_name,
+                render.enum_suffix(pb.InvokeStatus.Name(inv.invoke_status)),
+                " ".join(
+                    f"{m.instance_id}:{render.enum_suffix(pb.ExecutionState.Name(m.state))}"
+                    for m in inv.invoke_instances
+                ),
+                render.when(inv.creation_time),
+            ]
+            for inv in response.invocations
+        ],
+    )
+    _footer(response.total_count, len(response.invocations), response.next_page_token)
+    return 0
+
+
+async def results(c: Client) -> int:
+    a = c.args
+    response = await c.commands.DescribeInvocationResults(
+        pb.DescribeInvocationResultsRequest(
+            region_id=c.region,
+            invoke_id=a.invoke_id or "",
+            instance_id=a.instance_id,
+            command_id=a.command_id,
+            invoke_record_status=STATUSES[a.status] if a.status else pb.INVOKE_STATUS_UNSPECIFIED,
+            include_history=a.history,
+            page_size=a.page_size,
+            page_token=a.page_token,
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["INVOKE_ID", "INSTANCE", "STATE", "STATUS", "EXIT", "OUTPUT", "ERROR", "FINISHED"],
+        [
+            [
+                r.invoke_id,
+                r.instance_id,
+                render.enum_suffix(pb.ExecutionState.Name(r.state)),
+                render.enum_suffix(pb.InvokeStatus.Name(r.invoke_record_status)),
+                r.exit_code if r.HasField("exit_code") else "-",
+                f"{r.output_size} B" + (f" (+{r.dropped} dropped)" if r.dropped else ""),
+                r.error_code or "-",
+                render.when(r.finish_time),
+            ]
+            for r in response.invocation_results
+        ],
+    )
+    _footer(response.total_count, len(response.invocation_results), response.next_page_token)
+    return 0
+
+
+async def output(c: Client) -> int:
+    """Writes a record's whole stored output to stdout, byte for byte."""
+    a = c.args
+    offset = 0
+    out = sys.stdout.buffer
+    while True:
+        response = await c.commands.GetInvocationOutput(
+            pb.GetInvocationOutputRequest(
+                region_id=c.region,
+                invoke_id=a.invoke_id,
+                instance_id=a.instance_id,
+                record_id=a.record_id,
+                offset=offset,
+            )
+        )
+        out.write(response.data)
+        offset = response.next_offset
+        if not response.data or offset >= response.total_size:
+            break
+    out.flush()
+    return 0
+
+
+async def stop(c: Client) -> int:
+    await c.commands.StopInvocation(
+        pb.StopInvocationRequest(
+            region_id=c.region, invoke_id=c.args.invoke_id, instance_ids=c.args.instance
+        )
+    )
+    return 0
+
+
+async def instances(c: Client) -> int:
+    a = c.args
+    response = await c.instances.DescribeInstances(
+        instance_pb2.DescribeInstancesRequest(
+            region_id=c.region,
+            instance_ids=a.instance,
+            page_size=a.page_size,
+            page_token=a.page_token,
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["INSTANCE_ID", "ONLINE", "OS", "HOSTNAME", "AGENT", "ACTIVE", "INVOCATIONS", "HEARTBEAT"],
+        [
+            [
+                i.instance_id,
+                "yes" if i.online else "no",
+                render.enum_suffix(instance_pb2.OsType.Name(i.os_type)),
+                i.hostname,
+                i.agent_version,
+                i.active_task_count,
+                i.invocation_count,
+                render.when(i.last_heartbeat_time),
+            ]
+            for i in response.instances
+        ],
+    )
+    _footer(response.total_count, len(response.instances), response.next_page_token)
+    return 0
+
+
+def _footer(total: int, shown: int, token: str) -> None:
+    if token:
+        print(f"({shown} of {total}; next page: --page-token {token})")
+
+
+# Running and watching -------------------------------------------------------------------
+
+
+async def run(c: Client) -> int:
+    a = c.args
+    script = _content(a)
+    if script is None:
+        script = a.script.encode() if a.script else b""
+    response = await c.commands.RunCommand(
+        pb.RunCommandRequest(
+            region_id=c.region,
+            type=TYPES[a.type],
+            command_content=script,
+            instance_ids=a.instance,
+            timeout_seconds=a.timeout,
+            working_dir=a.working_dir,
+            username=a.username,
+            enable_parameter=bool(a.parameter),
+            parameters=_parameters(a.parameter),
+            client_token=a.client_token,
+        )
+    )
+    if not a.json:
+        print(f"invocation {response.invoke_id}", file=sys.stderr)
+    return await _follow(c, response.invoke_id, prefix=len(a.instance) > 1)
+
+
+async def watch(c: Client) -> int:
+    return await _follow(c, c.args.invoke_id, prefix=None)
+
+
+class _Printer:
+    """Writes output as it arrives; with several instances, each line gets its instance id."""
+
+    def __init__(self, prefix: bool | None) -> None:
+        self.prefix = prefix
+        self.partial: dict[str, bytes] = {}
+        self.out = sys.stdout.buffer
+
+    def write(self, instance_id: str, data: bytes) -> None:
+        if not self.prefix:
+            self.out.write(data)
+            self.out.flush()
+            return
+        text = self.partial.pop(instance_id, b"") + data
+        *lines, rest = text.split(b"\n")
+        for line in lines:
+            self.out.write(instance_id.encode() + b" | " + line + b"\n")
+        if rest:
+            self.partial[instance_id] = rest
+        self.out.flush()
+
+    def close(self) -> None:
+        for instance_id, rest in self.partial.items():
+            self.out.write(instance_id.encode() + b" | " + rest + b"\n")
+        self.out.flush()
+
+
+def exit_code_of(states: dict[str, pb.StateChange]) -> int:
+    """0 when every record succeeded; else the first failing instance's code (by id)."""
+    for instance_id in sorted(states):
+        change = states[instance_id]
+        if change.state == pb.EXECUTION_STATE_SUCCESS:
+            continue
+        if change.state == pb.EXECUTION_STATE_FAILED:
+            return change.exit_code
+        if change.state == pb.EXECUTION_STATE_TIMEOUT:
+            return EXIT_TIMEOUT
+        if change.state in (pb.EXECUTION_STATE_CANCELLED, pb.EXECUTION_STATE_TERMINATED):
+            return EXIT_STOPPED
+        return EXIT_NOT_RUN
+    return 0
+
+
+async def _follow(c: Client, invoke_id: str, prefix: bool | None) -> int:
+    states: dict[str, pb.StateChange] = {}
+    instances_seen: set[str] = set()
+    printer = _Printer(prefix)
+    stream = c.commands.WatchInvocation(
+        pb.WatchInvocationRequest(region_id=c.region, invoke_id=invoke_id)
+    )
+    async for event in stream:
+        if c.args.json:
+            render.print_json(event)
+        if event.HasField("output"):
+            instances_seen.add(event.output.instance_id)
+            if prefix is None:
+                printer.prefix = len(instances_seen) > 1
+            if not c.args.json:
+                printer.write(event.output.instance_id, event.output.data)
+        else:
+            change = event.state_change
+            states[change.instance_id] = change
+            if change.error_code and change.state not in (
+                pb.EXECUTION_STATE_FAILED,
+                pb.EXECUTION_STATE_SUCCESS,
+            ):
+                render.error(
+                    f"{change.instance_id}: "
+                    f"{render.enum_suffix(pb.ExecutionState.Name(change.state))} "
+                    f"({change.error_code}) {change.error_info}"
+                )
+    printer.close()
+    return exit_code_of(states)
+
+
+# Argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudassist",
+        description="Run scripts on machines through a cloudassist server.",
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("CLOUDASSIST_SERVER", "127.0.0.1:50051"),
+        help="host:port of the server (env CLOUDASSIST_SERVER) [%(default)s]",
+    )
+    parser.add_argument(
+        "--region",
+        default=os.environ.get("CLOUDASSIST_REGION", "cn-hangzhou"),
+        help="region id (env CLOUDASSIST_REGION) [%(default)s]",
+    )
+    parser.add_argument("--json", action="store_true", help="print responses as JSON")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def paged(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--page-size", type=int, default=0, help="1 to 50 [10]")
+        p.add_argument("--page-token", default="", help="from the previous page")
+
+    def script_source(p: argparse.ArgumentParser, required: bool) -> None:
+        group = p.add_mutually_exclusive_group(required=required)
+        group.add_argument("--content", help="the script text")
+        group.add_argument("--file", help="read the script from this file (- for stdin)")
+
+    commands = sub.add_parser("commands", help="create, list, modify and delete commands")
+    csub = commands.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = csub.add_parser("create", help="save a script as a command")
+    create.add_argument("--name", required=True)
+    create.add_argument("--type", choices=sorted(TYPES), default="shell")
+    script_source(create, required=True)
+    create.add_argument("--description", default="")
+    create.add_argument("--working-dir", default="")
+    create.add_argument("--timeout", type=int, default=0, help="seconds [server default, 60]")
+    create.add_argument(
+        "--enable-parameter", action="store_true", help="fill {{name}} placeholders at invocation"
+    )
+    create.add_argument("--client-token", default="", help="makes retries idempotent")
+    create.set_defaults(handler=commands_create)
+
+    listing = csub.add_parser("list", help="list commands, newest first")
+    listing.add_argument("--id", default="")
+    listing.add_argument("--name", default="")
+    listing.add_argument("--type", choices=sorted(TYPES))
+    paged(listing)
+    listing.set_defaults(handler=commands_list)
+
+    modify = csub.add_parser("modify", help="change a command")
+    modify.add_argument("command_id")
+    modify.add_argument("--name")
+    modify.add_argument("--description")
+    modify.add_argument("--working-dir")
+    modify.add_argument("--timeout", type=int)
+    script_source(modify, required=False)
+    modify.set_defaults(handler=commands_modify)
+
+    delete = csub.add_parser("delete", help="delete a command")
+    delete.add_argument("command_id")
+    delete.set_defaults(handler=commands_delete)
+
+    inv = sub.add_parser("invoke", help="run a saved command on instances")
+    inv.add_argument("command_id")
+    inv.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
+    inv.add_argument("-p", "--parameter", action="append", help="KEY=VALUE, repeatable")
+    inv.add_argument("--timeout", type=int, help="seconds [the command's]")
+    inv.add_argument("--working-dir")
+    inv.add_argument("--username", default="")
+    inv.add_argument("--client-token", default="")
+    inv.add_argument("--watch", action="store_true", help="print output until it ends")
+    inv.set_defaults(handler=invoke)
+
+    invs = sub.add_parser("invocations", help="list invocations, newest first")
+    invs.add_argument("--id", default="")
+    invs.add_argument("--command-id", default="")
+    invs.add_argument("--instance-id", default="")
+    invs.add_argument("--status", choices=sorted(STATUSES))
+    paged(invs)
+    invs.set_defaults(handler=invocations)
+
+    res = sub.add_parser("results", help="list execution records with exit codes")
+    res.add_argument("invoke_id", nargs="?")
+    res.add_argument("--instance-id", default="")
+    res.add_argument("--command-id", default="")
+    res.add_argument("--status", choices=sorted(STATUSES))
+    res.add_argument("--history", action="store_true", help="every run of periodic invocations")
+    paged(res)
+    res.set_defaults(handler=results)
+
+    out = sub.add_parser("output", help="print a record's whole output")
+    out.add_argument("invoke_id")
+    out.add_argument("-i", "--instance-id", default="")
+    out.add_argument("--record-id", default="")
+    out.set_defaults(handler=output)
+
+    st = sub.add_parser("stop", help="stop an invocation")
+    st.add_argument("invoke_id")
+    st.add_argument("-i", "--instance", action="append", default=[], help="[all]")
+    st.set_defaults(handler=stop)
+
+    ins = sub.add_parser("instances", help="list instances and whether their agent is online")
+    ins.add_argument("-i", "--instance", action="append", default=[])
+    paged(ins)
+    ins.set_defaults(handler=instances)
+
+    rn = sub.add_parser(
+        "run",
+        help="run a one-off script, print its output live, exit with its exit code",
+        description="Exit status: the script's exit code (the first failing instance's when "
+        f"there are several), {EXIT_TIMEOUT} on timeout, {EXIT_STOPPED} when stopped, "
+        f"{EXIT_NOT_RUN} when it could not run, {EXIT_API_ERROR} when the server refused.",
+    )
+    rn.add_argument("script", nargs="?", help="the script text")
+    rn.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
+    rn.add_argument("--file", help="read the script from this file (- for stdin)")
+    rn.add_argument("--type", choices=sorted(TYPES), default="shell")
+    rn.add_argument("--timeout", type=int, default=0, help="seconds [60]")
+    rn.add_argument("--working-dir", default="")
+    rn.add_argument("--username", default="")
+    rn.add_argument("-p", "--parameter", action="append", help="KEY=VALUE, repeatable")
+    rn.add_argument("--client-token", default="")
+    rn.set_defaults(handler=run)
+
+    wt = sub.add_parser("watch", help="print an invocation's output live until it ends")
+    wt.add_argument("invoke_id")
+    wt.set_defaults(handler=watch)
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    client = Client(args)
+    handler: Callable[[Client], Awaitable[int]] = args.handler
+    try:
+        return await handler(client)
+    except aio.AioRpcError as error:
+        render.error(render.describe_rpc_error(error))
+        return EXIT_API_ERROR
+    finally:
+        await client.channel.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "run" and not args.script and not args.file:
+        build_parser().error("run: give the script as an argument or with --file")
+    try:
+        sys.exit(asyncio.run(_main(args)))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_STOPPED)
+
+
+if __name__ == "__main__":
+    main()
