@@ -197,14 +197,13 @@ class Agent:
 
         Returns whether the server welcomed the agent (then the next attempt need not wait).
         """
-        async with aio.insecure_channel(
-            self.config.server, options=CHANNEL_OPTIONS
-        ) as channel:
+        async with aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS) as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
             self._call = call
             await call.write(pb.ConnectRequest(hello=self._hello()))
             first = await call.read()
-            if not isinstance(first, pb.ConnectResponse) or first.WhichOneof("message") != "welcome":
+            welcomed = isinstance(first, pb.ConnectResponse) and first.HasField("welcome")
+            if not welcomed or not isinstance(first, pb.ConnectResponse):
                 raise ConnectionError("the server did not answer hello with welcome")
             await self._welcome(first.welcome)
             backoff.reset()
@@ -461,14 +460,13 @@ def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
                 start_time=_ts(meta.start_ms),
                 finish_time=_ts(result.time_ms),
             )
-        }
+        )
     if result.kind in ("stopped", "timed_out"):
-        return {
-            "task_stopped": pb.TaskStopped(
+        timed_out = result.kind == "timed_out"
+        return pb.ConnectRequest(
+            task_stopped=pb.TaskStopped(
                 task_id=meta.task_id,
-                reason=pb.STOP_REASON_TIMEOUT
-                if result.kind == "timed_out"
-                else pb.STOP_REASON_STOP,
+                reason=pb.STOP_REASON_TIMEOUT if timed_out else pb.STOP_REASON_STOP,
                 started=meta.started,
                 exit_code=result.exit_code or 0,
                 output_size=meta.produced,

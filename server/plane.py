@@ -7,8 +7,8 @@ cancels to the hub. The servicers in `server.api` only translate protobuf to the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
