@@ -1,0 +1,190 @@
+"""Real processes for the tests: a cloudassist server and agents on loopback, in temp dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from cloudassist.v1 import instance_pb2, instance_pb2_grpc
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls `condition` (for state owned by another process, which cannot be awaited)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Process:
+    """A child process whose output goes to a log file; stopped by pid only."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class ServerProcess(Process):
+    def __init__(self, workdir: Path, *flags: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.ready_file = workdir / "ready.json"
+        self.port = 0
+        super().__init__(
+            [
+                str(BIN / "cloudassist-server"),
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(workdir),
+                "--ready-file",
+                str(self.ready_file),
+                *flags,
+            ],
+            workdir / "server.log",
+        )
+
+    def start(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
+        super().start()
+
+        def ready() -> bool:
+            if not self.running():
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            return self.ready_file.exists()
+
+        wait_until(ready, START_TIMEOUT, "the server to listen")
+        self.port = json.loads(self.ready_file.read_text())["port"]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "cloudassist.db"
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table, read straight from the database file."""
+        tables = [
+            "commands",
+            "invocations",
+            "invocation_instances",
+            "records",
+            "output_chunks",
+            "idempotency_tokens",
+        ]
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
+            return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+class AgentProcess(Process):
+    def __init__(
+        self, server: ServerProcess, instance_id: str, workdir: Path, region: str = "cn-hangzhou"
+    ) -> None:
+        self.server = server
+        self.instance_id = instance_id
+        self.region = region
+        self.state_dir = workdir / f"agent-{instance_id}"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__([], self.state_dir.with_suffix(".log"))
+
+    def start(self) -> None:
+        # The server's port is known only once it runs.
+        self.argv = [
+            str(BIN / "cloudassist-agent"),
+            "--server",
+            self.server.address,
+            "--instance-id",
+            self.instance_id,
+            "--region",
+            self.region,
+            "--state-dir",
+            str(self.state_dir),
+            "--kill-grace",
+            "2",
+            "--max-backoff",
+            "2",
+        ]
+        super().start()
+        self.wait_online(True)
+
+    def wait_online(self, online: bool) -> None:
+        with grpc.insecure_channel(self.server.address) as channel:
+            stub = instance_pb2_grpc.InstanceServiceStub(channel)
+
+            def reached() -> bool:
+                if online and not self.running():
+                    raise RuntimeError(f"agent exited early:\n{self.log()}")
+                response = stub.DescribeInstances(
+                    instance_pb2.DescribeInstancesRequest(
+                        region_id=self.region, instance_ids=[self.instance_id]
+                    )
+                )
+                return bool(response.instances) and response.instances[0].online is online
+
+            wait_until(reached, START_TIMEOUT, f"{self.instance_id} online={online}")
+
+
+def process_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (absent, or a zombie waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
