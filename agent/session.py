@@ -156,7 +156,11 @@ class Agent:
             try:
                 welcomed = await self._session(backoff)
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # Only the call was cancelled: by stop(), or by a writer that failed.
+                welcomed = False
             except Exception as exc:
                 welcomed = False
                 log.info("connection to %s ended: %s", self.config.server, _brief(exc))

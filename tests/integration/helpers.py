@@ -22,11 +22,13 @@ class Watched:
     events: list[pb.WatchInvocationResponse] = field(default_factory=list)
 
 
-async def watch(stub: command_pb2_grpc.CommandServiceStub, invoke_id: str) -> Watched:
+async def watch(
+    stub: command_pb2_grpc.CommandServiceStub, invoke_id: str, region: str = REGION
+) -> Watched:
     """Follows an invocation until the server ends the stream (every record over)."""
     seen = Watched()
     async for event in stub.WatchInvocation(
-        pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoke_id)
+        pb.WatchInvocationRequest(region_id=region, invoke_id=invoke_id)
     ):
         seen.events.append(event)
         if event.HasField("output"):
