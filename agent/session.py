@@ -20,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from cloudassist.v1 import agent_pb2 as pb
-from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
@@ -36,6 +34,8 @@ from agent.executor import (
     remove_script,
 )
 from agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
+from cloudassist.v1 import agent_pb2 as pb
+from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 from grpc import aio
 
 from client import render
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 
 # Exit codes of `cloudassist run` beside the remote script's own.
 EXIT_TIMEOUT = 124

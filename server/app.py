@@ -8,6 +8,11 @@ import json
 import logging
 import os
 
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
 from cloudassist.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -16,11 +21,6 @@ from cloudassist.v1 import (
     instance_pb2,
     instance_pb2_grpc,
 )
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
-
 from server.agent_plane import AgentPlane
 from server.api.agent_service import AgentService
 from server.api.command_service import CommandService

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from cloudassist.v1 import agent_pb2 as pb
-from cloudassist.v1 import agent_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
+from cloudassist.v1 import agent_pb2 as pb
+from cloudassist.v1 import agent_pb2_grpc
 from server.agent_plane import AgentPlane
 from server.api import convert
 from server.api.errors import abort_with

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc
 from grpc import aio
 
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import command_pb2_grpc
 from server.api import convert
 from server.api.errors import stream_errors, unary_errors
 from server.clock import now_ms

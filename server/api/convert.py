@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import instance_pb2 as instance_pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import instance_pb2 as instance_pb
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
 from server.domain.model import (

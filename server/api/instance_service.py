@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudassist.v1 import instance_pb2 as pb
-from cloudassist.v1 import instance_pb2_grpc
 from grpc import aio
 
+from cloudassist.v1 import instance_pb2 as pb
+from cloudassist.v1 import instance_pb2_grpc
 from server.api import convert
 from server.api.errors import unary_errors
 from server.plane import CommandPlane

@@ -343,7 +343,7 @@ async def test_command_quota_per_region(
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.CreateCommand(create(region_id="cn-quota", name="one-too-many"))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    info, fields = error_details(caught.value)
+    info, _ = error_details(caught.value)
     assert info.reason == "CmdCount.ExceedQuota"
     assert info.metadata["quota"] == "5"
     assert limited.server.row_counts() == before

