@@ -342,14 +342,15 @@ def test_end_with_nonzero_exit_is_failed_and_mirrored(engine: Engine) -> None:
 
 
 def test_second_end_does_not_change_the_stored_result(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
+    rid = invoke(engine, output_limit=4)["i-1"]
     start(engine, rid)
-    apply(engine, [finish(rid, output_size=0, exit_code=0)])
-    effects = apply(engine, [finish(rid, output_size=0, exit_code=7, time_ms=NOW + 9_000)])
-    assert effects.acks == [OutputAck("i-1", rid, 0, result_stored=True)]
+    apply(engine, [OutputAppend(rid, "i-1", 0, b"abcdef"), finish(rid, output_size=6)])
+    effects = apply(engine, [finish(rid, output_size=9, exit_code=7, time_ms=NOW + 9_000)])
+    assert effects.acks == [OutputAck("i-1", rid, 4, result_stored=True)]
     row = record_row(engine, rid)
     assert row.state == ExecutionState.SUCCESS
     assert row.exit_code == 0
+    assert row.dropped == 2
     assert row.finish_ms == NOW + 5_000
 
 
