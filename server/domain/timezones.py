@@ -23,7 +23,7 @@ def parse_timezone(text: str) -> tzinfo:
         return timezone(-delta if sign == "-" else delta, name=text.strip())
     try:
         return ZoneInfo(text.strip())
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a zone directory is an OSError
         raise ValueError(f"unknown time zone: {text!r}") from exc
 
 
