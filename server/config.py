@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{flag}",
             type=int,
             dest=attribute,
+            metavar="N",
             default=int(_env(flag, str(getattr(limits, attribute)))),
             help=f"{text} [%(default)s]",
         )

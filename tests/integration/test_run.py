@@ -77,7 +77,7 @@ async def test_watch_delivers_the_first_line_before_the_second_exists(
     stub: Stub, tmp_path: Path
 ) -> None:
     marker = tmp_path / "b-was-written"
-    invoke_id = await run(stub, f"echo a; sleep 2; touch {marker}; echo b", ["i-a"])
+    invoke_id = await run(stub, f"echo a; sleep 3; touch {marker}; echo b", ["i-a"])
     stream = stub.WatchInvocation(pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoke_id))
     first_output = None
     states_before_output = []
