@@ -7,24 +7,20 @@ import contextlib
 import json
 import logging
 import os
+from types import ModuleType
 
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cloudassist.v1 import (
-    agent_pb2,
-    agent_pb2_grpc,
-    command_pb2,
-    command_pb2_grpc,
-    instance_pb2,
-    instance_pb2_grpc,
-)
+from cloudassist.v1 import agent_pb2, command_pb2, instance_pb2
 from server.agent_plane import AgentPlane
 from server.api.agent_service import AgentService
 from server.api.command_service import CommandService
 from server.api.instance_service import InstanceService
+from server.api.registration import add_service
 from server.config import ServerConfig
 from server.events import InvocationEvents
 from server.hub import Hub
@@ -36,10 +32,16 @@ from server.store.database import Database
 
 log = logging.getLogger(__name__)
 
+
+def _service(module: ModuleType, name: str) -> ServiceDescriptor:
+    service: ServiceDescriptor = module.DESCRIPTOR.services_by_name[name]
+    return service
+
+
 SERVICE_NAMES = [
-    command_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
-    instance_pb2.DESCRIPTOR.services_by_name["InstanceService"].full_name,
-    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    _service(command_pb2, "CommandService").full_name,
+    _service(instance_pb2, "InstanceService").full_name,
+    _service(agent_pb2, "AgentService").full_name,
 ]
 
 
@@ -88,15 +90,16 @@ class ServerApp:
 
     async def start(self) -> int:
         await self.db.write(mark_all_offline)
-        command_pb2_grpc.add_CommandServiceServicer_to_server(
-            CommandService(self.plane), self.server
+        add_service(
+            self.server, CommandService(self.plane), _service(command_pb2, "CommandService")
         )
-        instance_pb2_grpc.add_InstanceServiceServicer_to_server(
-            InstanceService(self.plane), self.server
+        add_service(
+            self.server, InstanceService(self.plane), _service(instance_pb2, "InstanceService")
         )
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentService(self.agent_plane, self.config.limits, self.config.heartbeat_seconds),
+        add_service(
             self.server,
+            AgentService(self.agent_plane, self.config.limits, self.config.heartbeat_seconds),
+            _service(agent_pb2, "AgentService"),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

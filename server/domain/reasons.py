@@ -29,6 +29,7 @@ INVALID_PAGE_SIZE = "InvalidParam.PageSize"
 INVALID_PAGE_TOKEN = "InvalidParameter.PageToken"
 INVALID_OUTPUT_RANGE = "InvalidParameter.OutputRange"
 INVALID_FILTER = "InvalidParameter.Filter"
+MALFORMED_REQUEST = "InvalidParameter.Malformed"
 
 # Custom parameters.
 PARAMETER_EMPTY_KEY = "CmdParam.EmptyKey"

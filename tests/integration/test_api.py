@@ -199,3 +199,36 @@ async def test_filters_on_invocations_and_results(stub: Stub) -> None:
         )
     )
     assert list(failed.invocations) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        # region_id (field 1) with bytes that are not UTF-8
+        ("DescribeCommands", b"\x0a\x02\xff\xfe"),
+        # a length that runs past the end of the message
+        ("CreateCommand", b"\x0a\x50abc"),
+    ],
+)
+async def test_a_request_that_does_not_parse_is_invalid_argument(
+    channel: aio.Channel, method: str, raw: bytes
+) -> None:
+    call = channel.unary_unary(
+        f"/cloudassist.v1.CommandService/{method}",
+        request_serializer=lambda request: request,
+        response_deserializer=lambda response: response,
+    )
+    with pytest.raises(aio.AioRpcError) as caught:
+        await call(raw)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(caught.value)[0].reason == "InvalidParameter.Malformed"
+
+
+async def test_watch_of_an_unknown_invocation_is_not_found(stub: Stub) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for _ in stub.WatchInvocation(
+            pb.WatchInvocationRequest(region_id=REGION, invoke_id="t-nope")
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(caught.value)[0].reason == "InvalidInvokeId.NotFound"
