@@ -22,13 +22,16 @@ from server.api.command_service import CommandService
 from server.api.instance_service import InstanceService
 from server.api.registration import add_service
 from server.config import ServerConfig
+from server.domain import ids
 from server.events import InvocationEvents
 from server.hub import Hub
 from server.plane import CommandPlane, PlaneSettings
 from server.reaper import Reaper
 from server.recorder import Recorder
+from server.scheduler import Scheduler
 from server.store.agents import mark_all_offline
 from server.store.database import Database
+from server.store.schedules import FirePolicy
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,17 @@ class ServerApp:
             ),
         )
         self.agent_plane = AgentPlane(self.db, self.hub, self.recorder)
+        self.scheduler = Scheduler(
+            self.db,
+            self.hub,
+            FirePolicy(
+                late_grace_ms=int(config.schedule_grace_seconds * 1000),
+                delivery_timeout_ms=int(config.delivery_timeout_seconds * 1000),
+                output_limit=config.limits.output_bytes_per_record,
+                schedule_for=self.plane.schedule_for,
+                new_record_id=ids.record_id,
+            ),
+        )
         self.health = HealthServicer()
         self.server = aio.server(options=grpc_options(config))
         self._tasks: list[asyncio.Task[None]] = []
@@ -117,6 +131,7 @@ class ServerApp:
         self._tasks = [
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.reaper.run(), name="reaper"),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
         ]
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -24,6 +24,8 @@ class ServerConfig:
     delivery_timeout_seconds: float = 60.0
     stop_grace_seconds: float = 15.0
     output_grace_seconds: float = 10.0
+    # A scheduled fire found later than this (the server was down) is skipped.
+    schedule_grace_seconds: float = 2.0
     heartbeat_seconds: int = 20
     keepalive_seconds: int = 30
     max_connection_age_seconds: int = 0

@@ -24,6 +24,7 @@ from server.domain.model import (
     Command,
     CommandDraft,
     CommandPatch,
+    CommandSpec,
     CommandType,
     Instance,
     Invocation,
@@ -35,6 +36,7 @@ from server.domain.model import (
     runs_on,
 )
 from server.domain.pagination import Page, parse_page
+from server.domain.schedule import Schedule, parse_frequency
 from server.domain.status import InvokeStatus
 from server.domain.timezones import day_start_ms
 from server.domain.validation import (
@@ -111,14 +113,6 @@ def _request_hash(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _periodic_not_supported(frequency: str, timeout_seconds: int) -> None:
-    raise FailedPrecondition(
-        reasons.INVALID_REPEAT_MODE,
-        "repeat_mode: periodic invocations are not available on this server yet",
-        field="repeat_mode",
-    )
-
-
 class CommandPlane:
     def __init__(self, db: Database, hub: Hub, settings: PlaneSettings) -> None:
         self._db = db
@@ -183,7 +177,7 @@ class CommandPlane:
             return previous["invoke_id"]
         command = await self._db.read(commands_repo.get_command, draft.region_id, draft.command_id)
         spec = validate_invocation(
-            draft, command.command_id, command.spec, self._limits, _periodic_not_supported
+            draft, command.command_id, command.spec, self._limits, self._check_frequency
         )
         result = await self._start(spec, key)
         return result["invoke_id"]
@@ -207,39 +201,59 @@ class CommandPlane:
             return previous["command_id"], previous["invoke_id"]
         command_id = ids.command_id()
         spec = validate_invocation(
-            invocation, command_id, command_spec, self._limits, _periodic_not_supported
+            invocation, command_id, command_spec, self._limits, self._check_frequency
         )
         result = await self._start(spec, key, new_command=command_spec if keep_command else None)
         return result["command_id"], result["invoke_id"]
+
+    def schedule_for(self, frequency: str, timeout_seconds: int, created_ms: int) -> Schedule:
+        """The schedule of a periodic invocation made at `created_ms`."""
+        return parse_frequency(
+            frequency, self._settings.default_timezone, created_ms, timeout_seconds
+        )
+
+    def _check_frequency(self, frequency: str, timeout_seconds: int) -> None:
+        self.schedule_for(frequency, timeout_seconds, now_ms())
 
     async def _start(
         self,
         spec: InvocationSpec,
         key: IdempotencyKey | None,
-        new_command: object | None = None,
+        new_command: CommandSpec | None = None,
     ) -> dict[str, str]:
         await self._check_targets(spec)
         now = now_ms()
+        schedule = None
+        if spec.repeat_mode is RepeatMode.PERIOD:
+            schedule = self.schedule_for(spec.frequency, spec.timeout_seconds, now)
         plan = InvocationPlan(
             invoke_id=ids.invoke_id(),
             spec=spec,
-            record_ids={instance_id: ids.record_id() for instance_id in spec.instance_ids},
+            # A scheduled invocation gets its records when it fires.
+            record_ids=(
+                {}
+                if schedule is not None
+                else {instance_id: ids.record_id() for instance_id in spec.instance_ids}
+            ),
             now_ms=now,
             day_start_ms=day_start_ms(now, self._settings.default_timezone),
             daily_quota=self._limits.invocations_per_region_per_day,
             delivery_deadline_ms=now + int(self._settings.delivery_timeout_seconds * 1000),
             output_limit=self._limits.output_bytes_per_record,
             idempotency=key,
-            new_command=new_command,  # type: ignore[arg-type]
+            new_command=new_command,
             command_quota=self._limits.commands_per_region,
+            one_shot=schedule is None or schedule.one_shot,
+            next_fire_ms=schedule.first_fire(now) if schedule is not None else None,
         )
         result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
         for task_instance, task in zip(spec.instance_ids, tasks, strict=False):
+            # An agent that is not connected gets it when it connects (or it is ABORTED).
             self._hub.send(task_instance, task)
         return result
 
     async def _check_targets(self, spec: InvocationSpec) -> None:
-        """Every instance exists in the region, runs this command type, and is connected."""
+        """Every instance exists in the region and runs this command type."""
         found = await self._db.read(agents_repo.find_instances, spec.region_id, spec.instance_ids)
         missing = [i for i in spec.instance_ids if i not in found]
         if missing:
@@ -258,13 +272,6 @@ class CommandPlane:
                     f"cannot run a {spec.command_type.value} command",
                     field="instance_ids",
                     metadata={"instance_id": instance_id, "os_type": instance.os_type.value},
-                )
-            if not self._hub.is_online(instance_id):
-                raise FailedPrecondition(
-                    reasons.CLIENT_NOT_ONLINE,
-                    f"instance_ids: the agent of {instance_id} is not connected",
-                    field="instance_ids",
-                    metadata={"instance_id": instance_id},
                 )
 
     async def describe_invocations(
@@ -367,8 +374,8 @@ class CommandPlane:
     async def watch(
         self, region_id: str, invoke_id: str, instance_id: str
     ) -> AsyncIterator[WatchEvent]:
-        """Stored output and states first, then live changes; ends when a one-shot invocation
-        is over (every record terminal and its agent's last output stored)."""
+        """Stored output and states first, then live changes; ends when the invocation is over
+        (not Running, every record terminal and its agent's last output stored)."""
         check_region(region_id)
         check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
         sent: dict[str, int] = {}
@@ -395,7 +402,7 @@ class CommandPlane:
                     if last_state.get(record.record_id) != key:
                         last_state[record.record_id] = key
                         yield StateEvent(record, snapshot.status)
-                if snapshot.repeat_mode is not RepeatMode.ONCE:
+                if snapshot.status is InvokeStatus.RUNNING:
                     await changed.wait()
                     continue
                 now = now_ms()

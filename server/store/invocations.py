@@ -63,6 +63,9 @@ class InvocationPlan:
     # RunCommand with keep_command: the command is saved in the same transaction.
     new_command: CommandSpec | None = None
     command_quota: int = 0
+    # A periodic invocation has no records until its first fire.
+    one_shot: bool = True
+    next_fire_ms: int | None = None
 
 
 def _not_found(invoke_id: str, region_id: str) -> NotFound:
@@ -89,7 +92,7 @@ def check_invocation_quota(conn: Connection, region_id: str, day_start_ms: int, 
 
 
 def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str, str], list[Task]]:
-    """Stores an invocation with one PENDING record per instance.
+    """Stores an invocation with one PENDING record per instance (none yet when scheduled).
 
     Returns the ids (those of the first request when a client_token is retried) and the
     tasks to dispatch (none on a retry).
@@ -124,6 +127,8 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
             working_dir=spec.working_dir,
             username=spec.username,
             status=status,
+            one_shot=plan.one_shot,
+            next_fire_ms=plan.next_fire_ms,
             created_ms=plan.now_ms,
         )
     )
@@ -136,32 +141,17 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
                 "instance_id": instance_id,
                 "state": pending,
                 "status": status,
-                "repeats": 1,
+                "repeats": 1 if plan.record_ids else 0,
+                "stopped": False,
+                "latest_record_id": plan.record_ids.get(instance_id),
                 "created_ms": plan.now_ms,
                 "updated_ms": plan.now_ms,
             }
             for instance_id in spec.instance_ids
         ],
     )
-    conn.execute(
-        insert(RECORDS),
-        [
-            {
-                "record_id": plan.record_ids[instance_id],
-                "invoke_id": plan.invoke_id,
-                "instance_id": instance_id,
-                "state": pending,
-                "output_size": 0,
-                "output_limit": plan.output_limit,
-                "dropped": 0,
-                "agent_done": False,
-                "repeats": 1,
-                "created_ms": plan.now_ms,
-                "deadline_ms": plan.delivery_deadline_ms,
-            }
-            for instance_id in spec.instance_ids
-        ],
-    )
+    if plan.record_ids:
+        insert_records(conn, plan.invoke_id, plan.record_ids, 1, plan)
     count_invocation(conn, spec.command_id)
     conn.execute(
         update(INSTANCES)
@@ -171,10 +161,49 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     result = {"invoke_id": plan.invoke_id, "command_id": spec.command_id}
     remember(conn, plan.idempotency, result, plan.now_ms)
     tasks = [
-        build_task(plan.record_ids[i], i, plan.invoke_id, spec, plan.output_limit)
-        for i in spec.instance_ids
+        build_task(record_id, instance_id, plan.invoke_id, spec, plan.output_limit)
+        for instance_id, record_id in plan.record_ids.items()
     ]
     return result, tasks
+
+
+def insert_records(
+    conn: Connection,
+    invoke_id: str,
+    record_ids: dict[str, str],
+    repeats: int | dict[str, int],
+    plan: InvocationPlan | FirePlan,
+) -> None:
+    """PENDING records (one per instance id in `record_ids`) with their delivery deadline."""
+    pending = ExecutionState.PENDING.value
+    conn.execute(
+        insert(RECORDS),
+        [
+            {
+                "record_id": record_id,
+                "invoke_id": invoke_id,
+                "instance_id": instance_id,
+                "state": pending,
+                "output_size": 0,
+                "output_limit": plan.output_limit,
+                "dropped": 0,
+                "agent_done": False,
+                "repeats": repeats if isinstance(repeats, int) else repeats[instance_id],
+                "created_ms": plan.now_ms,
+                "deadline_ms": plan.delivery_deadline_ms,
+            }
+            for instance_id, record_id in record_ids.items()
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class FirePlan:
+    """What a scheduled fire needs to create its records."""
+
+    now_ms: int
+    delivery_deadline_ms: int
+    output_limit: int
 
 
 def instances_of(conn: Connection, invoke_ids: list[str]) -> dict[str, list[object]]:
@@ -405,39 +434,59 @@ def read_output(
 
 
 def sync_invocations(conn: Connection, record_ids: Iterable[str], now_ms: int) -> set[str]:
-    """Copies records' states to their invocation instances and recomputes the invocations'
-    statuses. Returns the invocation ids touched."""
+    """Copies records' states to their invocation instances (when they are the instance's
+    latest record) and recomputes the invocations' statuses. Returns the invocations touched.
+
+    A one-shot instance's status is its record's; a periodic one's stays Running until it is
+    stopped (the seed's rule).
+    """
     ids = list(set(record_ids))
     if not ids:
         return set()
+    members = INVOCATION_INSTANCES
     rows = conn.execute(
-        select(*RECORDS.c, INVOCATIONS.c.repeat_mode)
-        .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+        select(*RECORDS.c, INVOCATIONS.c.one_shot, members.c.latest_record_id, members.c.stopped)
+        .select_from(
+            RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id).join(
+                members,
+                and_(
+                    members.c.invoke_id == RECORDS.c.invoke_id,
+                    members.c.instance_id == RECORDS.c.instance_id,
+                ),
+            )
+        )
         .where(RECORDS.c.record_id.in_(ids))
     ).all()
-    mirrored = [
-        {
-            "b_invoke_id": r.invoke_id,
-            "b_instance_id": r.instance_id,
-            "state": r.state,
-            "status": coarse_status(ExecutionState(r.state)).value,
-            "exit_code": r.exit_code,
-            "error_code": r.error_code,
-            "error_info": r.error_info,
-            "start_ms": r.start_ms,
-            "finish_ms": r.finish_ms,
-            "stop_ms": r.stop_ms,
-            "updated_ms": now_ms,
-        }
-        for r in rows
-        if r.repeat_mode == RepeatMode.ONCE.value
-    ]
+    mirrored = []
+    for r in rows:
+        if r.record_id != r.latest_record_id:
+            continue  # an older run of a periodic invocation
+        state = ExecutionState(r.state)
+        if r.one_shot:
+            status = coarse_status(state)
+        else:
+            status = InvokeStatus.STOPPED if r.stopped else InvokeStatus.RUNNING
+        mirrored.append(
+            {
+                "b_invoke_id": r.invoke_id,
+                "b_instance_id": r.instance_id,
+                "state": state.value,
+                "status": status.value,
+                "exit_code": r.exit_code,
+                "error_code": r.error_code,
+                "error_info": r.error_info,
+                "start_ms": r.start_ms,
+                "finish_ms": r.finish_ms,
+                "stop_ms": r.stop_ms,
+                "updated_ms": now_ms,
+            }
+        )
     if mirrored:
         conn.execute(
-            update(INVOCATION_INSTANCES).where(
+            update(members).where(
                 and_(
-                    INVOCATION_INSTANCES.c.invoke_id == bindparam("b_invoke_id"),
-                    INVOCATION_INSTANCES.c.instance_id == bindparam("b_instance_id"),
+                    members.c.invoke_id == bindparam("b_invoke_id"),
+                    members.c.instance_id == bindparam("b_instance_id"),
                 )
             ),
             mirrored,
@@ -474,7 +523,8 @@ def stop_invocation(
     now_ms: int,
     stop_deadline_ms: int,
 ) -> Effects:
-    """PENDING records become CANCELLED and RUNNING ones STOPPING; agents are told to kill."""
+    """Ends future runs on the named instances (periodic invocations) and stops the runs in
+    flight: PENDING records become CANCELLED, RUNNING ones STOPPING; agents are told to kill."""
     invocation = get_invocation(conn, region_id, invoke_id)
     members = set(invocation.spec.instance_ids)
     for instance_id in instance_ids:
@@ -486,6 +536,26 @@ def stop_invocation(
                 metadata={"instance_id": instance_id},
             )
     targets = instance_ids or sorted(members)
+    schedule = conn.execute(
+        select(INVOCATIONS.c.one_shot, INVOCATIONS.c.next_fire_ms).where(
+            INVOCATIONS.c.invoke_id == invoke_id
+        )
+    ).one()
+    table = INVOCATION_INSTANCES
+    # Instances with runs still to come: every one of a periodic invocation, and those of an
+    # at() schedule that has not fired yet.
+    scheduled = [
+        row
+        for row in conn.execute(
+            select(table.c.instance_id, table.c.latest_record_id).where(
+                table.c.invoke_id == invoke_id,
+                table.c.instance_id.in_(targets),
+                table.c.stopped.is_(False),
+            )
+        ).all()
+        if invocation.spec.repeat_mode is RepeatMode.PERIOD
+        and (not schedule.one_shot or schedule.next_fire_ms is not None)
+    ]
     rows = conn.execute(
         select(RECORDS.c.record_id, RECORDS.c.instance_id, RECORDS.c.state).where(
             RECORDS.c.invoke_id == invoke_id,
@@ -493,7 +563,7 @@ def stop_invocation(
             RECORDS.c.state.in_(ACTIVE),
         )
     ).all()
-    if not rows:
+    if not rows and not scheduled:
         raise FailedPrecondition(
             reasons.INVOCATION_NOT_RUNNING,
             f"invoke_id: invocation {invoke_id} is not running on "
@@ -501,6 +571,32 @@ def stop_invocation(
             "nothing to stop",
             field="invoke_id",
         )
+    for instance_id, latest_record_id in scheduled:
+        values: dict[str, object] = {
+            "stopped": True,
+            "status": InvokeStatus.STOPPED.value,
+            "stop_ms": now_ms,
+            "updated_ms": now_ms,
+        }
+        if latest_record_id is None:
+            values["state"] = ExecutionState.CANCELLED.value
+        conn.execute(
+            update(table)
+            .where(table.c.invoke_id == invoke_id, table.c.instance_id == instance_id)
+            .values(**values)
+        )
+    if scheduled:
+        still_scheduled = conn.execute(
+            select(func.count())
+            .select_from(table)
+            .where(table.c.invoke_id == invoke_id, table.c.stopped.is_(False))
+        ).scalar_one()
+        if not still_scheduled:
+            conn.execute(
+                update(INVOCATIONS)
+                .where(INVOCATIONS.c.invoke_id == invoke_id)
+                .values(next_fire_ms=None)
+            )
     effects = Effects()
     for record_id, instance_id, state in rows:
         if state == ExecutionState.PENDING.value:
@@ -523,6 +619,8 @@ def stop_invocation(
             )
         effects.cancels.append(CancelOrder(instance_id, record_id))
     effects.changed_invocations |= sync_invocations(conn, [r[0] for r in rows], now_ms)
+    refresh_statuses(conn, {invoke_id})
+    effects.changed_invocations.add(invoke_id)
     return effects
 
 
@@ -537,7 +635,6 @@ class RecordProgress:
 @dataclass(frozen=True)
 class WatchSnapshot:
     status: InvokeStatus
-    repeat_mode: RepeatMode
     records: list[RecordProgress]
 
 
@@ -562,6 +659,5 @@ def watch_snapshot(
     ).all()
     return WatchSnapshot(
         status=invocation.status,
-        repeat_mode=invocation.spec.repeat_mode,
         records=[RecordProgress(_record(row), bool(row.agent_done)) for row in rows],
     )

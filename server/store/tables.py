@@ -84,11 +84,16 @@ class InvocationRow(SQLModel, table=True):
     working_dir: str = Field(default="", max_length=4096)
     username: str = Field(default="", max_length=256)
     status: str = Field(max_length=16)
+    # ONCE, or a schedule that fires once (at): instances mirror their only record.
+    one_shot: bool = True
+    # The next scheduled fire; NULL when nothing more is scheduled.
+    next_fire_ms: int | None = Field(default=None, sa_column=_ms(nullable=True, index=True))
     created_ms: int = Field(sa_column=_ms())
 
 
 class InvocationInstanceRow(SQLModel, table=True):
-    """One instance of an invocation; for a one-shot invocation it mirrors its only record."""
+    """One instance of an invocation. It mirrors its latest record; a periodic one stays
+    Running (coarse) until it is stopped."""
 
     __tablename__ = "invocation_instances"
 
@@ -97,6 +102,9 @@ class InvocationInstanceRow(SQLModel, table=True):
     state: str = Field(max_length=16)
     status: str = Field(max_length=16)
     repeats: int = 0
+    # Stopped by StopInvocation: no more scheduled runs on this instance.
+    stopped: bool = False
+    latest_record_id: str | None = Field(default=None, max_length=64)
     exit_code: int | None = None
     error_code: str = Field(default="", max_length=64)
     error_info: str = Field(default="", max_length=1024)
