@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -101,6 +102,9 @@ class ServerProcess(Process):
 
     def start(self) -> None:
         self.ready_file.unlink(missing_ok=True)
+        if self.port:
+            # A restart keeps the address the agents know.
+            self.argv[self.argv.index("--listen") + 1] = f"127.0.0.1:{self.port}"
         super().start()
 
         def ready() -> bool:
@@ -142,6 +146,8 @@ class AgentProcess(Process):
         self.region = region
         self.state_dir = workdir / f"agent-{instance_id}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Connect through this address (a proxy) instead of the server's own.
+        self.via: str | None = None
         super().__init__([], self.state_dir.with_suffix(".log"))
 
     def start(self) -> None:
@@ -149,7 +155,7 @@ class AgentProcess(Process):
         self.argv = [
             str(BIN / "cloudassist-agent"),
             "--server",
-            self.server.address,
+            self.via or self.server.address,
             "--instance-id",
             self.instance_id,
             "--region",
@@ -179,6 +185,44 @@ class AgentProcess(Process):
                 return bool(response.instances) and response.instances[0].online is online
 
             wait_until(reached, START_TIMEOUT, f"{self.instance_id} online={online}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class TcpProxy(Process):
+    """tests/tcp_proxy.py in its own process: killing it cuts every connection through it."""
+
+    def __init__(self, workdir: Path, target_port: int) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        super().__init__(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("tcp_proxy.py")),
+                str(self.port),
+                str(target_port),
+            ],
+            workdir / f"proxy-{self.port}.log",
+        )
+
+    def start(self) -> None:
+        super().start()
+
+        def listening() -> bool:
+            if not self.running():
+                raise RuntimeError(f"proxy exited early:\n{self.log()}")
+            return "listening" in self.log()
+
+        wait_until(listening, START_TIMEOUT, "the proxy to listen")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
 
 def process_gone(pid: int) -> bool:

@@ -15,9 +15,11 @@ REGION = "cn-hangzhou"
 
 @dataclass
 class Watched:
-    """What WatchInvocation delivered: output per instance (in order) and the last states."""
+    """What WatchInvocation delivered: output per instance (its records' in turn) and per
+    record, and the last state per instance."""
 
     output: dict[str, bytearray] = field(default_factory=dict)
+    by_record: dict[str, bytearray] = field(default_factory=dict)
     states: dict[str, pb.StateChange] = field(default_factory=dict)
     events: list[pb.WatchInvocationResponse] = field(default_factory=list)
 
@@ -33,9 +35,10 @@ async def watch(
         seen.events.append(event)
         if event.HasField("output"):
             chunk = event.output
-            buffer = seen.output.setdefault(chunk.instance_id, bytearray())
-            assert chunk.offset == len(buffer), "output arrives in order, without gaps"
-            buffer += chunk.data
+            record = seen.by_record.setdefault(chunk.record_id, bytearray())
+            assert chunk.offset == len(record), "output arrives in order, without gaps"
+            record += chunk.data
+            seen.output.setdefault(chunk.instance_id, bytearray()).extend(chunk.data)
         else:
             seen.states[event.state_change.instance_id] = event.state_change
     return seen
