@@ -151,6 +151,10 @@ class AgentProcess(Process):
         super().__init__([], self.state_dir.with_suffix(".log"))
 
     def start(self) -> None:
+        self.start_process()
+        self.wait_online(True)
+
+    def start_process(self) -> None:
         # The server's port is known only once it runs.
         self.argv = [
             str(BIN / "cloudassist-agent"),
@@ -168,7 +172,6 @@ class AgentProcess(Process):
             "2",
         ]
         super().start()
-        self.wait_online(True)
 
     def wait_online(self, online: bool) -> None:
         with grpc.insecure_channel(self.server.address) as channel:

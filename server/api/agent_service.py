@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -119,10 +118,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             await self._write(session, context)
         finally:
+            session.close()
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            await self._plane.disconnect(session)
+            # Bounded: a reader stuck in a dying call must not keep the instance "online".
+            await asyncio.wait({reader}, timeout=1.0)
+            # Shielded: a second cancellation of this handler must not skip the bookkeeping.
+            await asyncio.shield(self._plane.disconnect(session))
             log.info("agent %s disconnected", identity.instance_id)
 
     async def _write(self, session: AgentSession, context: Context) -> None:

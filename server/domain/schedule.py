@@ -132,11 +132,14 @@ def _quartz_weekday(field: str) -> str:
 
 
 def _split_timezone(tokens: list[str], default_tz: tzinfo) -> tuple[list[str], tzinfo]:
+    if not tokens:
+        return tokens, default_tz
     last = tokens[-1]
-    if _ZONE_LIKE.fullmatch(last):
-        try:
-            return tokens[:-1], parse_timezone(last)
-        except ValueError as exc:
+    try:
+        # No cron field (numbers, *, ?, L, W, #, MON-SUN, JAN-DEC) is also a time zone name.
+        return tokens[:-1], parse_timezone(last)
+    except ValueError as exc:
+        if _ZONE_LIKE.fullmatch(last):
             raise _bad(INVALID_TIMEZONE, f"unknown time zone {last!r}") from exc
     return tokens, default_tz
 

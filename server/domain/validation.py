@@ -281,7 +281,7 @@ def validate_invocation(
         else check_timeout(draft.timeout_seconds, limits)
     )
     if repeat_mode is RepeatMode.PERIOD:
-        if not draft.frequency:
+        if not draft.frequency.strip():
             raise InvalidArgument(
                 reasons.MISSING_FREQUENCY,
                 "frequency: required for a periodic invocation",

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, update
 
-from server.domain.schedule import Schedule
-from server.domain.status import ACTIVE_STATES
+from server.domain.schedule import AT_EXPIRED, Schedule
+from server.domain.status import ACTIVE_STATES, ExecutionState, InvokeStatus
 from server.domain.tasks import build_task
 from server.store import convert
-from server.store.invocations import FirePlan, insert_records, sync_invocations
+from server.store.invocations import (
+    FirePlan,
+    insert_records,
+    refresh_statuses,
+    sync_invocations,
+)
 from server.store.reports import Effects
 from server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
 
@@ -63,9 +68,30 @@ def fire_due(conn: Connection, now_ms: int, policy: FirePolicy, limit: int = 100
             continue
         if not on_time or schedule is None:
             log.info("invocation %s: skipped the fire due at %d (missed)", inv.invoke_id, due)
+            if schedule is None or schedule.one_shot:
+                # It will never run: end it rather than leave it Running forever.
+                _never_runs(conn, inv.invoke_id, now_ms)
+                effects.changed_invocations.add(inv.invoke_id)
             continue
         effects.merge(_fire(conn, inv, now_ms, policy))
     return effects
+
+
+def _never_runs(conn: Connection, invoke_id: str, now_ms: int) -> None:
+    members = INVOCATION_INSTANCES
+    conn.execute(
+        update(members)
+        .where(members.c.invoke_id == invoke_id, members.c.stopped.is_(False))
+        .values(
+            state=ExecutionState.ABORTED.value,
+            status=InvokeStatus.FAILED.value,
+            error_code=AT_EXPIRED,
+            error_info="the server was not running at the scheduled time",
+            finish_ms=now_ms,
+            updated_ms=now_ms,
+        )
+    )
+    refresh_statuses(conn, {invoke_id})
 
 
 def _fire(conn: Connection, inv: object, now_ms: int, policy: FirePolicy) -> Effects:

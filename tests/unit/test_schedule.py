@@ -35,8 +35,8 @@ def _ms(dt: datetime) -> int:
 NOW = _ms(NOW_DT)
 
 
-def _utc(*args: int) -> int:
-    return _ms(datetime(*args, tzinfo=UTC))  # type: ignore[misc]
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return _ms(datetime(year, month, day, hour, minute, second, tzinfo=UTC))
 
 
 def parse(
