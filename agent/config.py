@@ -23,6 +23,12 @@ class AgentConfig:
     instance_id: str = ""
     region_id: str = "cn-hangzhou"
     state_dir: Path = Path("state")
+    activation_id: str = ""
+    activation_code: str = ""
+    # TLS: the CA that signed the server's certificate; a client certificate for mTLS.
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
     kill_grace_seconds: float = 5.0
     max_backoff_seconds: float = 30.0
     log_level: str = "INFO"
@@ -30,6 +36,11 @@ class AgentConfig:
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def _path(name: str) -> Path | None:
+    value = _env(name, "")
+    return Path(value) if value else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,21 +60,43 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--instance-id",
         default=_env("instance-id", ""),
-        help="this machine's instance id; default: the one saved in the state directory, or "
-        "a new random i-... id saved there",
+        help="the instance id to register as; default: one the server picks. After "
+        "registration, the id saved in the state directory is used",
     )
     add(
         "--region",
         dest="region_id",
         default=_env("region", defaults.region_id),
-        help="the region this instance belongs to [%(default)s]",
+        help="the region this instance belongs to; registration fails when the activation "
+        "is for another region [%(default)s]",
     )
     add(
         "--state-dir",
         type=Path,
         default=Path(_env("state-dir", str(default_state_dir()))),
-        help="where unacknowledged output, results and the instance id are kept [%(default)s]",
+        help="where the instance's credentials, unacknowledged output and results are kept "
+        "[%(default)s]",
     )
+    add(
+        "--activation-id",
+        default=_env("activation-id", ""),
+        help="register with this activation; needed once, until the state directory holds "
+        "the instance's credentials",
+    )
+    add("--activation-code", default=_env("activation-code", ""), help="the activation's code")
+    add(
+        "--ca",
+        type=Path,
+        default=_path("ca"),
+        help="connect with TLS, trusting this PEM CA bundle for the server's certificate",
+    )
+    add(
+        "--cert",
+        type=Path,
+        default=_path("cert"),
+        help="PEM client certificate for mTLS (its common name is the instance id)",
+    )
+    add("--key", type=Path, default=_path("key"), help="PEM private key of --cert")
     add(
         "--kill-grace",
         type=float,
@@ -82,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[%(default)s]",
     )
-    return parser
+    return parser  # fmt: skip
 
 
 def parse_config(argv: list[str] | None = None) -> AgentConfig:
@@ -92,6 +125,11 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         instance_id=args.instance_id,
         region_id=args.region_id,
         state_dir=args.state_dir,
+        activation_id=args.activation_id,
+        activation_code=args.activation_code,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
         kill_grace_seconds=args.kill_grace,
         max_backoff_seconds=args.max_backoff,
         log_level=args.log_level,

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from agent.config import parse_config
-from agent.session import Agent
+from agent.session import Agent, RegistrationError
 
 
 async def run_agent(argv: list[str] | None = None) -> None:
@@ -24,7 +24,10 @@ async def run_agent(argv: list[str] | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stop)
-    await agent.run()
+    try:
+        await agent.run()
+    except RegistrationError as error:
+        sys.exit(f"cloudassist-agent: {error}")
 
 
 def main() -> None:

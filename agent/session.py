@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
@@ -33,7 +34,7 @@ from agent.executor import (
     process_start_time,
     remove_script,
 )
-from agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
+from agent.spool import Credentials, Spool, SpooledTask, TaskMeta, TaskResult
 from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
 
@@ -110,7 +111,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.spool = Spool(config.state_dir)
-        self.instance_id = self.spool.instance_id(config.instance_id)
+        self.credentials = self.spool.credentials()
         self.tasks: dict[str, HeldTask] = {}
         self._changed = asyncio.Event()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="spool-io")
@@ -147,9 +148,81 @@ class Agent:
         if self.tasks:
             log.info("resuming %d tasks from %s", len(self.tasks), self.config.state_dir)
 
+    @property
+    def instance_id(self) -> str:
+        return self.credentials.instance_id if self.credentials else self.config.instance_id
+
+    # Registration -----------------------------------------------------------------------
+
+    def _channel(self) -> aio.Channel:
+        config = self.config
+        if config.ca is None and config.cert is None:
+            return aio.insecure_channel(config.server, options=CHANNEL_OPTIONS)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=config.ca.read_bytes() if config.ca else None,
+            private_key=config.key.read_bytes() if config.key else None,
+            certificate_chain=config.cert.read_bytes() if config.cert else None,
+        )
+        return aio.secure_channel(config.server, credentials, options=CHANNEL_OPTIONS)
+
+    async def register(self) -> Credentials:
+        """The saved credentials, or new ones from the configured activation."""
+        config = self.config
+        if self.credentials is not None:
+            if config.instance_id and config.instance_id != self.credentials.instance_id:
+                log.warning(
+                    "the state directory holds instance %s; --instance-id %s is ignored",
+                    self.credentials.instance_id,
+                    config.instance_id,
+                )
+            return self.credentials
+        if not (config.activation_id and config.activation_code):
+            raise RegistrationError(
+                "this agent is not registered: give --activation-id and --activation-code "
+                "(an admin creates them with `cloudassist activations create`)"
+            )
+        backoff = Backoff(config.max_backoff_seconds)
+        while True:
+            try:
+                async with self._channel() as channel:
+                    response = await agent_pb2_grpc.AgentServiceStub(channel).Register(
+                        pb.RegisterRequest(
+                            activation_id=config.activation_id,
+                            activation_code=config.activation_code,
+                            instance_id=config.instance_id,
+                            os_type=_os_type(),
+                            hostname=socket.gethostname(),
+                        ),
+                        timeout=30,
+                    )
+                break
+            except aio.AioRpcError as error:
+                retryable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if error.code() not in retryable:
+                    raise RegistrationError(
+                        f"registration refused: {error.code().name}: {error.details()}"
+                    ) from error
+                log.info("registration: %s; retrying", _brief(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
+            if self._stopping.is_set():
+                raise RegistrationError("stopped before registering")
+        if config.region_id and response.region_id != config.region_id:
+            log.warning(
+                "the activation is for region %s, not %s", response.region_id, config.region_id
+            )
+        credentials = Credentials(
+            response.instance_id, response.instance_secret, response.region_id
+        )
+        await self._disk(self.spool.save_credentials, credentials)
+        log.info("registered as %s in %s", credentials.instance_id, credentials.region_id)
+        self.credentials = credentials
+        return credentials
+
     # Connection loop --------------------------------------------------------------------
 
     async def run(self) -> None:
+        await self.register()
         await self.recover()
         backoff = Backoff(self.config.max_backoff_seconds)
         while not self._stopping.is_set():
@@ -179,11 +252,12 @@ class Agent:
             self._call.cancel()
 
     def _hello(self) -> pb.Hello:
-        is_windows = platform.system() == "Windows"
+        assert self.credentials is not None
         return pb.Hello(
-            instance_id=self.instance_id,
-            region_id=self.config.region_id,
-            os_type=instance_pb2.OS_TYPE_WINDOWS if is_windows else instance_pb2.OS_TYPE_LINUX,
+            instance_id=self.credentials.instance_id,
+            instance_secret=self.credentials.instance_secret,
+            region_id=self.credentials.region_id,
+            os_type=_os_type(),
             hostname=socket.gethostname(),
             agent_version=__version__,
             tasks=[
@@ -201,7 +275,7 @@ class Agent:
 
         Returns whether the server welcomed the agent (then the next attempt need not wait).
         """
-        async with aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS) as channel:
+        async with self._channel() as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
             self._call = call
             await call.write(pb.ConnectRequest(hello=self._hello()))
@@ -485,6 +559,16 @@ def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
             output_size=meta.produced,
         )
     )
+
+
+class RegistrationError(Exception):
+    """The agent cannot register (no activation, or the server refused it)."""
+
+
+def _os_type() -> instance_pb2.OsType.ValueType:
+    if platform.system() == "Windows":
+        return instance_pb2.OS_TYPE_WINDOWS
+    return instance_pb2.OS_TYPE_LINUX
 
 
 def _brief(exc: BaseException) -> str:

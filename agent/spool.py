@@ -3,7 +3,7 @@
 Nothing is forgotten until the server acknowledges it, so output and results survive a lost
 connection, a server restart, or a restart of the agent itself.
 
-    STATE_DIR/instance-id          this machine's instance id
+    STATE_DIR/credentials.json     the instance id and secret from registration (0600)
     STATE_DIR/tasks/ID/task.json   what to run, the process, the result
     STATE_DIR/tasks/ID/output      the output (up to the task's output limit)
     STATE_DIR/done                 ids of tasks the server has fully stored (de-duplication)
@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 DONE_KEEP = 10_000
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What registration gave this agent; the secret authenticates every hello."""
+
+    instance_id: str
+    instance_secret: str
+    region_id: str
 
 
 @dataclass
@@ -100,18 +108,21 @@ class Spool:
         )
         self._done_set = set(self._done)
 
-    def instance_id(self, configured: str) -> str:
-        """The configured id (saved for next time), else the saved one, else a new one."""
-        path = self.root / "instance-id"
-        if configured:
-            if not path.exists() or path.read_text().strip() != configured:
-                path.write_text(configured + "\n")
-            return configured
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        new_id = "i-" + secrets.token_hex(10)
-        path.write_text(new_id + "\n")
-        return new_id
+    def credentials(self) -> Credentials | None:
+        """The instance's registration, if the agent has registered."""
+        path = self.root / "credentials.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return Credentials(data["instance_id"], data["instance_secret"], data["region_id"])
+
+    def save_credentials(self, credentials: Credentials) -> None:
+        path = self.root / "credentials.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(asdict(credentials), out)
+        tmp.replace(path)
 
     def load(self) -> list[SpooledTask]:
         tasks = []

@@ -18,13 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from grpc import aio
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
-from tests.support import AgentProcess, ServerProcess
+from tests.support import AgentProcess, ServerProcess, client_channel
 
 REGION = "cn-hangzhou"
 
@@ -54,8 +52,8 @@ async def one_run(
     return elapsed
 
 
-async def measure(address: str, ids: list[str], runs: int) -> list[float]:
-    async with aio.insecure_channel(address) as channel:
+async def measure(server: ServerProcess, ids: list[str], runs: int) -> list[float]:
+    async with client_channel(server) as channel:
         stub = command_pb2_grpc.CommandServiceStub(channel)
         created = await stub.CreateCommand(
             pb.CreateCommandRequest(
@@ -93,7 +91,7 @@ def main() -> None:
                     agent.start()
                     agents.append(agent)
                 ids = [a.instance_id for a in agents[:count]]
-                times = asyncio.run(measure(server.address, ids, args.runs))
+                times = asyncio.run(measure(server, ids, args.runs))
                 ms = [t * 1000 for t in times]
                 print(
                     json.dumps(

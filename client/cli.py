@@ -10,14 +10,21 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from grpc import aio
 
-from client import render
+from client import auth, render
+from cloudassist.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    command_pb2_grpc,
+    instance_pb2,
+    instance_pb2_grpc,
+)
 from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 
 # Exit codes of `cloudassist run` beside the remote script's own.
 EXIT_TIMEOUT = 124
@@ -43,9 +50,11 @@ class Client:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.region = args.region
-        self.channel = aio.insecure_channel(args.server)
+        token = auth.find_api_key(args.api_key, args.server, auth.load_config())
+        self.channel = auth.channel(args.server, token, args.ca)
         self.commands = command_pb2_grpc.CommandServiceStub(self.channel)
         self.instances = instance_pb2_grpc.InstanceServiceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
 
 def _content(args: argparse.Namespace) -> bytes | None:
@@ -315,6 +324,160 @@ async def instances(c: Client) -> int:
     return 0
 
 
+async def deregister(c: Client) -> int:
+    await c.instances.DeregisterInstance(
+        instance_pb2.DeregisterInstanceRequest(region_id=c.region, instance_id=c.args.instance_id)
+    )
+    return 0
+
+
+# Administration -------------------------------------------------------------------------
+
+
+async def accounts_create(c: Client) -> int:
+    response = await c.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(name=c.args.name, admin=c.args.admin)
+    )
+    if c.args.json:
+        render.print_json(response)
+    else:
+        print(response.account.account_id)
+    return 0
+
+
+async def accounts_list(c: Client) -> int:
+    a = c.args
+    response = await c.admin.ListAccounts(
+        admin_pb2.ListAccountsRequest(page_size=a.page_size, page_token=a.page_token)
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["ACCOUNT_ID", "NAME", "ADMIN", "CREATED"],
+        [
+            [x.account_id, x.name, "yes" if x.admin else "no", render.when(x.creation_time)]
+            for x in response.accounts
+        ],
+    )
+    _footer(response.total_count, len(response.accounts), response.next_page_token)
+    return 0
+
+
+async def keys_create(c: Client) -> int:
+    response = await c.admin.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(account_id=c.args.account, description=c.args.description)
+    )
+    if c.args.json:
+        render.print_json(response)
+    else:
+        print(response.token)
+    return 0
+
+
+async def keys_list(c: Client) -> int:
+    a = c.args
+    response = await c.admin.ListApiKeys(
+        admin_pb2.ListApiKeysRequest(
+            account_id=a.account, page_size=a.page_size, page_token=a.page_token
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["KEY_ID", "ACCOUNT_ID", "DESCRIPTION", "CREATED", "REVOKED"],
+        [
+            [
+                k.key_id,
+                k.account_id,
+                k.description or "-",
+                render.when(k.creation_time),
+                render.when(k.revocation_time),
+            ]
+            for k in response.keys
+        ],
+    )
+    _footer(response.total_count, len(response.keys), response.next_page_token)
+    return 0
+
+
+async def keys_revoke(c: Client) -> int:
+    await c.admin.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id=c.args.key_id))
+    return 0
+
+
+async def activations_create(c: Client) -> int:
+    a = c.args
+    request = admin_pb2.CreateActivationRequest(
+        account_id=a.account,
+        region_id=c.region,
+        description=a.description,
+        max_registrations=a.max_registrations,
+    )
+    if a.expires_in:
+        request.expiration_time.FromSeconds(int(time.time()) + a.expires_in)
+    response = await c.admin.CreateActivation(request)
+    if a.json:
+        render.print_json(response)
+    else:
+        print(response.activation.activation_id, response.activation_code)
+    return 0
+
+
+async def activations_list(c: Client) -> int:
+    a = c.args
+    response = await c.admin.ListActivations(
+        admin_pb2.ListActivationsRequest(page_size=a.page_size, page_token=a.page_token)
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["ACTIVATION_ID", "ACCOUNT_ID", "REGION", "USED", "EXPIRES"],
+        [
+            [
+                x.activation_id,
+                x.account_id,
+                x.region_id,
+                f"{x.registrations}/{x.max_registrations}",
+                render.when(x.expiration_time),
+            ]
+            for x in response.activations
+        ],
+    )
+    _footer(response.total_count, len(response.activations), response.next_page_token)
+    return 0
+
+
+async def audit(c: Client) -> int:
+    a = c.args
+    response = await c.admin.ListAuditEvents(
+        admin_pb2.ListAuditEventsRequest(
+            account_id=a.account, method=a.method, page_size=a.page_size, page_token=a.page_token
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["TIME", "ACCOUNT_ID", "KEY_ID", "METHOD", "CODE", "IDS"],
+        [
+            [
+                render.when(e.time),
+                e.account_id,
+                e.key_id,
+                e.method.rsplit("/", 1)[-1],
+                e.code,
+                " ".join(e.resource_ids),
+            ]
+            for e in response.events
+        ],
+    )
+    _footer(response.total_count, len(response.events), response.next_page_token)
+    return 0
+
+
 def _footer(total: int, shown: int, token: str) -> None:
     if token:
         print(f"({shown} of {total}; next page: --page-token {token})")
@@ -430,19 +593,34 @@ async def _follow(c: Client, invoke_id: str, prefix: bool | None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config = auth.load_config()
     parser = argparse.ArgumentParser(
         prog="cloudassist",
-        description="Run scripts on machines through a cloudassist server.",
+        description="Run scripts on machines through a cloudassist server. Settings come from "
+        "flags, then environment variables, then the config file "
+        f"({auth.config_path()}; TOML with server, region, api_key, ca).",
     )
     parser.add_argument(
         "--server",
-        default=os.environ.get("CLOUDASSIST_SERVER", "127.0.0.1:50051"),
+        default=os.environ.get("CLOUDASSIST_SERVER", config.get("server", "127.0.0.1:50051")),
         help="host:port of the server (env CLOUDASSIST_SERVER) [%(default)s]",
     )
     parser.add_argument(
         "--region",
-        default=os.environ.get("CLOUDASSIST_REGION", "cn-hangzhou"),
+        default=os.environ.get("CLOUDASSIST_REGION", config.get("region", "cn-hangzhou")),
         help="region id (env CLOUDASSIST_REGION) [%(default)s]",
+    )
+    parser.add_argument(
+        "--api-key",
+        help="API key '<key id>.<secret>' (env CLOUDASSIST_API_KEY; for a server on this "
+        "machine, ./var/admin.key is used when nothing else is given)",
+    )
+    ca_default = os.environ.get("CLOUDASSIST_CA", config.get("ca", ""))
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        default=Path(ca_default) if ca_default else None,
+        help="connect with TLS, trusting this PEM CA bundle (env CLOUDASSIST_CA)",
     )
     parser.add_argument("--json", action="store_true", help="print responses as JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -556,6 +734,54 @@ def build_parser() -> argparse.ArgumentParser:
     wt = sub.add_parser("watch", help="print an invocation's output live until it ends")
     wt.add_argument("invoke_id")
     wt.set_defaults(handler=watch)
+
+    dr = sub.add_parser("deregister", help="revoke an instance: its agent can no longer connect")
+    dr.add_argument("instance_id")
+    dr.set_defaults(handler=deregister)
+
+    accounts = sub.add_parser("accounts", help="(admin) create and list accounts")
+    asub = accounts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acreate = asub.add_parser("create", help="create an account")
+    acreate.add_argument("name")
+    acreate.add_argument("--admin", action="store_true", help="may call the admin API")
+    acreate.set_defaults(handler=accounts_create)
+    alist = asub.add_parser("list", help="list accounts")
+    paged(alist)
+    alist.set_defaults(handler=accounts_list)
+
+    keys = sub.add_parser("keys", help="(admin) create, list and revoke API keys")
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kcreate = ksub.add_parser("create", help="create a key; prints its token once")
+    kcreate.add_argument("--account", default="", help="[your own account]")
+    kcreate.add_argument("--description", default="")
+    kcreate.set_defaults(handler=keys_create)
+    klist = ksub.add_parser("list", help="list keys")
+    klist.add_argument("--account", default="", help="[all accounts]")
+    paged(klist)
+    klist.set_defaults(handler=keys_list)
+    krevoke = ksub.add_parser("revoke", help="revoke a key; it stops working at once")
+    krevoke.add_argument("key_id")
+    krevoke.set_defaults(handler=keys_revoke)
+
+    activations = sub.add_parser("activations", help="(admin) activations agents register with")
+    tsub = activations.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tcreate = tsub.add_parser(
+        "create", help="create an activation (in --region); prints its id and code"
+    )
+    tcreate.add_argument("--account", default="", help="[your own account]")
+    tcreate.add_argument("--description", default="")
+    tcreate.add_argument("--max-registrations", type=int, default=1, help="[1]")
+    tcreate.add_argument("--expires-in", type=int, default=0, help="seconds [86400]")
+    tcreate.set_defaults(handler=activations_create)
+    tlist = tsub.add_parser("list", help="list activations")
+    paged(tlist)
+    tlist.set_defaults(handler=activations_list)
+
+    au = sub.add_parser("audit", help="(admin) who called which mutating RPC, when")
+    au.add_argument("--account", default="")
+    au.add_argument("--method", default="", help="e.g. /cloudassist.v1.CommandService/RunCommand")
+    paged(au)
+    au.set_defaults(handler=audit)
     return parser
 
 

@@ -27,13 +27,23 @@ for _ in $(seq 300); do
 done
 [ -f var/ready.json ] || { echo "the server did not start within 30 s" >&2; exit 1; }
 
+# The first run registers the local agent with a fresh activation, using the admin key the
+# server wrote to var/admin.key; later runs reuse the credentials in var/agent.
+register=()
+if [ ! -f var/agent/credentials.json ]; then
+  read -r activation_id activation_code < <(
+    CLOUDASSIST_API_KEY=$(cat var/admin.key) "$bin/cloudassist" --server "$listen" \
+      activations create --description "make run" --expires-in 600)
+  register=(--activation-id "$activation_id" --activation-code "$activation_code")
+fi
 "$bin/cloudassist-agent" --server "$listen" --instance-id i-local --region cn-hangzhou \
-  --state-dir var/agent &
+  --state-dir var/agent "${register[@]}" &
 agent=$!
 
 cat <<TEXT
 
 cloudassist is running: server on $listen (database var/cloudassist.db), agent i-local.
+The admin API key is in var/admin.key; the CLI uses it for a local server when run from here.
 In another terminal:
   .venv/bin/cloudassist instances
   .venv/bin/cloudassist run -i i-local 'echo hello from \$(hostname); uname -a'

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from server.clock import now_ms
+from server.domain.model import OsType
 from server.hub import AgentSession, Hub
 from server.recorder import Recorder
 from server.store.agents import (
@@ -15,6 +16,7 @@ from server.store.agents import (
 )
 from server.store.database import Database
 from server.store.reports import Report
+from server.store.security import register_instance
 
 
 class AgentPlane:
@@ -38,6 +40,14 @@ class AgentPlane:
         self._hub.attach(session)
         self._hub.carry_out(effects)
         return session, acks
+
+    async def register(
+        self, activation_id: str, code: str, instance_id: str, os_type: OsType, hostname: str
+    ) -> tuple[str, str, str]:
+        """(instance id, instance secret, region id) for a valid activation."""
+        return await self._db.write(
+            register_instance, activation_id, code, instance_id, os_type, hostname, now_ms()
+        )
 
     def report(self, report: Report) -> None:
         self._recorder.submit(report)

@@ -1,26 +1,35 @@
-"""Wires the server together: database, hub, recorder, reaper, services, health, reflection."""
+"""Wires the server together: database, hub, recorder, reaper, scheduler, services, security,
+health and reflection, on one listener (or two, when agents get their own)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
+from pathlib import Path
 from types import ModuleType
 
+import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from cloudassist.v1 import agent_pb2, command_pb2, instance_pb2
+from cloudassist.v1 import admin_pb2, agent_pb2, command_pb2, instance_pb2
+from server.admin_plane import AdminPlane
 from server.agent_plane import AgentPlane
+from server.api.admin_service import AdminService
 from server.api.agent_service import AgentService
 from server.api.command_service import CommandService
+from server.api.guard import Guard
 from server.api.instance_service import InstanceService
 from server.api.registration import add_service
+from server.auth import Authenticator, RateLimiter
+from server.clock import now_ms
 from server.config import ServerConfig
 from server.domain import ids
 from server.events import InvocationEvents
@@ -32,8 +41,11 @@ from server.scheduler import Scheduler
 from server.store.agents import mark_all_offline
 from server.store.database import Database
 from server.store.schedules import FirePolicy
+from server.store.security import bootstrap_admin
 
 log = logging.getLogger(__name__)
+
+ADMIN_KEY_FILE = "admin.key"
 
 
 def _service(module: ModuleType, name: str) -> ServiceDescriptor:
@@ -41,11 +53,15 @@ def _service(module: ModuleType, name: str) -> ServiceDescriptor:
     return service
 
 
-SERVICE_NAMES = [
-    _service(command_pb2, "CommandService").full_name,
-    _service(instance_pb2, "InstanceService").full_name,
-    _service(agent_pb2, "AgentService").full_name,
-]
+COMMAND_SERVICE = _service(command_pb2, "CommandService")
+INSTANCE_SERVICE = _service(instance_pb2, "InstanceService")
+ADMIN_SERVICE = _service(admin_pb2, "AdminService")
+AGENT_SERVICE = _service(agent_pb2, "AgentService")
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class ConfigError(Exception):
+    """The configuration cannot be served safely (e.g. plaintext on a public address)."""
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -56,7 +72,8 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         # Let clients ping as often as every 10 s without being cut off.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
     ]
     if config.max_connection_age_seconds:
         options += [
@@ -66,9 +83,24 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     return options
 
 
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
+
+
 class ServerApp:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self._check_transport()
         self.db = Database.open(config.database_url)
         self.events = InvocationEvents()
         self.hub = Hub(self.events)
@@ -86,6 +118,8 @@ class ServerApp:
             ),
         )
         self.agent_plane = AgentPlane(self.db, self.hub, self.recorder)
+        self.authenticator = Authenticator(self.db)
+        self.admin_plane = AdminPlane(self.db, self.authenticator)
         self.scheduler = Scheduler(
             self.db,
             self.hub,
@@ -99,56 +133,121 @@ class ServerApp:
         )
         self.health = HealthServicer()
         self.server = aio.server(options=grpc_options(config))
+        self.agent_server = (
+            aio.server(options=grpc_options(config)) if config.agent_listen else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+        self.agent_port = 0
+
+    def _check_transport(self) -> None:
+        config = self.config
+        for address in filter(None, (config.listen, config.agent_listen)):
+            if config.tls_cert is None and not is_loopback(address) and not config.insecure:
+                raise ConfigError(
+                    f"refusing plaintext on {address}, which is not a loopback address: give "
+                    "--tls-cert and --tls-key, or --insecure to accept the risk"
+                )
+        if (config.tls_cert is None) != (config.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if config.agent_ca is not None and (config.tls_cert is None or not config.agent_listen):
+            raise ConfigError("--agent-ca needs --tls-cert, --tls-key and --agent-listen")
+
+    def _credentials(self, agents: bool) -> grpc.ServerCredentials | None:
+        config = self.config
+        if config.tls_cert is None or config.tls_key is None:
+            return None
+        pair = [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        if agents and config.agent_ca is not None:
+            return grpc.ssl_server_credentials(
+                pair, root_certificates=config.agent_ca.read_bytes(), require_client_auth=True
+            )
+        return grpc.ssl_server_credentials(pair)
+
+    def _listen(self, server: aio.Server, address: str, agents: bool) -> int:
+        credentials = self._credentials(agents)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {address}")
+        return port
+
+    async def _bootstrap(self) -> None:
+        token = await self.db.write(bootstrap_admin, now_ms())
+        if token is None:
+            return
+        path = self.config.data_dir / ADMIN_KEY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        log.warning("created the admin account; its API key is in %s (mode 0600)", path)
 
     async def start(self) -> int:
         await self.db.write(mark_all_offline)
-        add_service(
-            self.server, CommandService(self.plane), _service(command_pb2, "CommandService")
+        await self._bootstrap()
+        limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
+        tenant = Guard(self.authenticator, limiter, self.admin_plane.record)
+        admin = Guard(self.authenticator, limiter, self.admin_plane.record, admin_only=True)
+        add_service(self.server, CommandService(self.plane), COMMAND_SERVICE, tenant)
+        add_service(self.server, InstanceService(self.plane), INSTANCE_SERVICE, tenant)
+        add_service(self.server, AdminService(self.admin_plane), ADMIN_SERVICE, admin)
+        agent_service = AgentService(
+            self.agent_plane,
+            self.config.limits,
+            self.config.heartbeat_seconds,
+            bind_certificates=self.config.agent_ca is not None,
         )
-        add_service(
-            self.server, InstanceService(self.plane), _service(instance_pb2, "InstanceService")
-        )
-        add_service(
-            self.server,
-            AgentService(self.agent_plane, self.config.limits, self.config.heartbeat_seconds),
-            _service(agent_pb2, "AgentService"),
-        )
+        agent_host = self.agent_server or self.server
+        add_service(agent_host, agent_service, AGENT_SERVICE)
+        served = [COMMAND_SERVICE, INSTANCE_SERVICE, ADMIN_SERVICE]
+        if self.agent_server is None:
+            served.append(AGENT_SERVICE)
+        else:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.agent_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            self.server,
+            [*(s.full_name for s in served), HEALTH_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self.server.add_insecure_port(self.config.listen)
-        if self.port == 0:
-            raise RuntimeError(f"cannot listen on {self.config.listen}")
+        self.port = self._listen(self.server, self.config.listen, agents=self.agent_server is None)
+        if self.agent_server is not None:
+            self.agent_port = self._listen(self.agent_server, self.config.agent_listen, agents=True)
+            await self.agent_server.start()
+        else:
+            self.agent_port = self.port
         await self.server.start()
         self._tasks = [
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.reaper.run(), name="reaper"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
         ]
-        for name in ["", *SERVICE_NAMES]:
+        for name in ["", *(s.full_name for s in (*served, AGENT_SERVICE))]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.ready_file is not None:
             tmp = self.config.ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"port": self.port, "pid": os.getpid()}))
+            tmp.write_text(
+                json.dumps({"port": self.port, "agent_port": self.agent_port, "pid": os.getpid()})
+            )
             tmp.replace(self.config.ready_file)
-        log.info("serving on port %d (database %s)", self.port, _redacted(self.config.database_url))
+        log.info(
+            "serving on port %d%s (database %s)",
+            self.port,
+            f", agents on port {self.agent_port}" if self.agent_server else "",
+            _redacted(self.config.database_url),
+        )
         return self.port
 
     async def stop(self) -> None:
         """Graceful drain: NOT_SERVING, agents told to reconnect, output flushed, then stop."""
         await self.health.enter_graceful_shutdown()
         self.hub.drain("server shutting down")
-        await self.server.stop(self.config.shutdown_grace_seconds)
+        grace = self.config.shutdown_grace_seconds
+        servers = [s for s in (self.server, self.agent_server) if s is not None]
+        await asyncio.gather(*(s.stop(grace) for s in servers))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.recorder.flush(), self.config.shutdown_grace_seconds)
+            await asyncio.wait_for(self.recorder.flush(), grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

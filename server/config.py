@@ -32,6 +32,16 @@ class ServerConfig:
     shutdown_grace_seconds: float = 10.0
     ready_file: Path | None = None
     log_level: str = "INFO"
+    # Agents on their own listener (required for mTLS); empty: the main listener.
+    agent_listen: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # CA that agent client certificates must chain to; the certificate's CN is the instance id.
+    agent_ca: Path | None = None
+    insecure: bool = False
+    rate_limit: float = 100.0
+    rate_burst: float = 200.0
+    max_message_bytes: int = 8 * 1024 * 1024
 
     @property
     def database_url(self) -> str:
@@ -146,6 +156,55 @@ def build_parser() -> argparse.ArgumentParser:
         help='write {"port": N, "pid": N} here once serving',
     )
     add(
+        "--agent-listen",
+        default=_env("agent-listen", ""),
+        help="serve AgentService on its own host:port (needed for --agent-ca); default: on "
+        "--listen",
+    )
+    add(
+        "--tls-cert",
+        type=Path,
+        default=_env("tls-cert", "") or None,
+        help="PEM certificate (chain) for TLS on both listeners",
+    )
+    add(
+        "--tls-key",
+        type=Path,
+        default=_env("tls-key", "") or None,
+        help="PEM private key of --tls-cert",
+    )
+    add(
+        "--agent-ca",
+        type=Path,
+        default=_env("agent-ca", "") or None,
+        help="PEM CA bundle: agents must present a certificate it signed, whose common name "
+        "is their instance id (mTLS, on --agent-listen)",
+    )
+    add(
+        "--insecure",
+        action="store_true",
+        default=_env("insecure", "") == "1",
+        help="allow plaintext on an address that is not loopback",
+    )
+    add(
+        "--rate-limit",
+        type=float,
+        default=float(_env("rate-limit", str(defaults.rate_limit))),
+        help="requests a second per account; 0: no limit [%(default)s]",
+    )
+    add(
+        "--rate-burst",
+        type=float,
+        default=float(_env("rate-burst", str(defaults.rate_burst))),
+        help="requests an account may make at once before --rate-limit applies [%(default)s]",
+    )
+    add(
+        "--max-message-bytes",
+        type=int,
+        default=int(_env("max-message-bytes", str(defaults.max_message_bytes))),
+        help="largest gRPC message accepted or sent [%(default)s]",
+    )
+    add(
         "--log-level",
         default=_env("log-level", defaults.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -187,4 +246,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         shutdown_grace_seconds=args.shutdown_grace,
         ready_file=args.ready_file,
         log_level=args.log_level,
+        agent_listen=args.agent_listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        agent_ca=args.agent_ca,
+        insecure=args.insecure,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        max_message_bytes=args.max_message_bytes,
     )

@@ -70,6 +70,12 @@ class Hub:
             return True
         return False
 
+    def disconnect(self, instance_id: str) -> None:
+        """Ends the instance's session (its registration was revoked)."""
+        session = self._sessions.get(instance_id)
+        if session is not None:
+            session.close()
+
     def is_online(self, instance_id: str) -> bool:
         return instance_id in self._sessions
 

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from server.app import ServerApp
+from server.app import ConfigError, ServerApp
 from server.config import parse_config
 
 
@@ -19,8 +19,11 @@ async def serve(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    app = ServerApp(config)
-    await app.start()
+    try:
+        app = ServerApp(config)
+        await app.start()
+    except ConfigError as error:
+        sys.exit(f"cloudassist-server: {error}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,10 +11,10 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import tzinfo
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from server.clock import now_ms
 from server.domain import ids, reasons
@@ -35,7 +35,7 @@ from server.domain.model import (
     RepeatMode,
     runs_on,
 )
-from server.domain.pagination import Page, parse_page
+from server.domain.pagination import parse_page
 from server.domain.schedule import Schedule, parse_frequency
 from server.domain.status import InvokeStatus
 from server.domain.timezones import day_start_ms
@@ -49,6 +49,7 @@ from server.domain.validation import (
     validate_invocation,
 )
 from server.hub import Hub
+from server.listing import Listing, listing
 from server.store import agents as agents_repo
 from server.store import commands as commands_repo
 from server.store import invocations as invocations_repo
@@ -92,13 +93,6 @@ class StateEvent:
 WatchEvent = OutputEvent | StateEvent
 
 
-@dataclass(frozen=True)
-class Listing(Generic[T]):
-    items: list[T]
-    total_count: int
-    next_page_token: str
-
-
 def _request_hash(*parts: object) -> str:
     def default(value: object) -> object:
         if isinstance(value, bytes):
@@ -122,11 +116,14 @@ class CommandPlane:
 
     # Commands ---------------------------------------------------------------------------
 
-    async def create_command(self, draft: CommandDraft, client_token: str) -> str:
+    async def create_command(self, account_id: str, draft: CommandDraft, client_token: str) -> str:
         spec = validate_command(draft, self._limits)
-        key = self._idempotency_key(spec.region_id, "CreateCommand", client_token, draft)
+        key = self._idempotency_key(
+            account_id, spec.region_id, "CreateCommand", client_token, draft
+        )
         return await self._db.write(
             commands_repo.create_command,
+            account_id,
             ids.command_id(),
             spec,
             now_ms(),
@@ -134,11 +131,14 @@ class CommandPlane:
             key,
         )
 
-    async def modify_command(self, region_id: str, command_id: str, patch: CommandPatch) -> None:
+    async def modify_command(
+        self, account_id: str, region_id: str, command_id: str, patch: CommandPatch
+    ) -> None:
         check_region(region_id)
         check_required(command_id, "command_id", reasons.MISSING_COMMAND_ID)
         await self._db.write(
             commands_repo.modify_command,
+            account_id,
             region_id,
             command_id,
             lambda spec: apply_patch(spec, patch, self._limits),
@@ -146,6 +146,7 @@ class CommandPlane:
 
     async def describe_commands(
         self,
+        account_id: str,
         region_id: str,
         command_id: str,
         name: str,
@@ -157,33 +158,38 @@ class CommandPlane:
         filters = (region_id, command_id, name, command_type)
         page = parse_page("commands", filters, page_size, page_token)
         items, total = await self._db.read(
-            commands_repo.list_commands, region_id, command_id, name, command_type, page
+            commands_repo.list_commands, account_id, region_id, command_id, name, command_type, page
         )
-        return _listing(page, items, total, lambda c: c.command_id)
+        return listing(page, items, total, lambda c: c.command_id)
 
-    async def delete_command(self, region_id: str, command_id: str) -> None:
+    async def delete_command(self, account_id: str, region_id: str, command_id: str) -> None:
         check_region(region_id)
         check_required(command_id, "command_id", reasons.MISSING_COMMAND_ID)
-        await self._db.write(commands_repo.delete_command, region_id, command_id)
+        await self._db.write(commands_repo.delete_command, account_id, region_id, command_id)
 
     # Invocations ------------------------------------------------------------------------
 
-    async def invoke(self, draft: InvocationDraft, client_token: str) -> str:
+    async def invoke(self, account_id: str, draft: InvocationDraft, client_token: str) -> str:
         check_region(draft.region_id)
         check_required(draft.command_id, "command_id", reasons.MISSING_COMMAND_ID)
-        key = self._idempotency_key(draft.region_id, "InvokeCommand", client_token, draft)
+        key = self._idempotency_key(
+            account_id, draft.region_id, "InvokeCommand", client_token, draft
+        )
         previous = await self._db.read(replay, key)
         if previous is not None:
             return previous["invoke_id"]
-        command = await self._db.read(commands_repo.get_command, draft.region_id, draft.command_id)
+        command = await self._db.read(
+            commands_repo.get_command, account_id, draft.region_id, draft.command_id
+        )
         spec = validate_invocation(
             draft, command.command_id, command.spec, self._limits, self._check_frequency
         )
-        result = await self._start(spec, key)
+        result = await self._start(account_id, spec, key)
         return result["invoke_id"]
 
     async def run(
         self,
+        account_id: str,
         command: CommandDraft,
         invocation: InvocationDraft,
         keep_command: bool,
@@ -194,7 +200,13 @@ class CommandPlane:
             command = CommandDraft(**{**asdict(command), "name": "run-command"})
         command_spec = validate_command(command, self._limits)
         key = self._idempotency_key(
-            command_spec.region_id, "RunCommand", client_token, command, invocation, keep_command
+            account_id,
+            command_spec.region_id,
+            "RunCommand",
+            client_token,
+            command,
+            invocation,
+            keep_command,
         )
         previous = await self._db.read(replay, key)
         if previous is not None:
@@ -203,7 +215,9 @@ class CommandPlane:
         spec = validate_invocation(
             invocation, command_id, command_spec, self._limits, self._check_frequency
         )
-        result = await self._start(spec, key, new_command=command_spec if keep_command else None)
+        result = await self._start(
+            account_id, spec, key, new_command=command_spec if keep_command else None
+        )
         return result["command_id"], result["invoke_id"]
 
     def schedule_for(self, frequency: str, timeout_seconds: int, created_ms: int) -> Schedule:
@@ -217,16 +231,18 @@ class CommandPlane:
 
     async def _start(
         self,
+        account_id: str,
         spec: InvocationSpec,
         key: IdempotencyKey | None,
         new_command: CommandSpec | None = None,
     ) -> dict[str, str]:
-        await self._check_targets(spec)
+        await self._check_targets(account_id, spec)
         now = now_ms()
         schedule = None
         if spec.repeat_mode is RepeatMode.PERIOD:
             schedule = self.schedule_for(spec.frequency, spec.timeout_seconds, now)
         plan = InvocationPlan(
+            account_id=account_id,
             invoke_id=ids.invoke_id(),
             spec=spec,
             # A scheduled invocation gets its records when it fires.
@@ -252,9 +268,11 @@ class CommandPlane:
             self._hub.send(task_instance, task)
         return result
 
-    async def _check_targets(self, spec: InvocationSpec) -> None:
+    async def _check_targets(self, account_id: str, spec: InvocationSpec) -> None:
         """Every instance exists in the region and runs this command type."""
-        found = await self._db.read(agents_repo.find_instances, spec.region_id, spec.instance_ids)
+        found = await self._db.read(
+            agents_repo.find_instances, account_id, spec.region_id, spec.instance_ids
+        )
         missing = [i for i in spec.instance_ids if i not in found]
         if missing:
             raise NotFound(
@@ -276,6 +294,7 @@ class CommandPlane:
 
     async def describe_invocations(
         self,
+        account_id: str,
         region_id: str,
         invoke_id: str,
         command_id: str,
@@ -289,6 +308,7 @@ class CommandPlane:
         page = parse_page("invocations", filters, page_size, page_token)
         items, total = await self._db.read(
             invocations_repo.list_invocations,
+            account_id,
             region_id,
             invoke_id,
             command_id,
@@ -296,10 +316,11 @@ class CommandPlane:
             status,
             page,
         )
-        return _listing(page, items, total, lambda i: i.invoke_id)
+        return listing(page, items, total, lambda i: i.invoke_id)
 
     async def describe_results(
         self,
+        account_id: str,
         region_id: str,
         invoke_id: str,
         instance_id: str,
@@ -314,6 +335,7 @@ class CommandPlane:
         page = parse_page("results", filters, page_size, page_token)
         items, total = await self._db.read(
             invocations_repo.list_results,
+            account_id,
             region_id,
             invoke_id,
             instance_id,
@@ -322,10 +344,11 @@ class CommandPlane:
             include_history,
             page,
         )
-        return _listing(page, items, total, lambda r: r[0].record_id)
+        return listing(page, items, total, lambda r: r[0].record_id)
 
     async def get_output(
         self,
+        account_id: str,
         region_id: str,
         invoke_id: str,
         instance_id: str,
@@ -347,6 +370,7 @@ class CommandPlane:
             )
         return await self._db.read(
             invocations_repo.read_output,
+            account_id,
             region_id,
             invoke_id,
             instance_id,
@@ -355,7 +379,9 @@ class CommandPlane:
             limit or DEFAULT_OUTPUT_READ,
         )
 
-    async def stop(self, region_id: str, invoke_id: str, instance_ids: Sequence[str]) -> None:
+    async def stop(
+        self, account_id: str, region_id: str, invoke_id: str, instance_ids: Sequence[str]
+    ) -> None:
         check_region(region_id)
         check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
         for instance_id in instance_ids:
@@ -363,6 +389,7 @@ class CommandPlane:
         now = now_ms()
         effects = await self._db.write(
             invocations_repo.stop_invocation,
+            account_id,
             region_id,
             invoke_id,
             list(instance_ids),
@@ -372,7 +399,7 @@ class CommandPlane:
         self._hub.carry_out(effects)
 
     async def watch(
-        self, region_id: str, invoke_id: str, instance_id: str
+        self, account_id: str, region_id: str, invoke_id: str, instance_id: str
     ) -> AsyncIterator[WatchEvent]:
         """Stored output and states first, then live changes; ends when the invocation is over
         (not Running, every record terminal and its agent's last output stored)."""
@@ -385,7 +412,7 @@ class CommandPlane:
             while True:
                 changed.clear()
                 snapshot = await self._db.read(
-                    invocations_repo.watch_snapshot, region_id, invoke_id, instance_id
+                    invocations_repo.watch_snapshot, account_id, region_id, invoke_id, instance_id
                 )
                 for progress in snapshot.records:
                     record = progress.record
@@ -417,7 +444,12 @@ class CommandPlane:
     # Instances --------------------------------------------------------------------------
 
     async def describe_instances(
-        self, region_id: str, instance_ids: Sequence[str], page_size: int, page_token: str
+        self,
+        account_id: str,
+        region_id: str,
+        instance_ids: Sequence[str],
+        page_size: int,
+        page_token: str,
     ) -> Listing[Instance]:
         check_region(region_id)
         for instance_id in instance_ids:
@@ -425,25 +457,33 @@ class CommandPlane:
         filters = (region_id, tuple(instance_ids))
         page = parse_page("instances", filters, page_size, page_token)
         items, total = await self._db.read(
-            agents_repo.list_instances, region_id, list(instance_ids), page
+            agents_repo.list_instances, account_id, region_id, list(instance_ids), page
         )
-        return _listing(page, items, total, agents_repo.instance_page_key)
+        return listing(page, items, total, agents_repo.instance_page_key)
+
+    async def deregister_instance(self, account_id: str, region_id: str, instance_id: str) -> None:
+        check_region(region_id)
+        check_instance_id(instance_id, self._limits, field="instance_id")
+        effects = await self._db.write(
+            agents_repo.deregister_instance, account_id, region_id, instance_id, now_ms()
+        )
+        self._hub.disconnect(instance_id)
+        self._hub.carry_out(effects)
 
     def _idempotency_key(
-        self, region_id: str, operation: str, client_token: str, *request: object
+        self,
+        account_id: str,
+        region_id: str,
+        operation: str,
+        client_token: str,
+        *request: object,
     ) -> IdempotencyKey | None:
         check_client_token(client_token)
         if not client_token:
             return None
-        return IdempotencyKey(region_id, operation, client_token, _request_hash(*request))
-
-
-def _listing(page: Page, items: list[T], total: int, key: Callable[[T], str]) -> Listing[T]:
-    """The repositories fetch one row more than a page: its presence means a next page."""
-    if len(items) > page.size:
-        items = items[: page.size]
-        return Listing(items, total, page.next_token(key(items[-1])))
-    return Listing(items, total, "")
+        return IdempotencyKey(
+            account_id, region_id, operation, client_token, _request_hash(*request)
+        )
 
 
 def _output_wait_ms(progress: RecordProgress, now: int, grace_ms: int) -> int | None:

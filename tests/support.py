@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import IO
 
 import grpc
+from grpc import aio
 
-from cloudassist.v1 import instance_pb2, instance_pb2_grpc
+from client import auth
+from cloudassist.v1 import admin_pb2, admin_pb2_grpc, instance_pb2, instance_pb2_grpc
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 30.0
@@ -81,11 +83,15 @@ class Process:
 
 
 class ServerProcess(Process):
-    def __init__(self, workdir: Path, *flags: str) -> None:
+    def __init__(self, workdir: Path, *flags: str, ca: Path | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.ready_file = workdir / "ready.json"
+        # The CA of the server's TLS certificate, when it serves TLS.
+        self.ca = ca
         self.port = 0
+        self.agent_port = 0
+        self._activations: dict[str, tuple[str, str]] = {}
         super().__init__(
             [
                 str(BIN / "cloudassist-server"),
@@ -113,11 +119,46 @@ class ServerProcess(Process):
             return self.ready_file.exists()
 
         wait_until(ready, START_TIMEOUT, "the server to listen")
-        self.port = json.loads(self.ready_file.read_text())["port"]
+        ready = json.loads(self.ready_file.read_text())
+        self.port = ready["port"]
+        self.agent_port = ready["agent_port"]
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def agent_address(self) -> str:
+        return f"127.0.0.1:{self.agent_port}"
+
+    def sync_channel(self) -> grpc.Channel:
+        if self.ca is None:
+            return grpc.insecure_channel(self.address)
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes())
+        return grpc.secure_channel(self.address, credentials)
+
+    @property
+    def admin_key(self) -> str:
+        """The admin API key the server wrote on its first start."""
+        return (self.workdir / "admin.key").read_text().strip()
+
+    @property
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.admin_key}")]
+
+    def activation(self, region: str = "cn-hangzhou") -> tuple[str, str]:
+        """An activation (id, code) for agents of `region`, made once per region."""
+        if region not in self._activations:
+            with self.sync_channel() as channel:
+                response = admin_pb2_grpc.AdminServiceStub(channel).CreateActivation(
+                    admin_pb2.CreateActivationRequest(region_id=region, max_registrations=1000),
+                    metadata=self.metadata,
+                )
+            self._activations[region] = (
+                response.activation.activation_id,
+                response.activation_code,
+            )
+        return self._activations[region]
 
     @property
     def db_path(self) -> Path:
@@ -148,6 +189,8 @@ class AgentProcess(Process):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Connect through this address (a proxy) instead of the server's own.
         self.via: str | None = None
+        # More flags (TLS files, ...).
+        self.extra: list[str] = []
         super().__init__([], self.state_dir.with_suffix(".log"))
 
     def start(self) -> None:
@@ -155,26 +198,32 @@ class AgentProcess(Process):
         self.wait_online(True)
 
     def start_process(self) -> None:
+        activation_id, activation_code = self.server.activation(self.region)
         # The server's port is known only once it runs.
         self.argv = [
             str(BIN / "cloudassist-agent"),
             "--server",
-            self.via or self.server.address,
+            self.via or self.server.agent_address,
             "--instance-id",
             self.instance_id,
             "--region",
             self.region,
+            "--activation-id",
+            activation_id,
+            "--activation-code",
+            activation_code,
             "--state-dir",
             str(self.state_dir),
             "--kill-grace",
             "2",
             "--max-backoff",
             "2",
+            *self.extra,
         ]
         super().start()
 
     def wait_online(self, online: bool) -> None:
-        with grpc.insecure_channel(self.server.address) as channel:
+        with self.server.sync_channel() as channel:
             stub = instance_pb2_grpc.InstanceServiceStub(channel)
 
             def reached() -> bool:
@@ -183,7 +232,8 @@ class AgentProcess(Process):
                 response = stub.DescribeInstances(
                     instance_pb2.DescribeInstancesRequest(
                         region_id=self.region, instance_ids=[self.instance_id]
-                    )
+                    ),
+                    metadata=self.server.metadata,
                 )
                 return bool(response.instances) and response.instances[0].online is online
 
@@ -235,3 +285,8 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def client_channel(server: ServerProcess, token: str | None = None) -> aio.Channel:
+    """An aio channel to the server that sends an API key (the admin's by default)."""
+    return auth.channel(server.address, token or server.admin_key, server.ca)

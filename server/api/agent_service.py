@@ -15,13 +15,14 @@ from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc
 from server.agent_plane import AgentPlane
 from server.api import convert
-from server.api.errors import abort_with
+from server.api.errors import abort_with, unary_errors
 from server.clock import now_ms
 from server.domain import reasons
-from server.domain.errors import DomainError, InvalidArgument
+from server.domain.errors import DomainError, InvalidArgument, Unauthenticated
 from server.domain.limits import Limits
+from server.domain.model import OsType
 from server.domain.tasks import EndKind, Task, TaskEnd
-from server.domain.validation import check_instance_id, check_region
+from server.domain.validation import check_instance_id
 from server.hub import AgentSession, Drain, Outgoing
 from server.store.agents import AgentIdentity, HeldTask
 from server.store.reports import CancelOrder, HeartbeatSeen, OutputAck, OutputAppend, TaskStart
@@ -34,18 +35,19 @@ def _ms(ts: Timestamp, default: int) -> int:
     return ts.ToMilliseconds() if ts.seconds or ts.nanos else default
 
 
+def _os_type(value: int, field: str) -> OsType:
+    os_type = convert.os_type_from(value)
+    if os_type is None:
+        raise InvalidArgument(reasons.INVALID_FILTER, f"{field}: LINUX or WINDOWS", field=field)
+    return os_type
+
+
 def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
     check_instance_id(hello.instance_id, limits, field="hello.instance_id")
-    check_region(hello.region_id)
-    os_type = convert.os_type_from(hello.os_type)
-    if os_type is None:
-        raise InvalidArgument(
-            reasons.INVALID_FILTER, "hello.os_type: LINUX or WINDOWS", field="hello.os_type"
-        )
     return AgentIdentity(
         instance_id=hello.instance_id,
-        region_id=hello.region_id,
-        os_type=os_type,
+        secret=hello.instance_secret,
+        os_type=_os_type(hello.os_type, "hello.os_type"),
         hostname=hello.hostname[:255],
         agent_version=hello.agent_version[:64],
     )
@@ -82,11 +84,56 @@ def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
     return pb.ConnectResponse(reconnect=pb.Reconnect(reason=item.reason))
 
 
+def certificate_name(context: Context) -> str | None:
+    """The common name of the client certificate (mTLS), if the peer presented one."""
+    names = context.auth_context().get("x509_common_name")
+    return bytes(next(iter(names))).decode() if names else None
+
+
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, plane: AgentPlane, limits: Limits, heartbeat_seconds: int) -> None:
+    def __init__(
+        self,
+        plane: AgentPlane,
+        limits: Limits,
+        heartbeat_seconds: int,
+        *,
+        bind_certificates: bool = False,
+    ) -> None:
         self._plane = plane
         self._limits = limits
         self._heartbeat = heartbeat_seconds
+        # mTLS: an agent may act only as the instance named in its certificate.
+        self._bind_certificates = bind_certificates
+
+    def _check_certificate(self, context: Context, instance_id: str) -> None:
+        if not self._bind_certificates:
+            return
+        name = certificate_name(context)
+        if name != instance_id:
+            raise Unauthenticated(
+                reasons.INVALID_INSTANCE_CREDENTIALS,
+                f"instance_id: the client certificate names {name!r}, not {instance_id!r}",
+                field="instance_id",
+            )
+
+    @unary_errors
+    async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.RegisterResponse:
+        requested = request.instance_id
+        if self._bind_certificates:
+            requested = requested or (certificate_name(context) or "")
+            self._check_certificate(context, requested)
+        if requested:
+            check_instance_id(requested, self._limits, field="instance_id")
+        instance_id, secret, region_id = await self._plane.register(
+            request.activation_id,
+            request.activation_code,
+            requested,
+            _os_type(request.os_type, "os_type"),
+            request.hostname,
+        )
+        return pb.RegisterResponse(
+            instance_id=instance_id, instance_secret=secret, region_id=region_id
+        )
 
     async def Connect(  # type: ignore[override]
         self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
@@ -99,12 +146,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "the first message must be hello"
             )
+        held = [HeldTask(t.task_id, max(0, t.output_size), t.finished) for t in first.hello.tasks]
         try:
             identity = _identity(first.hello, self._limits)
+            self._check_certificate(context, identity.instance_id)
+            session, acks = await self._plane.connect(identity, held)
         except DomainError as error:
+            log.warning("agent %r refused: %s", first.hello.instance_id[:128], error.message)
             await abort_with(context, error)
-        held = [HeldTask(t.task_id, max(0, t.output_size), t.finished) for t in first.hello.tasks]
-        session, acks = await self._plane.connect(identity, held)
         log.info("agent %s connected (%d tasks held)", identity.instance_id, len(held))
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:

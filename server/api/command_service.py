@@ -11,6 +11,7 @@ from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 from server.api import convert
 from server.api.errors import stream_errors, unary_errors
+from server.auth import principal
 from server.clock import now_ms
 from server.plane import CommandPlane, OutputEvent
 
@@ -26,7 +27,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.CreateCommandRequest, context: Context
     ) -> pb.CreateCommandResponse:
         command_id = await self._plane.create_command(
-            convert.command_draft(request), request.client_token
+            principal().account_id, convert.command_draft(request), request.client_token
         )
         return pb.CreateCommandResponse(command_id=command_id)
 
@@ -35,7 +36,10 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.ModifyCommandRequest, context: Context
     ) -> pb.ModifyCommandResponse:
         await self._plane.modify_command(
-            request.region_id, request.command_id, convert.command_patch(request)
+            principal().account_id,
+            request.region_id,
+            request.command_id,
+            convert.command_patch(request),
         )
         return pb.ModifyCommandResponse()
 
@@ -44,6 +48,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.DescribeCommandsRequest, context: Context
     ) -> pb.DescribeCommandsResponse:
         listing = await self._plane.describe_commands(
+            principal().account_id,
             request.region_id,
             request.command_id,
             request.name,
@@ -61,7 +66,9 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def DeleteCommand(
         self, request: pb.DeleteCommandRequest, context: Context
     ) -> pb.DeleteCommandResponse:
-        await self._plane.delete_command(request.region_id, request.command_id)
+        await self._plane.delete_command(
+            principal().account_id, request.region_id, request.command_id
+        )
         return pb.DeleteCommandResponse()
 
     @unary_errors
@@ -69,7 +76,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.InvokeCommandRequest, context: Context
     ) -> pb.InvokeCommandResponse:
         invoke_id = await self._plane.invoke(
-            convert.invocation_draft(request), request.client_token
+            principal().account_id, convert.invocation_draft(request), request.client_token
         )
         return pb.InvokeCommandResponse(invoke_id=invoke_id)
 
@@ -78,6 +85,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.RunCommandRequest, context: Context
     ) -> pb.RunCommandResponse:
         command_id, invoke_id = await self._plane.run(
+            principal().account_id,
             convert.command_draft(request),
             convert.run_invocation_draft(request),
             request.keep_command,
@@ -90,6 +98,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.DescribeInvocationsRequest, context: Context
     ) -> pb.DescribeInvocationsResponse:
         listing = await self._plane.describe_invocations(
+            principal().account_id,
             request.region_id,
             request.invoke_id,
             request.command_id,
@@ -109,6 +118,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.DescribeInvocationResultsRequest, context: Context
     ) -> pb.DescribeInvocationResultsResponse:
         listing = await self._plane.describe_results(
+            principal().account_id,
             request.region_id,
             request.invoke_id,
             request.instance_id,
@@ -129,6 +139,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.GetInvocationOutputRequest, context: Context
     ) -> pb.GetInvocationOutputResponse:
         output = await self._plane.get_output(
+            principal().account_id,
             request.region_id,
             request.invoke_id,
             request.instance_id,
@@ -149,7 +160,9 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def StopInvocation(
         self, request: pb.StopInvocationRequest, context: Context
     ) -> pb.StopInvocationResponse:
-        await self._plane.stop(request.region_id, request.invoke_id, list(request.instance_ids))
+        await self._plane.stop(
+            principal().account_id, request.region_id, request.invoke_id, list(request.instance_ids)
+        )
         return pb.StopInvocationResponse()
 
     @stream_errors
@@ -157,7 +170,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         self, request: pb.WatchInvocationRequest, context: Context
     ) -> AsyncIterator[pb.WatchInvocationResponse]:
         async for event in self._plane.watch(
-            request.region_id, request.invoke_id, request.instance_id
+            principal().account_id, request.region_id, request.invoke_id, request.instance_id
         ):
             if isinstance(event, OutputEvent):
                 yield pb.WatchInvocationResponse(

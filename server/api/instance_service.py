@@ -10,6 +10,7 @@ from cloudassist.v1 import instance_pb2 as pb
 from cloudassist.v1 import instance_pb2_grpc
 from server.api import convert
 from server.api.errors import unary_errors
+from server.auth import principal
 from server.plane import CommandPlane
 
 
@@ -22,10 +23,23 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
         self, request: pb.DescribeInstancesRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.DescribeInstancesResponse:
         listing = await self._plane.describe_instances(
-            request.region_id, list(request.instance_ids), request.page_size, request.page_token
+            principal().account_id,
+            request.region_id,
+            list(request.instance_ids),
+            request.page_size,
+            request.page_token,
         )
         return pb.DescribeInstancesResponse(
             instances=[convert.instance_to(i) for i in listing.items],
             total_count=listing.total_count,
             next_page_token=listing.next_page_token,
         )
+
+    @unary_errors
+    async def DeregisterInstance(
+        self, request: pb.DeregisterInstanceRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.DeregisterInstanceResponse:
+        await self._plane.deregister_instance(
+            principal().account_id, request.region_id, request.instance_id
+        )
+        return pb.DeregisterInstanceResponse()

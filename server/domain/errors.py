@@ -17,12 +17,15 @@ class DomainError(Exception):
         *,
         field: str | None = None,
         metadata: dict[str, str] | None = None,
+        retry_after_seconds: float | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.field = field
         self.metadata = dict(metadata or {})
+        # When retrying makes sense, and after how long (google.rpc.RetryInfo).
+        self.retry_after_seconds = retry_after_seconds
 
 
 class InvalidArgument(DomainError):
@@ -43,3 +46,11 @@ class ResourceExhausted(DomainError):
 
 class AlreadyExists(DomainError):
     """A conflicting resource exists (e.g. an idempotency token reused with another request)."""
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that are not valid (unknown, wrong or revoked)."""
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials that do not allow this call."""

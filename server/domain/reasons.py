@@ -71,6 +71,24 @@ ACCOUNT_NOT_EXISTS = "AccountNotExists"
 COMMAND_NOT_APPLICABLE = "CommandNotApplicable"
 EXECUTION_EXCEPTION = "ExecutionException"
 TERMINATION_EXCEPTION = "TerminationException"
+INSTANCE_DEREGISTERED = "InstanceDeregistered"
 
 # Error codes an agent reports that make a record INVALID rather than ERROR.
 INVALID_ON_INSTANCE = frozenset({DIRECTORY_NOT_EXISTS, ACCOUNT_NOT_EXISTS, COMMAND_NOT_APPLICABLE})
+
+# Authentication and authorisation.
+MISSING_API_KEY = "MissingParameter.Authorization"
+INVALID_API_KEY = "InvalidApiKey"
+NOT_ADMIN = "Forbidden.NotAdmin"
+THROTTLED = "Throttling.User"
+INVALID_ACTIVATION = "InvalidActivation"
+ACTIVATION_EXPIRED = "Activation.Expired"
+ACTIVATION_EXHAUSTED = "Activation.ExceedLimit"
+INVALID_INSTANCE_CREDENTIALS = "InvalidInstanceCredentials"
+INSTANCE_ID_TAKEN = "InvalidInstanceId.Duplicate"
+ACCOUNT_NOT_FOUND = "InvalidAccountId.NotFound"
+ACCOUNT_NAME_TAKEN = "InvalidAccountName.Duplicate"
+INVALID_ACCOUNT_NAME = "InvalidAccountName.Malformed"
+KEY_NOT_FOUND = "InvalidKeyId.NotFound"
+INVALID_EXPIRATION = "InvalidParameter.ExpirationTime"
+INVALID_MAX_REGISTRATIONS = "InvalidParameter.MaxRegistrations"

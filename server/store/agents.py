@@ -6,15 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
+from server.domain.credentials import secret_matches
+from server.domain.errors import NotFound, Unauthenticated
 from server.domain.model import Instance, OsType
 from server.domain.pagination import Page
-from server.domain.status import ExecutionState
+from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tasks import EndKind, Task, TaskEnd, build_task, outcome_of
 from server.store import convert
-from server.store.invocations import ACTIVE, instances_of, sync_invocations
+from server.store.invocations import ACTIVE, instances_of, refresh_statuses, sync_invocations
 from server.store.output import append_chunks
 from server.store.reports import (
     CancelOrder,
@@ -25,7 +28,7 @@ from server.store.reports import (
     Report,
     TaskStart,
 )
-from server.store.tables import INSTANCES, INVOCATIONS, RECORDS
+from server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
 
 PENDING = ExecutionState.PENDING.value
 RUNNING = ExecutionState.RUNNING.value
@@ -34,8 +37,10 @@ STOPPING = ExecutionState.STOPPING.value
 
 @dataclass(frozen=True)
 class AgentIdentity:
+    """What an agent says of itself in its hello."""
+
     instance_id: str
-    region_id: str
+    secret: str
     os_type: OsType
     hostname: str
     agent_version: str
@@ -50,21 +55,25 @@ class HeldTask:
     finished: bool
 
 
+def _scope(account_id: str, region_id: str) -> list[ColumnElement[bool]]:
+    return [INSTANCES.c.account_id == account_id, INSTANCES.c.region_id == region_id]
+
+
 def find_instances(
-    conn: Connection, region_id: str, instance_ids: Sequence[str]
+    conn: Connection, account_id: str, region_id: str, instance_ids: Sequence[str]
 ) -> dict[str, Instance]:
     rows = conn.execute(
         select(INSTANCES).where(
-            INSTANCES.c.region_id == region_id, INSTANCES.c.instance_id.in_(list(instance_ids))
+            *_scope(account_id, region_id), INSTANCES.c.instance_id.in_(list(instance_ids))
         )
     ).all()
     return {row.instance_id: convert.instance(row, 0) for row in rows}
 
 
 def list_instances(
-    conn: Connection, region_id: str, instance_ids: Sequence[str], page: Page
+    conn: Connection, account_id: str, region_id: str, instance_ids: Sequence[str], page: Page
 ) -> tuple[list[Instance], int]:
-    conditions = [INSTANCES.c.region_id == region_id]
+    conditions = _scope(account_id, region_id)
     if instance_ids:
         conditions.append(INSTANCES.c.instance_id.in_(list(instance_ids)))
     total = conn.execute(
@@ -107,6 +116,67 @@ def mark_all_offline(conn: Connection) -> None:
     conn.execute(update(INSTANCES).where(INSTANCES.c.online.is_(True)).values(online=False))
 
 
+def deregister_instance(
+    conn: Connection, account_id: str, region_id: str, instance_id: str, now_ms: int
+) -> Effects:
+    """Forgets the instance: its secret no longer authenticates, its runs in flight end as
+    ERROR (`InstanceDeregistered`) and its scheduled runs stop. Its history stays."""
+    deleted = conn.execute(
+        delete(INSTANCES).where(
+            *_scope(account_id, region_id), INSTANCES.c.instance_id == instance_id
+        )
+    )
+    if deleted.rowcount == 0:
+        raise NotFound(
+            reasons.INSTANCE_NOT_FOUND,
+            f"instance_id: no instance {instance_id!r} in region {region_id}",
+            field="instance_id",
+        )
+    active = [
+        r.record_id
+        for r in conn.execute(
+            select(RECORDS.c.record_id).where(
+                RECORDS.c.instance_id == instance_id, RECORDS.c.state.in_(ACTIVE)
+            )
+        ).all()
+    ]
+    conn.execute(
+        update(RECORDS)
+        .where(RECORDS.c.record_id.in_(active), RECORDS.c.state.in_(ACTIVE))
+        .values(
+            state=ExecutionState.ERROR.value,
+            error_code=reasons.INSTANCE_DEREGISTERED,
+            error_info="the instance was deregistered",
+            finish_ms=now_ms,
+            agent_done=True,
+            deadline_ms=None,
+        )
+    )
+    members = INVOCATION_INSTANCES
+    conn.execute(
+        update(members)
+        .where(
+            members.c.instance_id == instance_id,
+            members.c.stopped.is_(False),
+            members.c.invoke_id.in_(
+                select(INVOCATIONS.c.invoke_id).where(INVOCATIONS.c.one_shot.is_(False))
+            ),
+        )
+        .values(stopped=True, status=InvokeStatus.STOPPED.value, stop_ms=now_ms, updated_ms=now_ms)
+    )
+    effects = Effects()
+    touched = {
+        r.invoke_id
+        for r in conn.execute(
+            select(members.c.invoke_id).where(members.c.instance_id == instance_id)
+        ).all()
+    }
+    effects.changed_invocations |= sync_invocations(conn, active, now_ms)
+    refresh_statuses(conn, touched)
+    effects.changed_invocations |= touched
+    return effects
+
+
 def mark_offline(conn: Connection, instance_id: str, now_ms: int) -> None:
     conn.execute(
         update(INSTANCES)
@@ -139,32 +209,34 @@ def _tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
 def agent_hello(
     conn: Connection, agent: AgentIdentity, held: Sequence[HeldTask], now_ms: int
 ) -> tuple[Effects, list[tuple[str, int, bool]]]:
-    """Registers (or refreshes) the instance and reconciles the tasks the agent holds.
+    """Authenticates the instance, marks it online and reconciles the tasks the agent holds.
 
     Returns the effects (re-dispatch of PENDING records, cancels, state changes) and the
     acknowledgements for the welcome message: (task id, stored offset, result stored).
+    Raises Unauthenticated for an unknown instance or a wrong secret.
     """
     instance_id = agent.instance_id
-    values = {
-        "region_id": agent.region_id,
-        "os_type": agent.os_type.value,
-        "hostname": agent.hostname,
-        "agent_version": agent.agent_version,
-        "online": True,
-        "last_heartbeat_ms": now_ms,
-    }
-    updated = conn.execute(
-        update(INSTANCES).where(INSTANCES.c.instance_id == instance_id).values(**values)
-    )
-    if updated.rowcount == 0:
-        conn.execute(
-            insert(INSTANCES).values(
-                instance_id=instance_id,
-                registered_ms=now_ms,
-                invocation_count=0,
-                **values,
-            )
+    stored = conn.execute(
+        select(INSTANCES.c.secret_hash).where(INSTANCES.c.instance_id == instance_id)
+    ).scalar_one_or_none()
+    if not secret_matches(agent.secret, stored):
+        raise Unauthenticated(
+            reasons.INVALID_INSTANCE_CREDENTIALS,
+            f"hello: instance {instance_id!r} is not registered, or its secret is wrong; "
+            "register the agent with an activation",
+            field="hello.instance_secret",
         )
+    conn.execute(
+        update(INSTANCES)
+        .where(INSTANCES.c.instance_id == instance_id)
+        .values(
+            os_type=agent.os_type.value,
+            hostname=agent.hostname,
+            agent_version=agent.agent_version,
+            online=True,
+            last_heartbeat_ms=now_ms,
+        )
+    )
     effects = Effects()
     held_ids = [t.record_id for t in held]
     known = {

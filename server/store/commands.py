@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
 from server.domain.errors import NotFound, ResourceExhausted
@@ -16,9 +17,12 @@ from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.tables import COMMANDS
 
 
-def command_values(command_id: str, spec: CommandSpec, now_ms: int) -> dict[str, object]:
+def command_values(
+    account_id: str, command_id: str, spec: CommandSpec, now_ms: int
+) -> dict[str, object]:
     return {
         "command_id": command_id,
+        "account_id": account_id,
         "region_id": spec.region_id,
         "name": spec.name,
         "type": spec.type.value,
@@ -33,9 +37,11 @@ def command_values(command_id: str, spec: CommandSpec, now_ms: int) -> dict[str,
     }
 
 
-def check_command_quota(conn: Connection, region_id: str, quota: int) -> None:
+def check_command_quota(conn: Connection, account_id: str, region_id: str, quota: int) -> None:
     count = conn.execute(
-        select(func.count()).select_from(COMMANDS).where(COMMANDS.c.region_id == region_id)
+        select(func.count())
+        .select_from(COMMANDS)
+        .where(COMMANDS.c.account_id == account_id, COMMANDS.c.region_id == region_id)
     ).scalar_one()
     if count >= quota:
         raise ResourceExhausted(
@@ -49,6 +55,7 @@ def check_command_quota(conn: Connection, region_id: str, quota: int) -> None:
 
 def create_command(
     conn: Connection,
+    account_id: str,
     command_id: str,
     spec: CommandSpec,
     now_ms: int,
@@ -59,17 +66,19 @@ def create_command(
     previous = replay(conn, idempotency)
     if previous is not None:
         return previous["command_id"]
-    check_command_quota(conn, spec.region_id, quota)
-    conn.execute(insert(COMMANDS).values(**command_values(command_id, spec, now_ms)))
+    check_command_quota(conn, account_id, spec.region_id, quota)
+    conn.execute(insert(COMMANDS).values(**command_values(account_id, command_id, spec, now_ms)))
     remember(conn, idempotency, {"command_id": command_id}, now_ms)
     return command_id
 
 
-def get_command(conn: Connection, region_id: str, command_id: str) -> Command:
+def _scope(account_id: str, region_id: str) -> list[ColumnElement[bool]]:
+    return [COMMANDS.c.account_id == account_id, COMMANDS.c.region_id == region_id]
+
+
+def get_command(conn: Connection, account_id: str, region_id: str, command_id: str) -> Command:
     row = conn.execute(
-        select(COMMANDS).where(
-            COMMANDS.c.region_id == region_id, COMMANDS.c.command_id == command_id
-        )
+        select(COMMANDS).where(*_scope(account_id, region_id), COMMANDS.c.command_id == command_id)
     ).first()
     if row is None:
         raise NotFound(
@@ -82,12 +91,13 @@ def get_command(conn: Connection, region_id: str, command_id: str) -> Command:
 
 def modify_command(
     conn: Connection,
+    account_id: str,
     region_id: str,
     command_id: str,
     change: Callable[[CommandSpec], CommandSpec],
 ) -> None:
     """Applies `change` (which validates) to the stored command."""
-    current = get_command(conn, region_id, command_id)
+    current = get_command(conn, account_id, region_id, command_id)
     spec = change(current.spec)
     conn.execute(
         update(COMMANDS)
@@ -105,13 +115,14 @@ def modify_command(
 
 def list_commands(
     conn: Connection,
+    account_id: str,
     region_id: str,
     command_id: str,
     name: str,
     command_type: CommandType | None,
     page: Page,
 ) -> tuple[list[Command], int]:
-    conditions = [COMMANDS.c.region_id == region_id]
+    conditions = _scope(account_id, region_id)
     if command_id:
         conditions.append(COMMANDS.c.command_id == command_id)
     if name:
@@ -130,11 +141,9 @@ def list_commands(
     return [convert.command(row) for row in rows], total
 
 
-def delete_command(conn: Connection, region_id: str, command_id: str) -> None:
+def delete_command(conn: Connection, account_id: str, region_id: str, command_id: str) -> None:
     result = conn.execute(
-        delete(COMMANDS).where(
-            COMMANDS.c.region_id == region_id, COMMANDS.c.command_id == command_id
-        )
+        delete(COMMANDS).where(*_scope(account_id, region_id), COMMANDS.c.command_id == command_id)
     )
     if result.rowcount == 0:
         raise NotFound(

@@ -14,6 +14,7 @@ from server.store.tables import IDEMPOTENCY
 
 @dataclass(frozen=True)
 class IdempotencyKey:
+    account_id: str
     region_id: str
     operation: str
     client_token: str
@@ -29,6 +30,7 @@ def replay(conn: Connection, key: IdempotencyKey | None) -> dict[str, str] | Non
         return None
     row = conn.execute(
         select(IDEMPOTENCY.c.request_hash, IDEMPOTENCY.c.result).where(
+            IDEMPOTENCY.c.account_id == key.account_id,
             IDEMPOTENCY.c.region_id == key.region_id,
             IDEMPOTENCY.c.operation == key.operation,
             IDEMPOTENCY.c.client_token == key.client_token,
@@ -54,6 +56,7 @@ def remember(
         return
     conn.execute(
         insert(IDEMPOTENCY).values(
+            account_id=key.account_id,
             region_id=key.region_id,
             operation=key.operation,
             client_token=key.client_token,

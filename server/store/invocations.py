@@ -51,6 +51,7 @@ RESULT_OUTPUT_TAIL = 24 * 1024
 class InvocationPlan:
     """Everything create_invocation writes, decided before the transaction."""
 
+    account_id: str
     invoke_id: str
     spec: InvocationSpec
     record_ids: dict[str, str]  # instance id -> record id
@@ -76,11 +77,17 @@ def _not_found(invoke_id: str, region_id: str) -> NotFound:
     )
 
 
-def check_invocation_quota(conn: Connection, region_id: str, day_start_ms: int, quota: int) -> None:
+def _scope(account_id: str, region_id: str) -> list[ColumnElement[bool]]:
+    return [INVOCATIONS.c.account_id == account_id, INVOCATIONS.c.region_id == region_id]
+
+
+def check_invocation_quota(
+    conn: Connection, account_id: str, region_id: str, day_start_ms: int, quota: int
+) -> None:
     count = conn.execute(
         select(func.count())
         .select_from(INVOCATIONS)
-        .where(INVOCATIONS.c.region_id == region_id, INVOCATIONS.c.created_ms >= day_start_ms)
+        .where(*_scope(account_id, region_id), INVOCATIONS.c.created_ms >= day_start_ms)
     ).scalar_one()
     if count >= quota:
         raise ResourceExhausted(
@@ -101,19 +108,21 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     if previous is not None:
         return previous, []
     spec = plan.spec
+    account_id = plan.account_id
     if plan.new_command is not None:
-        check_command_quota(conn, spec.region_id, plan.command_quota)
-    check_invocation_quota(conn, spec.region_id, plan.day_start_ms, plan.daily_quota)
+        check_command_quota(conn, account_id, spec.region_id, plan.command_quota)
+    check_invocation_quota(conn, account_id, spec.region_id, plan.day_start_ms, plan.daily_quota)
     if plan.new_command is not None:
         conn.execute(
             insert(COMMANDS).values(
-                **command_values(spec.command_id, plan.new_command, plan.now_ms)
+                **command_values(account_id, spec.command_id, plan.new_command, plan.now_ms)
             )
         )
     status = InvokeStatus.RUNNING.value
     conn.execute(
         insert(INVOCATIONS).values(
             invoke_id=plan.invoke_id,
+            account_id=account_id,
             region_id=spec.region_id,
             command_id=spec.command_id,
             command_name=spec.command_name,
@@ -236,10 +245,10 @@ def _invocations(conn: Connection, rows: list[object]) -> list[Invocation]:
     return result
 
 
-def get_invocation(conn: Connection, region_id: str, invoke_id: str) -> Invocation:
+def get_invocation(conn: Connection, account_id: str, region_id: str, invoke_id: str) -> Invocation:
     row = conn.execute(
         select(INVOCATIONS).where(
-            INVOCATIONS.c.region_id == region_id, INVOCATIONS.c.invoke_id == invoke_id
+            *_scope(account_id, region_id), INVOCATIONS.c.invoke_id == invoke_id
         )
     ).first()
     if row is None:
@@ -249,6 +258,7 @@ def get_invocation(conn: Connection, region_id: str, invoke_id: str) -> Invocati
 
 def list_invocations(
     conn: Connection,
+    account_id: str,
     region_id: str,
     invoke_id: str,
     command_id: str,
@@ -256,7 +266,7 @@ def list_invocations(
     status: InvokeStatus | None,
     page: Page,
 ) -> tuple[list[Invocation], int]:
-    conditions: list[ColumnElement[bool]] = [INVOCATIONS.c.region_id == region_id]
+    conditions = _scope(account_id, region_id)
     if invoke_id:
         conditions.append(INVOCATIONS.c.invoke_id == invoke_id)
     if command_id:
@@ -304,6 +314,7 @@ def _record(row: object) -> Record:
 
 def list_results(
     conn: Connection,
+    account_id: str,
     region_id: str,
     invoke_id: str,
     instance_id: str,
@@ -313,7 +324,7 @@ def list_results(
     page: Page,
 ) -> tuple[list[tuple[Record, bytes]], int]:
     """Records (newest first) with the last 24 KiB of each one's output."""
-    conditions: list[ColumnElement[bool]] = [INVOCATIONS.c.region_id == region_id]
+    conditions = _scope(account_id, region_id)
     if invoke_id:
         conditions.append(RECORDS.c.invoke_id == invoke_id)
     if instance_id:
@@ -354,13 +365,18 @@ def list_results(
 
 
 def find_record(
-    conn: Connection, region_id: str, invoke_id: str, instance_id: str, record_id: str
+    conn: Connection,
+    account_id: str,
+    region_id: str,
+    invoke_id: str,
+    instance_id: str,
+    record_id: str,
 ) -> Record:
     """The record named by id, or the latest of (invocation, instance).
 
     `instance_id` may be empty when the invocation has a single instance.
     """
-    invocation = get_invocation(conn, region_id, invoke_id)
+    invocation = get_invocation(conn, account_id, region_id, invoke_id)
     if record_id:
         conditions = [RECORDS.c.record_id == record_id, RECORDS.c.invoke_id == invoke_id]
         if instance_id:
@@ -410,6 +426,7 @@ def find_record(
 
 def read_output(
     conn: Connection,
+    account_id: str,
     region_id: str,
     invoke_id: str,
     instance_id: str,
@@ -417,7 +434,7 @@ def read_output(
     offset: int,
     limit: int,
 ) -> OutputSlice:
-    record = find_record(conn, region_id, invoke_id, instance_id, record_id)
+    record = find_record(conn, account_id, region_id, invoke_id, instance_id, record_id)
     agent_done = conn.execute(
         select(RECORDS.c.agent_done).where(RECORDS.c.record_id == record.record_id)
     ).scalar_one()
@@ -517,6 +534,7 @@ def refresh_statuses(conn: Connection, invoke_ids: set[str]) -> None:
 
 def stop_invocation(
     conn: Connection,
+    account_id: str,
     region_id: str,
     invoke_id: str,
     instance_ids: list[str],
@@ -525,7 +543,7 @@ def stop_invocation(
 ) -> Effects:
     """Ends future runs on the named instances (periodic invocations) and stops the runs in
     flight: PENDING records become CANCELLED, RUNNING ones STOPPING; agents are told to kill."""
-    invocation = get_invocation(conn, region_id, invoke_id)
+    invocation = get_invocation(conn, account_id, region_id, invoke_id)
     members = set(invocation.spec.instance_ids)
     for instance_id in instance_ids:
         if instance_id not in members:
@@ -639,9 +657,9 @@ class WatchSnapshot:
 
 
 def watch_snapshot(
-    conn: Connection, region_id: str, invoke_id: str, instance_id: str
+    conn: Connection, account_id: str, region_id: str, invoke_id: str, instance_id: str
 ) -> WatchSnapshot:
-    invocation = get_invocation(conn, region_id, invoke_id)
+    invocation = get_invocation(conn, account_id, region_id, invoke_id)
     if instance_id and instance_id not in invocation.spec.instance_ids:
         raise NotFound(
             reasons.INSTANCE_NOT_IN_INVOCATION,

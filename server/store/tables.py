@@ -16,11 +16,65 @@ def _ms(*, nullable: bool = False, index: bool = False) -> Column:  # type: igno
     return Column(BigInteger, nullable=nullable, index=index)
 
 
+class AccountRow(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=64, unique=True)
+    admin: bool = False
+    created_ms: int = Field(sa_column=_ms())
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key: the secret is kept only as its SHA-256 (it is 256 random bits)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=64, index=True)
+    secret_hash: str = Field(max_length=64)
+    description: str = Field(default="", max_length=256)
+    created_ms: int = Field(sa_column=_ms())
+    revoked_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+
+
+class ActivationRow(SQLModel, table=True):
+    """What agents register with: the code is kept only as its SHA-256."""
+
+    __tablename__ = "activations"
+
+    activation_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=64, index=True)
+    region_id: str = Field(max_length=64)
+    code_hash: str = Field(max_length=64)
+    description: str = Field(default="", max_length=256)
+    max_registrations: int
+    registrations: int = 0
+    expires_ms: int = Field(sa_column=_ms())
+    created_ms: int = Field(sa_column=_ms())
+
+
+class AuditRow(SQLModel, table=True):
+    __tablename__ = "audit_events"
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    time_ms: int = Field(sa_column=_ms(index=True))
+    account_id: str = Field(max_length=64, index=True)
+    key_id: str = Field(max_length=64)
+    method: str = Field(max_length=128)
+    resource_ids: str = "[]"  # JSON list
+    code: str = Field(max_length=32)
+    peer: str = Field(default="", max_length=128)
+
+
 class CommandRow(SQLModel, table=True):
     __tablename__ = "commands"
-    __table_args__ = (Index("ix_commands_region_id_command_id", "region_id", "command_id"),)
+    __table_args__ = (
+        Index("ix_commands_account_region_command", "account_id", "region_id", "command_id"),
+    )
 
     command_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=64)
     region_id: str = Field(max_length=64)
     name: str = Field(max_length=512)
     type: str = Field(max_length=32)
@@ -39,6 +93,7 @@ class IdempotencyRow(SQLModel, table=True):
 
     __tablename__ = "idempotency_tokens"
 
+    account_id: str = Field(primary_key=True, max_length=64)
     region_id: str = Field(primary_key=True, max_length=64)
     operation: str = Field(primary_key=True, max_length=32)
     client_token: str = Field(primary_key=True, max_length=64)
@@ -48,11 +103,18 @@ class IdempotencyRow(SQLModel, table=True):
 
 
 class InstanceRow(SQLModel, table=True):
+    """A registered instance; its agent authenticates with the secret whose hash is here."""
+
     __tablename__ = "instances"
-    __table_args__ = (Index("ix_instances_region_id_instance_id", "region_id", "instance_id"),)
+    __table_args__ = (
+        Index("ix_instances_account_region_instance", "account_id", "region_id", "instance_id"),
+    )
 
     instance_id: str = Field(primary_key=True, max_length=128)
+    account_id: str = Field(max_length=64)
     region_id: str = Field(max_length=64)
+    secret_hash: str = Field(max_length=64)
+    activation_id: str = Field(default="", max_length=64)
     os_type: str = Field(max_length=16)
     hostname: str = Field(default="", max_length=255)
     agent_version: str = Field(default="", max_length=64)
@@ -66,11 +128,12 @@ class InstanceRow(SQLModel, table=True):
 class InvocationRow(SQLModel, table=True):
     __tablename__ = "invocations"
     __table_args__ = (
-        Index("ix_invocations_region_id_invoke_id", "region_id", "invoke_id"),
-        Index("ix_invocations_region_id_created_ms", "region_id", "created_ms"),
+        Index("ix_invocations_account_region_invoke", "account_id", "region_id", "invoke_id"),
+        Index("ix_invocations_account_region_created", "account_id", "region_id", "created_ms"),
     )
 
     invoke_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(max_length=64)
     region_id: str = Field(max_length=64)
     command_id: str = Field(max_length=64, index=True)
     command_name: str = Field(max_length=512)
@@ -158,6 +221,10 @@ def _table(model: type[SQLModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
+ACCOUNTS = _table(AccountRow)
+API_KEYS = _table(ApiKeyRow)
+ACTIVATIONS = _table(ActivationRow)
+AUDIT = _table(AuditRow)
 COMMANDS = _table(CommandRow)
 IDEMPOTENCY = _table(IdempotencyRow)
 INSTANCES = _table(InstanceRow)

@@ -10,7 +10,7 @@ import pytest
 from grpc import aio
 
 from cloudassist.v1 import command_pb2_grpc, instance_pb2_grpc
-from tests.support import AgentProcess, ServerProcess
+from tests.support import AgentProcess, ServerProcess, client_channel
 
 AGENTS = ("i-a", "i-b", "i-c")
 
@@ -41,7 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def channel(cluster: Cluster) -> AsyncIterator[aio.Channel]:
-    async with aio.insecure_channel(cluster.server.address) as channel:
+    async with client_channel(cluster.server) as channel:
         yield channel
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ async def cli(cluster: Cluster, *args: str, stdin: bytes | None = None) -> tuple
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CLOUDASSIST_API_KEY": cluster.server.admin_key},
     )
     out, err = await proc.communicate(stdin)
     return proc.returncode or 0, out, err.decode()
@@ -112,6 +114,7 @@ async def test_stop_from_the_cli(cluster: Cluster) -> None:
     run = await asyncio.create_subprocess_exec(
         CLI, "--server", cluster.server.address, "run", "-i", "i-c", "echo up; sleep 60",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CLOUDASSIST_API_KEY": cluster.server.admin_key},
     )  # fmt: skip
     assert run.stderr is not None
     assert run.stdout is not None

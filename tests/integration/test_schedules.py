@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from grpc import aio
 
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 from tests.integration.helpers import REGION, invocation, watch
-from tests.support import AgentProcess, ServerProcess
+from tests.support import AgentProcess, ServerProcess, client_channel
 
 Stub = command_pb2_grpc.CommandServiceStub
 TOLERANCE_MS = 1000
@@ -46,7 +45,7 @@ def scheduled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduled]:
 
 @pytest.fixture
 async def stub(scheduled: Scheduled) -> AsyncIterator[Stub]:
-    async with aio.insecure_channel(scheduled.server.address) as channel:
+    async with client_channel(scheduled.server) as channel:
         yield command_pb2_grpc.CommandServiceStub(channel)
 
 
@@ -194,7 +193,7 @@ async def test_a_restart_neither_loses_the_schedule_nor_replays_missed_fires(
     restarted_ms = int(time.time() * 1000)
     scheduled.server.start()
 
-    async with aio.insecure_channel(scheduled.server.address) as channel:
+    async with client_channel(scheduled.server) as channel:
         again = command_pb2_grpc.CommandServiceStub(channel)
         await wait_for_runs(again, invoke_id, 2, ("s-1",))
         times = fire_times(await history(again, invoke_id), "s-1")

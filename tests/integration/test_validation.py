@@ -15,7 +15,7 @@ from grpc import aio
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 from tests.integration.helpers import error_details, watch
-from tests.support import AgentProcess, ServerProcess
+from tests.support import AgentProcess, ServerProcess, client_channel
 
 REGION = "cn-limited"
 SHELL = pb.COMMAND_TYPE_RUN_SHELL_SCRIPT
@@ -61,7 +61,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
                     command_content=content,
                     enable_parameter=params,
                 )
-                return stub.CreateCommand(request).command_id
+                return stub.CreateCommand(request, metadata=server.metadata).command_id
 
             yield Limited(
                 server,
@@ -80,7 +80,7 @@ async def stubs(
 ) -> AsyncIterator[
     tuple[command_pb2_grpc.CommandServiceStub, instance_pb2_grpc.InstanceServiceStub]
 ]:
-    async with aio.insecure_channel(limited.server.address) as channel:
+    async with client_channel(limited.server) as channel:
         yield (
             command_pb2_grpc.CommandServiceStub(channel),
             instance_pb2_grpc.InstanceServiceStub(channel),

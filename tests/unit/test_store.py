@@ -3,46 +3,58 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from server.domain import reasons
-from server.domain.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
+from server.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from server.domain.model import CommandSpec, CommandType, InvocationSpec, OsType, RepeatMode
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tasks import EndKind, TaskEnd
 from server.store import agents, commands, invocations
 from server.store.agents import AgentIdentity, HeldTask
-from server.store.engine import create_schema, make_engine
 from server.store.idempotency import IdempotencyKey
 from server.store.invocations import InvocationPlan
 from server.store.output import read_range
 from server.store.reports import CancelOrder, Effects, OutputAck, OutputAppend, Report, TaskStart
 from server.store.tables import RECORDS
+from tests.unit.tenancy import REGION, Tenant, new_engine, new_tenant
 
-REGION = "cn-hangzhou"
 NOW = 1_700_000_000_000
+REGISTERED_MS = NOW - 60_000
 TIMEOUT_S = 60
 DELIVERY_MS = 30_000
 INVOKE_ID = "t-1"
 
 
 @pytest.fixture
-def engine(tmp_path: Any) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    create_schema(engine)
-    yield engine
+def tenant(tmp_path: Path) -> Iterator[Tenant]:
+    """An account whose instances i-1 and i-2 are registered (their agents not yet connected)."""
+    engine = new_engine(tmp_path)
+    tenant = new_tenant(engine, "acme", REGISTERED_MS)
+    tenant.register("i-1", REGISTERED_MS)
+    tenant.register("i-2", REGISTERED_MS)
+    yield tenant
     engine.dispose()
 
 
 def hello(
-    engine: Engine, instance_id: str, now_ms: int = NOW, held: Sequence[HeldTask] = ()
+    tenant: Tenant,
+    instance_id: str,
+    now_ms: int = NOW,
+    held: Sequence[HeldTask] = (),
+    secret: str | None = None,
 ) -> tuple[Effects, list[tuple[str, int, bool]]]:
-    identity = AgentIdentity(instance_id, REGION, OsType.LINUX, f"host-{instance_id}", "1.0")
-    with engine.begin() as conn:
-        return agents.agent_hello(conn, identity, list(held), now_ms)
+    return tenant.hello(instance_id, now_ms, held, secret)
 
 
 def command_spec(name: str = "hello", content: bytes = b"echo hello") -> CommandSpec:
@@ -78,23 +90,24 @@ def invocation_spec(instance_ids: tuple[str, ...]) -> InvocationSpec:
 
 
 def invoke(
-    engine: Engine,
+    tenant: Tenant,
     instance_ids: tuple[str, ...] = ("i-1",),
     output_limit: int = 1024,
     invoke_id: str = INVOKE_ID,
 ) -> dict[str, str]:
-    """Registers the instances, stores command c-1 and an invocation; returns record ids."""
+    """Connects the instances' agents, stores command c-1 and an invocation; returns record ids."""
     for instance_id in instance_ids:
-        hello(engine, instance_id)
+        hello(tenant, instance_id)
     record_ids = {i: f"r-{invoke_id}-{i}" for i in instance_ids}
-    with engine.begin() as conn:
+    with tenant.engine.begin() as conn:
         try:
-            commands.get_command(conn, REGION, "c-1")
+            commands.get_command(conn, tenant.account_id, REGION, "c-1")
         except NotFound:
-            commands.create_command(conn, "c-1", command_spec(), NOW, 100, None)
+            commands.create_command(conn, tenant.account_id, "c-1", command_spec(), NOW, 100, None)
         invocations.create_invocation(
             conn,
             InvocationPlan(
+                account_id=tenant.account_id,
                 invoke_id=invoke_id,
                 spec=invocation_spec(instance_ids),
                 record_ids=record_ids,
@@ -109,28 +122,28 @@ def invoke(
     return record_ids
 
 
-def apply(engine: Engine, reports: Sequence[Report], now_ms: int = NOW + 1_000) -> Effects:
-    with engine.begin() as conn:
+def apply(tenant: Tenant, reports: Sequence[Report], now_ms: int = NOW + 1_000) -> Effects:
+    with tenant.engine.begin() as conn:
         return agents.apply_reports(conn, list(reports), now_ms)
 
 
-def record_row(engine: Engine, record_id: str) -> Any:
-    with engine.connect() as conn:
+def record_row(tenant: Tenant, record_id: str) -> Any:
+    with tenant.engine.connect() as conn:
         return conn.execute(select(RECORDS).where(RECORDS.c.record_id == record_id)).one()
 
 
-def output_of(engine: Engine, record_id: str) -> bytes:
-    with engine.connect() as conn:
+def output_of(tenant: Tenant, record_id: str) -> bytes:
+    with tenant.engine.connect() as conn:
         return read_range(conn, record_id, 0, 1 << 30)
 
 
-def invocation(engine: Engine, invoke_id: str = INVOKE_ID) -> Any:
-    with engine.connect() as conn:
-        return invocations.get_invocation(conn, REGION, invoke_id)
+def invocation(tenant: Tenant, invoke_id: str = INVOKE_ID) -> Any:
+    with tenant.engine.connect() as conn:
+        return invocations.get_invocation(conn, tenant.account_id, REGION, invoke_id)
 
 
-def start(engine: Engine, record_id: str, instance_id: str = "i-1", at: int = NOW + 500) -> None:
-    effects = apply(engine, [TaskStart(record_id, instance_id, at)], now_ms=at)
+def start(tenant: Tenant, record_id: str, instance_id: str = "i-1", at: int = NOW + 500) -> None:
+    effects = apply(tenant, [TaskStart(record_id, instance_id, at)], now_ms=at)
     assert effects.rejected == []
 
 
@@ -151,25 +164,25 @@ def finish(record_id: str, output_size: int, **changes: Any) -> TaskEnd:
 # --- TaskStart ---
 
 
-def test_new_invocation_has_pending_records_with_a_delivery_deadline(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    row = record_row(engine, rid)
+def test_new_invocation_has_pending_records_with_a_delivery_deadline(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.PENDING
     assert row.deadline_ms == NOW + DELIVERY_MS
-    assert invocation(engine).status is InvokeStatus.RUNNING
+    assert invocation(tenant).status is InvokeStatus.RUNNING
 
 
 def test_task_start_moves_pending_to_running_and_sets_the_execution_deadline(
-    engine: Engine,
+    tenant: Tenant,
 ) -> None:
-    rid = invoke(engine)["i-1"]
-    effects = apply(engine, [TaskStart(rid, "i-1", NOW + 100)], now_ms=NOW + 200)
-    row = record_row(engine, rid)
+    rid = invoke(tenant)["i-1"]
+    effects = apply(tenant, [TaskStart(rid, "i-1", NOW + 100)], now_ms=NOW + 200)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.RUNNING
     assert row.start_ms == NOW + 100
     assert row.deadline_ms == NOW + 200 + TIMEOUT_S * 1000
     assert effects.changed_invocations == {INVOKE_ID}
-    member = invocation(engine).instances[0]
+    member = invocation(tenant).instances[0]
     assert member.state is ExecutionState.RUNNING
     assert member.start_ms == NOW + 100
 
@@ -177,135 +190,135 @@ def test_task_start_moves_pending_to_running_and_sets_the_execution_deadline(
 # --- OutputAppend ---
 
 
-def test_output_at_the_current_length_is_stored(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    effects = apply(engine, [OutputAppend(rid, "i-1", 0, b"hello ")])
+def test_output_at_the_current_length_is_stored(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 0, b"hello ")])
     assert effects.acks == [OutputAck("i-1", rid, 6)]
-    effects = apply(engine, [OutputAppend(rid, "i-1", 6, b"world")])
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 6, b"world")])
     assert effects.acks == [OutputAck("i-1", rid, 11)]
-    assert output_of(engine, rid) == b"hello world"
-    assert record_row(engine, rid).output_size == 11
+    assert output_of(tenant, rid) == b"hello world"
+    assert record_row(tenant, rid).output_size == 11
 
 
-def test_several_chunks_in_one_batch_are_stored_in_order(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
+def test_several_chunks_in_one_batch_are_stored_in_order(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
     apply(
-        engine,
+        tenant,
         [
             OutputAppend(rid, "i-1", 0, b"one "),
             OutputAppend(rid, "i-1", 4, b"two "),
             OutputAppend(rid, "i-1", 8, b"three"),
         ],
     )
-    assert output_of(engine, rid) == b"one two three"
-    assert record_row(engine, rid).output_size == 13
+    assert output_of(tenant, rid) == b"one two three"
+    assert record_row(tenant, rid).output_size == 13
 
 
-def test_replayed_chunk_is_ignored(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"hello")])
-    effects = apply(engine, [OutputAppend(rid, "i-1", 0, b"hello")])
+def test_replayed_chunk_is_ignored(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"hello")])
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 0, b"hello")])
     assert effects.rejected == []
     assert effects.acks == [OutputAck("i-1", rid, 5)]
-    assert output_of(engine, rid) == b"hello"
-    assert record_row(engine, rid).output_size == 5
+    assert output_of(tenant, rid) == b"hello"
+    assert record_row(tenant, rid).output_size == 5
 
 
-def test_replayed_chunk_in_the_same_batch_is_ignored(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
+def test_replayed_chunk_in_the_same_batch_is_ignored(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
     apply(
-        engine,
+        tenant,
         [
             OutputAppend(rid, "i-1", 0, b"abc"),
             OutputAppend(rid, "i-1", 0, b"abc"),
             OutputAppend(rid, "i-1", 3, b"def"),
         ],
     )
-    assert output_of(engine, rid) == b"abcdef"
+    assert output_of(tenant, rid) == b"abcdef"
 
 
-def test_overlapping_chunk_stores_only_the_new_tail(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"hello")])
-    effects = apply(engine, [OutputAppend(rid, "i-1", 3, b"lo world")])
+def test_overlapping_chunk_stores_only_the_new_tail(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"hello")])
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 3, b"lo world")])
     assert effects.acks == [OutputAck("i-1", rid, 11)]
-    assert output_of(engine, rid) == b"hello world"
-    assert record_row(engine, rid).output_size == 11
+    assert output_of(tenant, rid) == b"hello world"
+    assert record_row(tenant, rid).output_size == 11
 
 
-def test_chunk_beyond_the_current_length_is_rejected(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"abc")])
-    effects = apply(engine, [OutputAppend(rid, "i-1", 10, b"xyz")])
+def test_chunk_beyond_the_current_length_is_rejected(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"abc")])
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 10, b"xyz")])
     assert len(effects.rejected) == 1
     assert rid in effects.rejected[0]
     assert effects.acks == [OutputAck("i-1", rid, 3)]
-    assert output_of(engine, rid) == b"abc"
-    assert record_row(engine, rid).output_size == 3
+    assert output_of(tenant, rid) == b"abc"
+    assert record_row(tenant, rid).output_size == 3
 
 
-def test_output_past_the_limit_is_cut_at_the_limit(engine: Engine) -> None:
-    rid = invoke(engine, output_limit=8)["i-1"]
-    effects = apply(engine, [OutputAppend(rid, "i-1", 0, b"0123456789abc")])
+def test_output_past_the_limit_is_cut_at_the_limit(tenant: Tenant) -> None:
+    rid = invoke(tenant, output_limit=8)["i-1"]
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 0, b"0123456789abc")])
     assert effects.acks == [OutputAck("i-1", rid, 8)]
-    apply(engine, [OutputAppend(rid, "i-1", 8, b"more")])
-    assert output_of(engine, rid) == b"01234567"
-    assert record_row(engine, rid).output_size == 8
+    apply(tenant, [OutputAppend(rid, "i-1", 8, b"more")])
+    assert output_of(tenant, rid) == b"01234567"
+    assert record_row(tenant, rid).output_size == 8
 
 
-def test_end_with_more_output_than_the_limit_counts_the_rest_as_dropped(engine: Engine) -> None:
-    rid = invoke(engine, output_limit=8)["i-1"]
-    start(engine, rid)
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"0123456789abc")])
-    effects = apply(engine, [finish(rid, output_size=20)])
+def test_end_with_more_output_than_the_limit_counts_the_rest_as_dropped(tenant: Tenant) -> None:
+    rid = invoke(tenant, output_limit=8)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"0123456789abc")])
+    effects = apply(tenant, [finish(rid, output_size=20)])
     assert effects.acks == [OutputAck("i-1", rid, 8, result_stored=True)]
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.SUCCESS
     assert row.output_size == 8
     assert row.dropped == 12
-    assert output_of(engine, rid) == b"01234567"
+    assert output_of(tenant, rid) == b"01234567"
 
 
 # --- TaskEnd ---
 
 
-def test_end_before_all_output_is_stored_asks_for_a_rewind(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"abc")])
-    effects = apply(engine, [finish(rid, output_size=10)])
+def test_end_before_all_output_is_stored_asks_for_a_rewind(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"abc")])
+    effects = apply(tenant, [finish(rid, output_size=10)])
     assert effects.acks == [OutputAck("i-1", rid, 3, rewind=True)]
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.RUNNING
     assert not row.agent_done
     assert row.exit_code is None
     assert row.finish_ms is None
-    assert invocation(engine).status is InvokeStatus.RUNNING
+    assert invocation(tenant).status is InvokeStatus.RUNNING
 
 
-def test_end_after_the_missing_output_arrives_is_stored(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"abc"), finish(rid, output_size=6)])
-    assert record_row(engine, rid).state == ExecutionState.RUNNING
-    effects = apply(engine, [OutputAppend(rid, "i-1", 3, b"def"), finish(rid, output_size=6)])
+def test_end_after_the_missing_output_arrives_is_stored(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"abc"), finish(rid, output_size=6)])
+    assert record_row(tenant, rid).state == ExecutionState.RUNNING
+    effects = apply(tenant, [OutputAppend(rid, "i-1", 3, b"def"), finish(rid, output_size=6)])
     assert effects.acks == [OutputAck("i-1", rid, 6, result_stored=True)]
-    assert record_row(engine, rid).state == ExecutionState.SUCCESS
-    assert output_of(engine, rid) == b"abcdef"
+    assert record_row(tenant, rid).state == ExecutionState.SUCCESS
+    assert output_of(tenant, rid) == b"abcdef"
 
 
-def test_end_with_exit_zero_is_success_and_finishes_the_invocation(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
+def test_end_with_exit_zero_is_success_and_finishes_the_invocation(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
     effects = apply(
-        engine,
+        tenant,
         [OutputAppend(rid, "i-1", 0, b"hi\n"), finish(rid, output_size=3)],
         now_ms=NOW + 6_000,
     )
     assert effects.acks == [OutputAck("i-1", rid, 3, result_stored=True)]
     assert INVOKE_ID in effects.changed_invocations
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.SUCCESS
     assert row.exit_code == 0
     assert row.error_code == ""
@@ -313,7 +326,7 @@ def test_end_with_exit_zero_is_success_and_finishes_the_invocation(engine: Engin
     assert row.deadline_ms is None
     assert row.finish_ms == NOW + 5_000
     assert row.dropped == 0
-    inv = invocation(engine)
+    inv = invocation(tenant)
     assert inv.status is InvokeStatus.FINISHED
     [member] = inv.instances
     assert member.instance_id == "i-1"
@@ -326,49 +339,49 @@ def test_end_with_exit_zero_is_success_and_finishes_the_invocation(engine: Engin
     assert member.updated_ms == NOW + 6_000
 
 
-def test_end_with_nonzero_exit_is_failed_and_mirrored(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    apply(engine, [finish(rid, output_size=0, exit_code=3)])
-    row = record_row(engine, rid)
+def test_end_with_nonzero_exit_is_failed_and_mirrored(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [finish(rid, output_size=0, exit_code=3)])
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.FAILED
     assert row.exit_code == 3
     assert row.error_code == reasons.EXIT_CODE_NONZERO
-    inv = invocation(engine)
+    inv = invocation(tenant)
     assert inv.instances[0].state is ExecutionState.FAILED
     assert inv.instances[0].exit_code == 3
     # "Finished does not mean succeeded."
     assert inv.status is InvokeStatus.FINISHED
 
 
-def test_second_end_does_not_change_the_stored_result(engine: Engine) -> None:
-    rid = invoke(engine, output_limit=4)["i-1"]
-    start(engine, rid)
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"abcdef"), finish(rid, output_size=6)])
-    effects = apply(engine, [finish(rid, output_size=9, exit_code=7, time_ms=NOW + 9_000)])
+def test_second_end_does_not_change_the_stored_result(tenant: Tenant) -> None:
+    rid = invoke(tenant, output_limit=4)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"abcdef"), finish(rid, output_size=6)])
+    effects = apply(tenant, [finish(rid, output_size=9, exit_code=7, time_ms=NOW + 9_000)])
     assert effects.acks == [OutputAck("i-1", rid, 4, result_stored=True)]
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.SUCCESS
     assert row.exit_code == 0
     assert row.dropped == 2
     assert row.finish_ms == NOW + 5_000
 
 
-def test_invocation_runs_until_every_instance_finished(engine: Engine) -> None:
-    rids = invoke(engine, instance_ids=("i-1", "i-2"))
-    start(engine, rids["i-1"])
-    apply(engine, [finish(rids["i-1"], output_size=0)])
-    assert invocation(engine).status is InvokeStatus.RUNNING
-    start(engine, rids["i-2"], instance_id="i-2")
-    apply(engine, [finish(rids["i-2"], output_size=0, instance_id="i-2", exit_code=1)])
-    assert invocation(engine).status is InvokeStatus.FINISHED
+def test_invocation_runs_until_every_instance_finished(tenant: Tenant) -> None:
+    rids = invoke(tenant, instance_ids=("i-1", "i-2"))
+    start(tenant, rids["i-1"])
+    apply(tenant, [finish(rids["i-1"], output_size=0)])
+    assert invocation(tenant).status is InvokeStatus.RUNNING
+    start(tenant, rids["i-2"], instance_id="i-2")
+    apply(tenant, [finish(rids["i-2"], output_size=0, instance_id="i-2", exit_code=1)])
+    assert invocation(tenant).status is InvokeStatus.FINISHED
 
 
-def test_reports_from_another_instance_are_rejected(engine: Engine) -> None:
-    rids = invoke(engine, instance_ids=("i-1", "i-2"))
+def test_reports_from_another_instance_are_rejected(tenant: Tenant) -> None:
+    rids = invoke(tenant, instance_ids=("i-1", "i-2"))
     rid = rids["i-1"]
     effects = apply(
-        engine,
+        tenant,
         [
             TaskStart(rid, "i-2", NOW + 100),
             OutputAppend(rid, "i-2", 0, b"forged"),
@@ -378,40 +391,40 @@ def test_reports_from_another_instance_are_rejected(engine: Engine) -> None:
     assert len(effects.rejected) == 3
     assert effects.acks == []
     assert effects.changed_invocations == set()
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.PENDING
     assert row.output_size == 0
     assert not row.agent_done
-    assert output_of(engine, rid) == b""
+    assert output_of(tenant, rid) == b""
 
 
-def test_reports_on_an_unknown_task_are_rejected(engine: Engine) -> None:
-    invoke(engine)
-    effects = apply(engine, [OutputAppend("r-nope", "i-1", 0, b"x")])
+def test_reports_on_an_unknown_task_are_rejected(tenant: Tenant) -> None:
+    invoke(tenant)
+    effects = apply(tenant, [OutputAppend("r-nope", "i-1", 0, b"x")])
     assert len(effects.rejected) == 1
     assert effects.acks == []
 
 
-def test_end_after_the_server_timed_the_record_out_keeps_timeout(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid, at=NOW)
-    deadline = record_row(engine, rid).deadline_ms
-    with engine.begin() as conn:
+def test_end_after_the_server_timed_the_record_out_keeps_timeout(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid, at=NOW)
+    deadline = record_row(tenant, rid).deadline_ms
+    with tenant.engine.begin() as conn:
         agents.expire_due(conn, deadline)
-    assert record_row(engine, rid).state == ExecutionState.TIMEOUT
+    assert record_row(tenant, rid).state == ExecutionState.TIMEOUT
     effects = apply(
-        engine,
+        tenant,
         [OutputAppend(rid, "i-1", 0, b"late"), finish(rid, output_size=4, exit_code=0)],
         now_ms=deadline + 100,
     )
     assert effects.acks == [OutputAck("i-1", rid, 4, result_stored=True)]
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.TIMEOUT
     assert row.error_code == reasons.EXECUTION_TIMEOUT
     assert row.finish_ms == deadline
     assert row.agent_done
-    assert output_of(engine, rid) == b"late"
-    inv = invocation(engine)
+    assert output_of(tenant, rid) == b"late"
+    inv = invocation(tenant)
     assert inv.instances[0].state is ExecutionState.TIMEOUT
     assert inv.status is InvokeStatus.FAILED
 
@@ -419,56 +432,56 @@ def test_end_after_the_server_timed_the_record_out_keeps_timeout(engine: Engine)
 # --- expire_due ---
 
 
-def test_nothing_expires_before_its_deadline(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    with engine.begin() as conn:
+def test_nothing_expires_before_its_deadline(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    with tenant.engine.begin() as conn:
         effects = agents.expire_due(conn, NOW + DELIVERY_MS - 1)
     assert effects.cancels == []
-    assert record_row(engine, rid).state == ExecutionState.PENDING
+    assert record_row(tenant, rid).state == ExecutionState.PENDING
 
 
-def test_pending_past_its_deadline_on_an_offline_instance_is_aborted(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    with engine.begin() as conn:
+def test_pending_past_its_deadline_on_an_offline_instance_is_aborted(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    with tenant.engine.begin() as conn:
         agents.mark_offline(conn, "i-1", NOW + 10)
-    with engine.begin() as conn:
+    with tenant.engine.begin() as conn:
         effects = agents.expire_due(conn, NOW + DELIVERY_MS)
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.ABORTED
     assert row.error_code == reasons.CLIENT_NOT_ONLINE
     assert row.deadline_ms is None
     assert row.finish_ms == NOW + DELIVERY_MS
     assert effects.cancels == [CancelOrder("i-1", rid)]
     assert effects.changed_invocations == {INVOKE_ID}
-    assert invocation(engine).status is InvokeStatus.FAILED
+    assert invocation(tenant).status is InvokeStatus.FAILED
 
 
 def test_pending_past_its_deadline_on_an_online_instance_is_a_delivery_timeout(
-    engine: Engine,
+    tenant: Tenant,
 ) -> None:
-    rid = invoke(engine)["i-1"]
-    with engine.begin() as conn:
+    rid = invoke(tenant)["i-1"]
+    with tenant.engine.begin() as conn:
         agents.expire_due(conn, NOW + DELIVERY_MS)
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.ABORTED
     assert row.error_code == reasons.DELIVERY_TIMEOUT
 
 
-def test_running_past_its_deadline_times_out_with_a_cancel_order(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid, at=NOW)
+def test_running_past_its_deadline_times_out_with_a_cancel_order(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid, at=NOW)
     deadline = NOW + TIMEOUT_S * 1000
-    with engine.begin() as conn:
+    with tenant.engine.begin() as conn:
         assert agents.expire_due(conn, deadline - 1).cancels == []
-    assert record_row(engine, rid).state == ExecutionState.RUNNING
-    with engine.begin() as conn:
+    assert record_row(tenant, rid).state == ExecutionState.RUNNING
+    with tenant.engine.begin() as conn:
         effects = agents.expire_due(conn, deadline)
-    row = record_row(engine, rid)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.TIMEOUT
     assert row.error_code == reasons.EXECUTION_TIMEOUT
     assert row.deadline_ms is None
     assert effects.cancels == [CancelOrder("i-1", rid, timeout=True)]
-    member = invocation(engine).instances[0]
+    member = invocation(tenant).instances[0]
     assert member.state is ExecutionState.TIMEOUT
     assert member.status is InvokeStatus.FAILED
 
@@ -476,23 +489,53 @@ def test_running_past_its_deadline_times_out_with_a_cancel_order(engine: Engine)
 # --- agent_hello ---
 
 
-def test_hello_registers_the_instance_online(engine: Engine) -> None:
-    hello(engine, "i-1", now_ms=NOW + 7)
-    with engine.connect() as conn:
-        found = agents.find_instances(conn, REGION, ["i-1"])
+def test_registered_instance_is_offline_until_its_agent_says_hello(tenant: Tenant) -> None:
+    with tenant.engine.connect() as conn:
+        before = agents.find_instances(conn, tenant.account_id, REGION, ["i-1"])["i-1"]
+    assert not before.online
+    assert before.registered_ms == REGISTERED_MS
+    assert before.last_heartbeat_ms is None
+    hello(tenant, "i-1", now_ms=NOW + 7)
+    with tenant.engine.connect() as conn:
+        found = agents.find_instances(conn, tenant.account_id, REGION, ["i-1"])
     instance = found["i-1"]
     assert instance.online
+    assert instance.region_id == REGION
     assert instance.os_type is OsType.LINUX
     assert instance.hostname == "host-i-1"
-    assert instance.registered_ms == NOW + 7
+    assert instance.agent_version == "1.0"
+    assert instance.registered_ms == REGISTERED_MS
     assert instance.last_heartbeat_ms == NOW + 7
 
 
-def test_hello_without_a_running_record_marks_it_client_restarted(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    effects, acks = hello(engine, "i-1", now_ms=NOW + 2_000)
-    row = record_row(engine, rid)
+def test_hello_of_an_unregistered_instance_is_unauthenticated_and_creates_nothing(
+    tenant: Tenant,
+) -> None:
+    identity = AgentIdentity("i-new", "any-secret", OsType.LINUX, "host-i-new", "1.0")
+    with pytest.raises(Unauthenticated) as caught, tenant.engine.begin() as conn:
+        agents.agent_hello(conn, identity, [], NOW)
+    assert caught.value.reason == reasons.INVALID_INSTANCE_CREDENTIALS
+    with tenant.engine.connect() as conn:
+        assert agents.find_instances(conn, tenant.account_id, REGION, ["i-new"]) == {}
+
+
+def test_hello_with_a_wrong_secret_is_unauthenticated_and_leaves_the_instance_offline(
+    tenant: Tenant,
+) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        hello(tenant, "i-1", secret=tenant.secrets["i-2"])
+    assert caught.value.reason == reasons.INVALID_INSTANCE_CREDENTIALS
+    with tenant.engine.connect() as conn:
+        instance = agents.find_instances(conn, tenant.account_id, REGION, ["i-1"])["i-1"]
+    assert not instance.online
+    assert instance.last_heartbeat_ms is None
+
+
+def test_hello_without_a_running_record_marks_it_client_restarted(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    effects, acks = hello(tenant, "i-1", now_ms=NOW + 2_000)
+    row = record_row(tenant, rid)
     assert row.state == ExecutionState.ERROR
     assert row.error_code == reasons.CLIENT_RESTARTED
     assert row.finish_ms == NOW + 2_000
@@ -500,21 +543,21 @@ def test_hello_without_a_running_record_marks_it_client_restarted(engine: Engine
     assert acks == []
     assert effects.dispatches == []
     assert INVOKE_ID in effects.changed_invocations
-    assert invocation(engine).instances[0].state is ExecutionState.ERROR
+    assert invocation(tenant).instances[0].state is ExecutionState.ERROR
 
 
-def test_hello_that_mentions_a_running_record_keeps_it_running(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    apply(engine, [OutputAppend(rid, "i-1", 0, b"abc")])
-    _, acks = hello(engine, "i-1", held=[HeldTask(rid, output_size=5, finished=False)])
-    assert record_row(engine, rid).state == ExecutionState.RUNNING
+def test_hello_that_mentions_a_running_record_keeps_it_running(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [OutputAppend(rid, "i-1", 0, b"abc")])
+    _, acks = hello(tenant, "i-1", held=[HeldTask(rid, output_size=5, finished=False)])
+    assert record_row(tenant, rid).state == ExecutionState.RUNNING
     assert acks == [(rid, 3, False)]
 
 
-def test_hello_returns_pending_records_for_redispatch(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    effects, _ = hello(engine, "i-1", now_ms=NOW + 2_000)
+def test_hello_returns_pending_records_for_redispatch(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    effects, _ = hello(tenant, "i-1", now_ms=NOW + 2_000)
     assert len(effects.dispatches) == 1
     instance_id, task = effects.dispatches[0]
     assert instance_id == "i-1"
@@ -523,21 +566,23 @@ def test_hello_returns_pending_records_for_redispatch(engine: Engine) -> None:
     assert task.script == b"echo i-1"
     assert task.timeout_seconds == TIMEOUT_S
     assert task.output_limit == 1024
-    assert record_row(engine, rid).state == ExecutionState.PENDING
+    assert record_row(tenant, rid).state == ExecutionState.PENDING
 
 
 # --- stop_invocation ---
 
 
-def test_stop_cancels_pending_and_stops_running_records(engine: Engine) -> None:
-    rids = invoke(engine, instance_ids=("i-1", "i-2"))
-    start(engine, rids["i-1"])
-    with engine.begin() as conn:
-        effects = invocations.stop_invocation(conn, REGION, INVOKE_ID, [], NOW + 3_000, NOW + 9_000)
-    running = record_row(engine, rids["i-1"])
+def test_stop_cancels_pending_and_stops_running_records(tenant: Tenant) -> None:
+    rids = invoke(tenant, instance_ids=("i-1", "i-2"))
+    start(tenant, rids["i-1"])
+    with tenant.engine.begin() as conn:
+        effects = invocations.stop_invocation(
+            conn, tenant.account_id, REGION, INVOKE_ID, [], NOW + 3_000, NOW + 9_000
+        )
+    running = record_row(tenant, rids["i-1"])
     assert running.state == ExecutionState.STOPPING
     assert running.deadline_ms == NOW + 9_000
-    pending = record_row(engine, rids["i-2"])
+    pending = record_row(tenant, rids["i-2"])
     assert pending.state == ExecutionState.CANCELLED
     assert pending.stop_ms == NOW + 3_000
     assert pending.deadline_ms is None
@@ -545,7 +590,7 @@ def test_stop_cancels_pending_and_stops_running_records(engine: Engine) -> None:
         CancelOrder("i-1", rids["i-1"]),
         CancelOrder("i-2", rids["i-2"]),
     ]
-    inv = invocation(engine)
+    inv = invocation(tenant)
     assert {m.instance_id: m.state for m in inv.instances} == {
         "i-1": ExecutionState.STOPPING,
         "i-2": ExecutionState.CANCELLED,
@@ -553,74 +598,91 @@ def test_stop_cancels_pending_and_stops_running_records(engine: Engine) -> None:
     assert inv.status is InvokeStatus.RUNNING
 
 
-def test_stop_of_one_instance_leaves_the_others(engine: Engine) -> None:
-    rids = invoke(engine, instance_ids=("i-1", "i-2"))
-    with engine.begin() as conn:
-        invocations.stop_invocation(conn, REGION, INVOKE_ID, ["i-2"], NOW + 3_000, NOW + 9_000)
-    assert record_row(engine, rids["i-1"]).state == ExecutionState.PENDING
-    assert record_row(engine, rids["i-2"]).state == ExecutionState.CANCELLED
+def test_stop_of_one_instance_leaves_the_others(tenant: Tenant) -> None:
+    rids = invoke(tenant, instance_ids=("i-1", "i-2"))
+    with tenant.engine.begin() as conn:
+        invocations.stop_invocation(
+            conn, tenant.account_id, REGION, INVOKE_ID, ["i-2"], NOW + 3_000, NOW + 9_000
+        )
+    assert record_row(tenant, rids["i-1"]).state == ExecutionState.PENDING
+    assert record_row(tenant, rids["i-2"]).state == ExecutionState.CANCELLED
 
 
-def test_stop_of_a_finished_invocation_is_a_failed_precondition(engine: Engine) -> None:
-    rid = invoke(engine)["i-1"]
-    start(engine, rid)
-    apply(engine, [finish(rid, output_size=0)])
-    with pytest.raises(FailedPrecondition) as caught, engine.begin() as conn:
-        invocations.stop_invocation(conn, REGION, INVOKE_ID, [], NOW + 9_000, NOW + 19_000)
+def test_stop_of_a_finished_invocation_is_a_failed_precondition(tenant: Tenant) -> None:
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    apply(tenant, [finish(rid, output_size=0)])
+    with pytest.raises(FailedPrecondition) as caught, tenant.engine.begin() as conn:
+        invocations.stop_invocation(
+            conn, tenant.account_id, REGION, INVOKE_ID, [], NOW + 9_000, NOW + 19_000
+        )
     assert caught.value.reason == reasons.INVOCATION_NOT_RUNNING
-    assert record_row(engine, rid).state == ExecutionState.SUCCESS
+    assert record_row(tenant, rid).state == ExecutionState.SUCCESS
 
 
-def test_stop_of_an_instance_outside_the_invocation_is_not_found(engine: Engine) -> None:
-    invoke(engine)
-    with pytest.raises(NotFound) as caught, engine.begin() as conn:
-        invocations.stop_invocation(conn, REGION, INVOKE_ID, ["i-9"], NOW, NOW)
+def test_stop_of_an_instance_outside_the_invocation_is_not_found(tenant: Tenant) -> None:
+    invoke(tenant)
+    with pytest.raises(NotFound) as caught, tenant.engine.begin() as conn:
+        invocations.stop_invocation(conn, tenant.account_id, REGION, INVOKE_ID, ["i-9"], NOW, NOW)
     assert caught.value.reason == reasons.INSTANCE_NOT_IN_INVOCATION
 
 
 # --- create_command ---
 
 
-def _create(conn: Connection, command_id: str, key: IdempotencyKey | None, quota: int = 100) -> str:
-    return commands.create_command(conn, command_id, command_spec(), NOW, quota, key)
+def _create(
+    conn: Connection,
+    account_id: str,
+    command_id: str,
+    key: IdempotencyKey | None,
+    quota: int = 100,
+) -> str:
+    return commands.create_command(conn, account_id, command_id, command_spec(), NOW, quota, key)
 
 
-def test_same_client_token_and_request_returns_the_first_command(engine: Engine) -> None:
-    key = IdempotencyKey(REGION, "CreateCommand", "token-1", "hash-a")
-    with engine.begin() as conn:
-        assert _create(conn, "c-first", key) == "c-first"
-    with engine.begin() as conn:
-        assert _create(conn, "c-second", key) == "c-first"
-    with engine.connect() as conn:
-        assert commands.get_command(conn, REGION, "c-first").spec == command_spec()
+def test_same_client_token_and_request_returns_the_first_command(tenant: Tenant) -> None:
+    key = IdempotencyKey(tenant.account_id, REGION, "CreateCommand", "token-1", "hash-a")
+    with tenant.engine.begin() as conn:
+        assert _create(conn, tenant.account_id, "c-first", key) == "c-first"
+    with tenant.engine.begin() as conn:
+        assert _create(conn, tenant.account_id, "c-second", key) == "c-first"
+    with tenant.engine.connect() as conn:
+        assert (
+            commands.get_command(conn, tenant.account_id, REGION, "c-first").spec == command_spec()
+        )
         with pytest.raises(NotFound):
-            commands.get_command(conn, REGION, "c-second")
+            commands.get_command(conn, tenant.account_id, REGION, "c-second")
 
 
-def test_same_client_token_with_another_request_is_already_exists(engine: Engine) -> None:
-    with engine.begin() as conn:
-        _create(conn, "c-first", IdempotencyKey(REGION, "CreateCommand", "token-1", "hash-a"))
-    other = IdempotencyKey(REGION, "CreateCommand", "token-1", "hash-b")
-    with pytest.raises(AlreadyExists) as caught, engine.begin() as conn:
-        _create(conn, "c-second", other)
+def test_same_client_token_with_another_request_is_already_exists(tenant: Tenant) -> None:
+    with tenant.engine.begin() as conn:
+        _create(
+            conn,
+            tenant.account_id,
+            "c-first",
+            IdempotencyKey(tenant.account_id, REGION, "CreateCommand", "token-1", "hash-a"),
+        )
+    other = IdempotencyKey(tenant.account_id, REGION, "CreateCommand", "token-1", "hash-b")
+    with pytest.raises(AlreadyExists) as caught, tenant.engine.begin() as conn:
+        _create(conn, tenant.account_id, "c-second", other)
     assert caught.value.reason == reasons.IDEMPOTENT_PARAMETER_MISMATCH
     assert caught.value.field == "client_token"
 
 
-def test_command_quota_is_enforced(engine: Engine) -> None:
-    with engine.begin() as conn:
-        _create(conn, "c-1", None, quota=2)
-        _create(conn, "c-2", None, quota=2)
-    with pytest.raises(ResourceExhausted) as caught, engine.begin() as conn:
-        _create(conn, "c-3", None, quota=2)
+def test_command_quota_is_enforced(tenant: Tenant) -> None:
+    with tenant.engine.begin() as conn:
+        _create(conn, tenant.account_id, "c-1", None, quota=2)
+        _create(conn, tenant.account_id, "c-2", None, quota=2)
+    with pytest.raises(ResourceExhausted) as caught, tenant.engine.begin() as conn:
+        _create(conn, tenant.account_id, "c-3", None, quota=2)
     assert caught.value.reason == reasons.CMD_COUNT_EXCEED_QUOTA
-    with engine.connect() as conn, pytest.raises(NotFound):
-        commands.get_command(conn, REGION, "c-3")
+    with tenant.engine.connect() as conn, pytest.raises(NotFound):
+        commands.get_command(conn, tenant.account_id, REGION, "c-3")
 
 
-def test_retry_with_a_used_token_is_answered_even_when_the_quota_is_full(engine: Engine) -> None:
-    key = IdempotencyKey(REGION, "CreateCommand", "token-1", "hash-a")
-    with engine.begin() as conn:
-        _create(conn, "c-1", key, quota=1)
-    with engine.begin() as conn:
-        assert _create(conn, "c-2", key, quota=1) == "c-1"
+def test_retry_with_a_used_token_is_answered_even_when_the_quota_is_full(tenant: Tenant) -> None:
+    key = IdempotencyKey(tenant.account_id, REGION, "CreateCommand", "token-1", "hash-a")
+    with tenant.engine.begin() as conn:
+        _create(conn, tenant.account_id, "c-1", key, quota=1)
+    with tenant.engine.begin() as conn:
+        assert _create(conn, tenant.account_id, "c-2", key, quota=1) == "c-1"

@@ -5,25 +5,24 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from server.domain.errors import FailedPrecondition
-from server.domain.model import CommandSpec, CommandType, InvocationSpec, OsType, RepeatMode
+from server.domain.model import CommandSpec, CommandType, InvocationSpec, RepeatMode
 from server.domain.schedule import Schedule, parse_frequency
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tasks import EndKind, TaskEnd
 from server.store import agents, commands, invocations
-from server.store.agents import AgentIdentity
-from server.store.engine import create_schema, make_engine
 from server.store.invocations import InvocationPlan
 from server.store.reports import Effects, TaskStart
 from server.store.schedules import FirePolicy, fire_due
 from server.store.tables import INVOCATION_INSTANCES, INVOCATIONS, RECORDS
+from tests.unit.tenancy import REGION, Tenant, new_engine, new_tenant
 
-REGION = "cn-hangzhou"
 # Tuesday 2026-03-10 09:07:13 UTC.
 NOW = int(datetime(2026, 3, 10, 9, 7, 13, tzinfo=UTC).timestamp() * 1000)
 TIMEOUT_S = 30
@@ -36,10 +35,13 @@ PAIR = ("i-1", "i-2")
 
 
 @pytest.fixture
-def engine(tmp_path: Any) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    create_schema(engine)
-    yield engine
+def tenant(tmp_path: Path) -> Iterator[Tenant]:
+    """An account whose instances i-1 and i-2 are registered (their agents not yet connected)."""
+    engine = new_engine(tmp_path)
+    tenant = new_tenant(engine, "acme", NOW - MINUTE_MS)
+    for instance_id in PAIR:
+        tenant.register(instance_id, NOW - MINUTE_MS)
+    yield tenant
     engine.dispose()
 
 
@@ -60,16 +62,14 @@ def policy() -> FirePolicy:
 
 
 def make_periodic(
-    engine: Engine,
+    tenant: Tenant,
     frequency: str = "rate(1m)",
     instance_ids: tuple[str, ...] = PAIR,
     invoke_id: str = INVOKE_ID,
 ) -> Schedule:
-    """Registers the instances, stores command c-1 and a periodic invocation made at NOW."""
+    """Connects the instances' agents, stores command c-1 and a periodic invocation made at NOW."""
     for instance_id in instance_ids:
-        identity = AgentIdentity(instance_id, REGION, OsType.LINUX, f"host-{instance_id}", "1.0")
-        with engine.begin() as conn:
-            agents.agent_hello(conn, identity, [], NOW)
+        tenant.hello(instance_id, NOW)
     schedule = schedule_for(frequency, TIMEOUT_S, NOW)
     spec = InvocationSpec(
         region_id=REGION,
@@ -86,9 +86,10 @@ def make_periodic(
         working_dir="",
         username="",
     )
-    with engine.begin() as conn:
+    with tenant.engine.begin() as conn:
         commands.create_command(
             conn,
+            tenant.account_id,
             "c-1",
             CommandSpec(
                 region_id=REGION,
@@ -108,6 +109,7 @@ def make_periodic(
         _, tasks = invocations.create_invocation(
             conn,
             InvocationPlan(
+                account_id=tenant.account_id,
                 invoke_id=invoke_id,
                 spec=spec,
                 record_ids={},
@@ -125,21 +127,21 @@ def make_periodic(
     return schedule
 
 
-def fire(engine: Engine, now_ms: int, fire_policy: FirePolicy) -> Effects:
-    with engine.begin() as conn:
+def fire(tenant: Tenant, now_ms: int, fire_policy: FirePolicy) -> Effects:
+    with tenant.engine.begin() as conn:
         return fire_due(conn, now_ms, fire_policy)
 
 
-def next_fire(engine: Engine, invoke_id: str = INVOKE_ID) -> int | None:
-    with engine.connect() as conn:
+def next_fire(tenant: Tenant, invoke_id: str = INVOKE_ID) -> int | None:
+    with tenant.engine.connect() as conn:
         value: int | None = conn.execute(
             select(INVOCATIONS.c.next_fire_ms).where(INVOCATIONS.c.invoke_id == invoke_id)
         ).scalar_one()
     return value
 
 
-def records(engine: Engine, invoke_id: str = INVOKE_ID) -> list[Any]:
-    with engine.connect() as conn:
+def records(tenant: Tenant, invoke_id: str = INVOKE_ID) -> list[Any]:
+    with tenant.engine.connect() as conn:
         return list(
             conn.execute(
                 select(RECORDS)
@@ -149,27 +151,27 @@ def records(engine: Engine, invoke_id: str = INVOKE_ID) -> list[Any]:
         )
 
 
-def members(engine: Engine, invoke_id: str = INVOKE_ID) -> dict[str, Any]:
-    with engine.connect() as conn:
+def members(tenant: Tenant, invoke_id: str = INVOKE_ID) -> dict[str, Any]:
+    with tenant.engine.connect() as conn:
         rows = conn.execute(
             select(INVOCATION_INSTANCES).where(INVOCATION_INSTANCES.c.invoke_id == invoke_id)
         ).all()
     return {row.instance_id: row for row in rows}
 
 
-def status(engine: Engine, invoke_id: str = INVOKE_ID) -> InvokeStatus:
-    with engine.connect() as conn:
-        return invocations.get_invocation(conn, REGION, invoke_id).status
+def status(tenant: Tenant, invoke_id: str = INVOKE_ID) -> InvokeStatus:
+    with tenant.engine.connect() as conn:
+        return invocations.get_invocation(conn, tenant.account_id, REGION, invoke_id).status
 
 
-def stop(engine: Engine, instance_ids: list[str], now_ms: int) -> Effects:
-    with engine.begin() as conn:
+def stop(tenant: Tenant, instance_ids: list[str], now_ms: int) -> Effects:
+    with tenant.engine.begin() as conn:
         return invocations.stop_invocation(
-            conn, REGION, INVOKE_ID, instance_ids, now_ms, now_ms + 10_000
+            conn, tenant.account_id, REGION, INVOKE_ID, instance_ids, now_ms, now_ms + 10_000
         )
 
 
-def run(engine: Engine, record_id: str, instance_id: str, at: int, end: bool = True) -> None:
+def run(tenant: Tenant, record_id: str, instance_id: str, at: int, end: bool = True) -> None:
     """The agent starts the record at `at` and (when `end`) finishes it 1 s later."""
     reports: list[Any] = [TaskStart(record_id, instance_id, at)]
     if end:
@@ -184,7 +186,7 @@ def run(engine: Engine, record_id: str, instance_id: str, at: int, end: bool = T
                 start_ms=at,
             )
         )
-    with engine.begin() as conn:
+    with tenant.engine.begin() as conn:
         effects = agents.apply_reports(conn, reports, at + 1_000)
     assert effects.rejected == []
 
@@ -192,22 +194,22 @@ def run(engine: Engine, record_id: str, instance_id: str, at: int, end: bool = T
 # --- a periodic invocation fires at its time ---
 
 
-def test_periodic_invocation_has_no_records_before_its_first_fire(engine: Engine) -> None:
-    make_periodic(engine)
-    assert records(engine) == []
-    assert next_fire(engine) == NOW
-    effects = fire(engine, NOW - 1, policy())
+def test_periodic_invocation_has_no_records_before_its_first_fire(tenant: Tenant) -> None:
+    make_periodic(tenant)
+    assert records(tenant) == []
+    assert next_fire(tenant) == NOW
+    effects = fire(tenant, NOW - 1, policy())
     assert effects.dispatches == []
-    assert records(engine) == []
-    assert next_fire(engine) == NOW
+    assert records(tenant) == []
+    assert next_fire(tenant) == NOW
 
 
 def test_due_fire_makes_one_pending_record_per_instance_and_dispatches_them(
-    engine: Engine,
+    tenant: Tenant,
 ) -> None:
-    make_periodic(engine)
-    effects = fire(engine, NOW, policy())
-    rows = records(engine)
+    make_periodic(tenant)
+    effects = fire(tenant, NOW, policy())
+    rows = records(tenant)
     assert [(r.instance_id, r.state, r.repeats) for r in rows] == [
         ("i-1", ExecutionState.PENDING, 1),
         ("i-2", ExecutionState.PENDING, 1),
@@ -218,178 +220,178 @@ def test_due_fire_makes_one_pending_record_per_instance_and_dispatches_them(
         (r.instance_id, r.record_id, INVOKE_ID) for r in rows
     ]
     assert effects.changed_invocations == {INVOKE_ID}
-    assert {i: (m.latest_record_id, m.repeats) for i, m in members(engine).items()} == {
+    assert {i: (m.latest_record_id, m.repeats) for i, m in members(tenant).items()} == {
         r.instance_id: (r.record_id, 1) for r in rows
     }
-    assert status(engine) is InvokeStatus.RUNNING
+    assert status(tenant) is InvokeStatus.RUNNING
 
 
-def test_fire_moves_next_fire_to_the_next_slot(engine: Engine) -> None:
-    make_periodic(engine, frequency="rate(1m)")
-    fire(engine, NOW, policy())
-    assert next_fire(engine) == NOW + MINUTE_MS
+def test_fire_moves_next_fire_to_the_next_slot(tenant: Tenant) -> None:
+    make_periodic(tenant, frequency="rate(1m)")
+    fire(tenant, NOW, policy())
+    assert next_fire(tenant) == NOW + MINUTE_MS
 
 
-def test_cron_fire_moves_next_fire_to_the_next_cron_slot(engine: Engine) -> None:
-    schedule = make_periodic(engine, frequency="0 */20 * * * ?")
+def test_cron_fire_moves_next_fire_to_the_next_cron_slot(tenant: Tenant) -> None:
+    schedule = make_periodic(tenant, frequency="0 */20 * * * ?")
     first = schedule.first_fire(NOW)
-    assert next_fire(engine) == first == NOW + (12 * 60 + 47) * 1000  # 09:20:00
-    fire(engine, first + 300, policy())
-    assert len(records(engine)) == 2
-    assert next_fire(engine) == first + 20 * MINUTE_MS
+    assert next_fire(tenant) == first == NOW + (12 * 60 + 47) * 1000  # 09:20:00
+    fire(tenant, first + 300, policy())
+    assert len(records(tenant)) == 2
+    assert next_fire(tenant) == first + 20 * MINUTE_MS
 
 
-def test_a_fire_is_claimed_once(engine: Engine) -> None:
-    make_periodic(engine)
+def test_a_fire_is_claimed_once(tenant: Tenant) -> None:
+    make_periodic(tenant)
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
+    fire(tenant, NOW, fire_policy)
     # Both runs end at once, so only the claim keeps the same slot from firing again.
-    for row in records(engine):
-        run(engine, row.record_id, row.instance_id, NOW)
-    again = fire(engine, NOW, fire_policy)
+    for row in records(tenant):
+        run(tenant, row.record_id, row.instance_id, NOW)
+    again = fire(tenant, NOW, fire_policy)
     assert again.dispatches == []
     assert again.changed_invocations == set()
-    assert len(records(engine)) == 2
-    assert next_fire(engine) == NOW + MINUTE_MS
+    assert len(records(tenant)) == 2
+    assert next_fire(tenant) == NOW + MINUTE_MS
 
 
-def test_each_fire_adds_a_record_and_counts_repeats(engine: Engine) -> None:
-    make_periodic(engine, instance_ids=("i-1",))
+def test_each_fire_adds_a_record_and_counts_repeats(tenant: Tenant) -> None:
+    make_periodic(tenant, instance_ids=("i-1",))
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
-    run(engine, records(engine)[0].record_id, "i-1", NOW + 100)
-    effects = fire(engine, NOW + MINUTE_MS, fire_policy)
-    rows = records(engine)
+    fire(tenant, NOW, fire_policy)
+    run(tenant, records(tenant)[0].record_id, "i-1", NOW + 100)
+    effects = fire(tenant, NOW + MINUTE_MS, fire_policy)
+    rows = records(tenant)
     assert [(r.state, r.repeats) for r in rows] == [
         (ExecutionState.SUCCESS, 1),
         (ExecutionState.PENDING, 2),
     ]
     assert [t.task_id for _, t in effects.dispatches] == [rows[1].record_id]
-    member = members(engine)["i-1"]
+    member = members(tenant)["i-1"]
     assert (member.latest_record_id, member.repeats) == (rows[1].record_id, 2)
-    assert next_fire(engine) == NOW + 2 * MINUTE_MS
+    assert next_fire(tenant) == NOW + 2 * MINUTE_MS
 
 
-def test_periodic_invocation_stays_running_between_fires(engine: Engine) -> None:
-    make_periodic(engine, instance_ids=("i-1",))
-    fire(engine, NOW, policy())
-    run(engine, records(engine)[0].record_id, "i-1", NOW + 100)
-    assert status(engine) is InvokeStatus.RUNNING
-    assert members(engine)["i-1"].state == ExecutionState.SUCCESS
+def test_periodic_invocation_stays_running_between_fires(tenant: Tenant) -> None:
+    make_periodic(tenant, instance_ids=("i-1",))
+    fire(tenant, NOW, policy())
+    run(tenant, records(tenant)[0].record_id, "i-1", NOW + 100)
+    assert status(tenant) is InvokeStatus.RUNNING
+    assert members(tenant)["i-1"].state == ExecutionState.SUCCESS
 
 
-def test_an_instance_still_running_its_previous_fire_is_skipped(engine: Engine) -> None:
-    make_periodic(engine)
+def test_an_instance_still_running_its_previous_fire_is_skipped(tenant: Tenant) -> None:
+    make_periodic(tenant)
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
-    first = {r.instance_id: r.record_id for r in records(engine)}
-    run(engine, first["i-1"], "i-1", NOW + 100, end=False)  # still RUNNING
-    run(engine, first["i-2"], "i-2", NOW + 100)  # SUCCESS
-    effects = fire(engine, NOW + MINUTE_MS, fire_policy)
+    fire(tenant, NOW, fire_policy)
+    first = {r.instance_id: r.record_id for r in records(tenant)}
+    run(tenant, first["i-1"], "i-1", NOW + 100, end=False)  # still RUNNING
+    run(tenant, first["i-2"], "i-2", NOW + 100)  # SUCCESS
+    effects = fire(tenant, NOW + MINUTE_MS, fire_policy)
     assert [i for i, _ in effects.dispatches] == ["i-2"]
-    new = [r for r in records(engine) if r.record_id not in first.values()]
+    new = [r for r in records(tenant) if r.record_id not in first.values()]
     assert [(r.instance_id, r.repeats) for r in new] == [("i-2", 2)]
-    assert members(engine)["i-1"].latest_record_id == first["i-1"]
-    assert members(engine)["i-1"].repeats == 1
-    assert next_fire(engine) == NOW + 2 * MINUTE_MS
+    assert members(tenant)["i-1"].latest_record_id == first["i-1"]
+    assert members(tenant)["i-1"].repeats == 1
+    assert next_fire(tenant) == NOW + 2 * MINUTE_MS
 
 
-def test_an_instance_still_pending_from_its_previous_fire_is_skipped(engine: Engine) -> None:
-    make_periodic(engine, instance_ids=("i-1",))
+def test_an_instance_still_pending_from_its_previous_fire_is_skipped(tenant: Tenant) -> None:
+    make_periodic(tenant, instance_ids=("i-1",))
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
-    effects = fire(engine, NOW + MINUTE_MS, fire_policy)
+    fire(tenant, NOW, fire_policy)
+    effects = fire(tenant, NOW + MINUTE_MS, fire_policy)
     assert effects.dispatches == []
-    assert len(records(engine)) == 1
-    assert next_fire(engine) == NOW + 2 * MINUTE_MS
+    assert len(records(tenant)) == 1
+    assert next_fire(tenant) == NOW + 2 * MINUTE_MS
 
 
 # --- stopping ---
 
 
-def test_a_stopped_instance_gets_no_more_records(engine: Engine) -> None:
-    make_periodic(engine)
+def test_a_stopped_instance_gets_no_more_records(tenant: Tenant) -> None:
+    make_periodic(tenant)
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
-    stop(engine, ["i-2"], NOW + 1_000)
-    first = {r.record_id for r in records(engine)}
-    effects = fire(engine, NOW + MINUTE_MS, fire_policy)
+    fire(tenant, NOW, fire_policy)
+    stop(tenant, ["i-2"], NOW + 1_000)
+    first = {r.record_id for r in records(tenant)}
+    effects = fire(tenant, NOW + MINUTE_MS, fire_policy)
     # i-1's first record is still PENDING, i-2 is stopped: nothing to fire yet.
     assert effects.dispatches == []
-    run(engine, records(engine)[0].record_id, "i-1", NOW + MINUTE_MS + 100)
-    effects = fire(engine, NOW + 2 * MINUTE_MS, fire_policy)
+    run(tenant, records(tenant)[0].record_id, "i-1", NOW + MINUTE_MS + 100)
+    effects = fire(tenant, NOW + 2 * MINUTE_MS, fire_policy)
     assert [i for i, _ in effects.dispatches] == ["i-1"]
-    new = [r for r in records(engine) if r.record_id not in first]
+    new = [r for r in records(tenant) if r.record_id not in first]
     assert [r.instance_id for r in new] == ["i-1"]
-    assert members(engine)["i-2"].stopped
-    assert next_fire(engine) == NOW + 3 * MINUTE_MS
+    assert members(tenant)["i-2"].stopped
+    assert next_fire(tenant) == NOW + 3 * MINUTE_MS
 
 
-def test_when_every_instance_is_stopped_next_fire_becomes_null(engine: Engine) -> None:
-    make_periodic(engine)
+def test_when_every_instance_is_stopped_next_fire_becomes_null(tenant: Tenant) -> None:
+    make_periodic(tenant)
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
-    stop(engine, ["i-1"], NOW + 1_000)
-    assert next_fire(engine) == NOW + MINUTE_MS
-    stop(engine, ["i-2"], NOW + 2_000)
-    assert next_fire(engine) is None
-    assert status(engine) is InvokeStatus.STOPPED
-    effects = fire(engine, NOW + 10 * MINUTE_MS, fire_policy)
+    fire(tenant, NOW, fire_policy)
+    stop(tenant, ["i-1"], NOW + 1_000)
+    assert next_fire(tenant) == NOW + MINUTE_MS
+    stop(tenant, ["i-2"], NOW + 2_000)
+    assert next_fire(tenant) is None
+    assert status(tenant) is InvokeStatus.STOPPED
+    effects = fire(tenant, NOW + 10 * MINUTE_MS, fire_policy)
     assert effects.dispatches == []
-    assert len(records(engine)) == 2
+    assert len(records(tenant)) == 2
 
 
-def test_stopping_before_the_first_fire_leaves_nothing_to_fire(engine: Engine) -> None:
-    make_periodic(engine, frequency="0 */20 * * * ?")
-    stop(engine, [], NOW + 1_000)
-    assert next_fire(engine) is None
-    assert status(engine) is InvokeStatus.STOPPED
-    assert fire(engine, NOW + 3_600_000, policy()).dispatches == []
-    assert records(engine) == []
+def test_stopping_before_the_first_fire_leaves_nothing_to_fire(tenant: Tenant) -> None:
+    make_periodic(tenant, frequency="0 */20 * * * ?")
+    stop(tenant, [], NOW + 1_000)
+    assert next_fire(tenant) is None
+    assert status(tenant) is InvokeStatus.STOPPED
+    assert fire(tenant, NOW + 3_600_000, policy()).dispatches == []
+    assert records(tenant) == []
 
 
 # --- missed fires ---
 
 
-def test_a_fire_found_later_than_the_grace_is_skipped(engine: Engine) -> None:
-    make_periodic(engine)
+def test_a_fire_found_later_than_the_grace_is_skipped(tenant: Tenant) -> None:
+    make_periodic(tenant)
     late = NOW + GRACE_MS + 1
-    effects = fire(engine, late, policy())
+    effects = fire(tenant, late, policy())
     assert effects.dispatches == []
-    assert records(engine) == []
-    assert next_fire(engine) == NOW + MINUTE_MS
+    assert records(tenant) == []
+    assert next_fire(tenant) == NOW + MINUTE_MS
 
 
-def test_a_fire_within_the_grace_runs(engine: Engine) -> None:
-    make_periodic(engine)
-    effects = fire(engine, NOW + GRACE_MS, policy())
+def test_a_fire_within_the_grace_runs(tenant: Tenant) -> None:
+    make_periodic(tenant)
+    effects = fire(tenant, NOW + GRACE_MS, policy())
     assert len(effects.dispatches) == 2
-    assert all(r.created_ms == NOW + GRACE_MS for r in records(engine))
+    assert all(r.created_ms == NOW + GRACE_MS for r in records(tenant))
 
 
-def test_after_a_long_outage_next_fire_moves_past_now_without_replaying(engine: Engine) -> None:
-    make_periodic(engine)
+def test_after_a_long_outage_next_fire_moves_past_now_without_replaying(tenant: Tenant) -> None:
+    make_periodic(tenant)
     fire_policy = policy()
-    fire(engine, NOW, fire_policy)
-    for row in records(engine):
-        run(engine, row.record_id, row.instance_id, NOW + 100)
+    fire(tenant, NOW, fire_policy)
+    for row in records(tenant):
+        run(tenant, row.record_id, row.instance_id, NOW + 100)
     back = NOW + 10 * MINUTE_MS + 5_000  # ten slots missed
-    effects = fire(engine, back, fire_policy)
+    effects = fire(tenant, back, fire_policy)
     assert effects.dispatches == []
-    assert len(records(engine)) == 2
-    following = next_fire(engine)
+    assert len(records(tenant)) == 2
+    following = next_fire(tenant)
     assert following == NOW + 11 * MINUTE_MS
     assert following > back
 
 
-def test_a_late_cron_fire_moves_to_the_next_cron_slot_after_now(engine: Engine) -> None:
-    schedule = make_periodic(engine, frequency="0 */20 * * * ?")
+def test_a_late_cron_fire_moves_to_the_next_cron_slot_after_now(tenant: Tenant) -> None:
+    schedule = make_periodic(tenant, frequency="0 */20 * * * ?")
     first = schedule.first_fire(NOW)
     assert first is not None
     back = first + 45 * MINUTE_MS  # 10:05, slots 09:20, 09:40 and 10:00 missed
-    fire(engine, back, policy())
-    assert records(engine) == []
-    assert next_fire(engine) == first + 60 * MINUTE_MS  # 10:20
+    fire(tenant, back, policy())
+    assert records(tenant) == []
+    assert next_fire(tenant) == first + 60 * MINUTE_MS  # 10:20
 
 
 # --- at(): one fire ---
@@ -398,45 +400,45 @@ def test_a_late_cron_fire_moves_to_the_next_cron_slot_after_now(engine: Engine) 
 AT = int(datetime(2026, 3, 10, 10, 0, tzinfo=UTC).timestamp() * 1000)
 
 
-def test_at_invocation_fires_once_then_has_no_next_fire(engine: Engine) -> None:
-    schedule = make_periodic(engine, frequency="at(2026-03-10 10:00:00)")
+def test_at_invocation_fires_once_then_has_no_next_fire(tenant: Tenant) -> None:
+    schedule = make_periodic(tenant, frequency="at(2026-03-10 10:00:00)")
     assert schedule.one_shot
-    assert next_fire(engine) == AT
-    with engine.connect() as conn:
+    assert next_fire(tenant) == AT
+    with tenant.engine.connect() as conn:
         assert conn.execute(select(INVOCATIONS.c.one_shot)).scalar_one()
     fire_policy = policy()
-    assert fire(engine, AT - 1, fire_policy).dispatches == []
-    effects = fire(engine, AT, fire_policy)
+    assert fire(tenant, AT - 1, fire_policy).dispatches == []
+    effects = fire(tenant, AT, fire_policy)
     assert sorted(i for i, _ in effects.dispatches) == list(PAIR)
-    assert next_fire(engine) is None
-    assert fire(engine, AT + 10 * MINUTE_MS, fire_policy).dispatches == []
-    assert len(records(engine)) == 2
+    assert next_fire(tenant) is None
+    assert fire(tenant, AT + 10 * MINUTE_MS, fire_policy).dispatches == []
+    assert len(records(tenant)) == 2
 
 
-def test_at_invocation_aggregates_like_a_one_shot_once_its_records_end(engine: Engine) -> None:
-    make_periodic(engine, frequency="at(2026-03-10 10:00:00)")
-    fire(engine, AT, policy())
-    rids = {r.instance_id: r.record_id for r in records(engine)}
-    run(engine, rids["i-1"], "i-1", AT + 100)
-    assert status(engine) is InvokeStatus.RUNNING
-    run(engine, rids["i-2"], "i-2", AT + 200)
-    assert status(engine) is InvokeStatus.FINISHED
-    assert {i: (m.state, m.status) for i, m in members(engine).items()} == {
+def test_at_invocation_aggregates_like_a_one_shot_once_its_records_end(tenant: Tenant) -> None:
+    make_periodic(tenant, frequency="at(2026-03-10 10:00:00)")
+    fire(tenant, AT, policy())
+    rids = {r.instance_id: r.record_id for r in records(tenant)}
+    run(tenant, rids["i-1"], "i-1", AT + 100)
+    assert status(tenant) is InvokeStatus.RUNNING
+    run(tenant, rids["i-2"], "i-2", AT + 200)
+    assert status(tenant) is InvokeStatus.FINISHED
+    assert {i: (m.state, m.status) for i, m in members(tenant).items()} == {
         "i-1": (ExecutionState.SUCCESS, InvokeStatus.FINISHED),
         "i-2": (ExecutionState.SUCCESS, InvokeStatus.FINISHED),
     }
     with pytest.raises(FailedPrecondition):
-        stop(engine, [], AT + 5_000)
+        stop(tenant, [], AT + 5_000)
 
 
-def test_a_missed_at_fire_does_not_leave_the_invocation_running(engine: Engine) -> None:
+def test_a_missed_at_fire_does_not_leave_the_invocation_running(tenant: Tenant) -> None:
     # The only fire of an at() schedule is skipped (the server was down at that time): no
     # record will ever exist and nothing can be stopped, so the invocation must not stay
     # Running forever.
-    make_periodic(engine, frequency="at(2026-03-10 10:00:00)")
-    fire(engine, AT + GRACE_MS + 1, policy())
-    assert records(engine) == []
-    assert next_fire(engine) is None
+    make_periodic(tenant, frequency="at(2026-03-10 10:00:00)")
+    fire(tenant, AT + GRACE_MS + 1, policy())
+    assert records(tenant) == []
+    assert next_fire(tenant) is None
     with pytest.raises(FailedPrecondition):
-        stop(engine, [], AT + GRACE_MS + 2)
-    assert status(engine) is not InvokeStatus.RUNNING
+        stop(tenant, [], AT + GRACE_MS + 2)
+    assert status(tenant) is not InvokeStatus.RUNNING

@@ -44,6 +44,66 @@ STOP_REASON_TIMEOUT: StopReason.ValueType  # 2
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
+class RegisterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVATION_ID_FIELD_NUMBER: _builtins.int
+    ACTIVATION_CODE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    OS_TYPE_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    activation_id: _builtins.str
+    activation_code: _builtins.str
+    instance_id: _builtins.str
+    """The id to register as; empty: the server picks one. Registering an id again (within the
+    activation's account) replaces its secret.
+    """
+    os_type: _instance_pb2.OsType.ValueType
+    hostname: _builtins.str
+    def __init__(
+        self,
+        *,
+        activation_id: _builtins.str = ...,
+        activation_code: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        os_type: _instance_pb2.OsType.ValueType = ...,
+        hostname: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_code", b"activation_code", "activation_id", b"activation_id", "hostname", b"hostname", "instance_id", b"instance_id", "os_type", b"os_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
+
+@_typing.final
+class RegisterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_SECRET_FIELD_NUMBER: _builtins.int
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    instance_secret: _builtins.str
+    """Sent in every hello. Stored by the server only as a hash."""
+    region_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        instance_secret: _builtins.str = ...,
+        region_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "instance_secret", b"instance_secret", "region_id", b"region_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterResponse: _TypeAlias = RegisterResponse  # noqa: Y015
+
+@_typing.final
 class ConnectRequest(_message.Message):
     """Agent to server."""
 
@@ -174,11 +234,14 @@ class Hello(_message.Message):
     HOSTNAME_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
+    INSTANCE_SECRET_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: _instance_pb2.OsType.ValueType
     hostname: _builtins.str
     agent_version: _builtins.str
+    instance_secret: _builtins.str
+    """From Register."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskProgress]:
         """Every task the agent holds; a task the server thinks running that is not here was lost."""
@@ -192,10 +255,11 @@ class Hello(_message.Message):
         hostname: _builtins.str = ...,
         agent_version: _builtins.str = ...,
         tasks: _abc.Iterable[Global___TaskProgress] | None = ...,
+        instance_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "os_type", b"os_type", "region_id", b"region_id", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,11 @@ class AgentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Register = channel.unary_unary(
+                '/cloudassist.v1.AgentService/Register',
+                request_serializer=cloudassist_dot_v1_dot_agent__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_agent__pb2.RegisterResponse.FromString,
+                _registered_method=True)
         self.Connect = channel.stream_stream(
                 '/cloudassist.v1.AgentService/Connect',
                 request_serializer=cloudassist_dot_v1_dot_agent__pb2.ConnectRequest.SerializeToString,
@@ -56,8 +61,16 @@ class AgentServiceServicer:
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
     """
 
+    def Register(self, request, context):
+        """Trades an activation (id and code) for an instance id and the instance's own secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Connect(self, request_iterator, context):
-        """The first message from the agent is `hello`; the server answers `welcome`.
+        """The first message from the agent is `hello` (with the instance secret); the server
+        answers `welcome`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,6 +79,11 @@ class AgentServiceServicer:
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Register': grpc.unary_unary_rpc_method_handler(
+                    servicer.Register,
+                    request_deserializer=cloudassist_dot_v1_dot_agent__pb2.RegisterRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_agent__pb2.RegisterResponse.SerializeToString,
+            ),
             'Connect': grpc.stream_stream_rpc_method_handler(
                     servicer.Connect,
                     request_deserializer=cloudassist_dot_v1_dot_agent__pb2.ConnectRequest.FromString,
@@ -87,6 +105,33 @@ class AgentService:
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
     """
+
+    @staticmethod
+    def Register(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.AgentService/Register',
+            cloudassist_dot_v1_dot_agent__pb2.RegisterRequest.SerializeToString,
+            cloudassist_dot_v1_dot_agent__pb2.RegisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Connect(request_iterator,

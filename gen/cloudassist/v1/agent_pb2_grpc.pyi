@@ -39,8 +39,12 @@ class AgentServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
+    Register: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RegisterRequest, _agent_pb2.RegisterResponse]
+    """Trades an activation (id and code) for an instance id and the instance's own secret."""
     Connect: _grpc.StreamStreamMultiCallable[_agent_pb2.ConnectRequest, _agent_pb2.ConnectResponse]
-    """The first message from the agent is `hello`; the server answers `welcome`."""
+    """The first message from the agent is `hello` (with the instance secret); the server
+    answers `welcome`.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -53,8 +57,12 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    Register: _aio.UnaryUnaryMultiCallable[_agent_pb2.RegisterRequest, _agent_pb2.RegisterResponse]  # type: ignore[assignment]
+    """Trades an activation (id and code) for an instance id and the instance's own secret."""
     Connect: _aio.StreamStreamMultiCallable[_agent_pb2.ConnectRequest, _agent_pb2.ConnectResponse]  # type: ignore[assignment]
-    """The first message from the agent is `hello`; the server answers `welcome`."""
+    """The first message from the agent is `hello` (with the instance secret); the server
+    answers `welcome`.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AgentService is the one stream each agent keeps open to the server: dispatch and
@@ -66,11 +74,21 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """
 
     @_abc_1.abstractmethod
+    def Register(
+        self,
+        request: _agent_pb2.RegisterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.RegisterResponse, _abc.Awaitable[_agent_pb2.RegisterResponse]]:
+        """Trades an activation (id and code) for an instance id and the instance's own secret."""
+
+    @_abc_1.abstractmethod
     def Connect(
         self,
         request_iterator: _MaybeAsyncIterator[_agent_pb2.ConnectRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.ConnectResponse], _abc.AsyncIterator[_agent_pb2.ConnectResponse]]:
-        """The first message from the agent is `hello`; the server answers `welcome`."""
+        """The first message from the agent is `hello` (with the instance secret); the server
+        answers `welcome`.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -40,6 +40,11 @@ class InstanceServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_instance__pb2.DescribeInstancesRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_instance__pb2.DescribeInstancesResponse.FromString,
                 _registered_method=True)
+        self.DeregisterInstance = channel.unary_unary(
+                '/cloudassist.v1.InstanceService/DeregisterInstance',
+                request_serializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -53,6 +58,13 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeregisterInstance(self, request, context):
+        """Revokes an instance's registration: its agent can no longer connect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +72,11 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.DescribeInstances,
                     request_deserializer=cloudassist_dot_v1_dot_instance__pb2.DescribeInstancesRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_instance__pb2.DescribeInstancesResponse.SerializeToString,
+            ),
+            'DeregisterInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeregisterInstance,
+                    request_deserializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class InstanceService:
             '/cloudassist.v1.InstanceService/DescribeInstances',
             cloudassist_dot_v1_dot_instance__pb2.DescribeInstancesRequest.SerializeToString,
             cloudassist_dot_v1_dot_instance__pb2.DescribeInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeregisterInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.InstanceService/DeregisterInstance',
+            cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceRequest.SerializeToString,
+            cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,8 @@ class InstanceServiceStub:
     def __new__(cls, channel: _aio.Channel) -> InstanceServiceAsyncStub: ...
     DescribeInstances: _grpc.UnaryUnaryMultiCallable[_instance_pb2.DescribeInstancesRequest, _instance_pb2.DescribeInstancesResponse]
     """Lists instances, newest registration first."""
+    DeregisterInstance: _grpc.UnaryUnaryMultiCallable[_instance_pb2.DeregisterInstanceRequest, _instance_pb2.DeregisterInstanceResponse]
+    """Revokes an instance's registration: its agent can no longer connect."""
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -43,6 +45,8 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     DescribeInstances: _aio.UnaryUnaryMultiCallable[_instance_pb2.DescribeInstancesRequest, _instance_pb2.DescribeInstancesResponse]  # type: ignore[assignment]
     """Lists instances, newest registration first."""
+    DeregisterInstance: _aio.UnaryUnaryMultiCallable[_instance_pb2.DeregisterInstanceRequest, _instance_pb2.DeregisterInstanceResponse]  # type: ignore[assignment]
+    """Revokes an instance's registration: its agent can no longer connect."""
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """InstanceService tells which machines have an agent and whether it is connected."""
@@ -54,5 +58,13 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.DescribeInstancesResponse, _abc.Awaitable[_instance_pb2.DescribeInstancesResponse]]:
         """Lists instances, newest registration first."""
+
+    @_abc_1.abstractmethod
+    def DeregisterInstance(
+        self,
+        request: _instance_pb2.DeregisterInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.DeregisterInstanceResponse, _abc.Awaitable[_instance_pb2.DeregisterInstanceResponse]]:
+        """Revokes an instance's registration: its agent can no longer connect."""
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,88 @@
+"""What every client call goes through before its servicer: authentication, the admin check,
+the per-account rate limit; and after it, for mutating calls, the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from grpc import aio
+
+from server.auth import Authenticator, RateLimiter
+from server.clock import now_ms
+from server.domain import ids, reasons
+from server.domain.accounts import AuditEntry, Principal
+from server.domain.errors import PermissionDenied
+
+MUTATING_PREFIXES = ("Create", "Modify", "Delete", "Invoke", "Run", "Stop", "Revoke", "Deregister")
+
+
+def resource_ids(*messages: Message | None) -> tuple[str, ...]:
+    """The `*_id` and `*_ids` values of messages and of their direct sub-messages."""
+    found: list[str] = []
+
+    def collect(message: Message, depth: int) -> None:
+        for field, value in message.ListFields():
+            if field.name == "region_id":
+                continue
+            if field.name.endswith("_id") and isinstance(value, str):
+                found.append(value)
+            elif field.name.endswith("_ids") and field.type == FieldDescriptor.TYPE_STRING:
+                found.extend(value)
+            elif (
+                depth == 0
+                and field.type == FieldDescriptor.TYPE_MESSAGE
+                and isinstance(value, Message)
+            ):
+                collect(value, 1)
+
+    for message in messages:
+        if message is not None:
+            collect(message, 0)
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass
+class Guard:
+    authenticator: Authenticator
+    limiter: RateLimiter
+    record: Callable[[AuditEntry], Awaitable[None]]
+    admin_only: bool = False
+
+    async def admit(self, context: aio.ServicerContext[Any, Any]) -> Principal:
+        who = await self.authenticator.authenticate(context.invocation_metadata())
+        if self.admin_only and not who.admin:
+            raise PermissionDenied(
+                reasons.NOT_ADMIN, "this call needs the API key of an admin account"
+            )
+        self.limiter.admit(who.account_id)
+        return who
+
+    @staticmethod
+    def audits(method_name: str) -> bool:
+        return method_name.startswith(MUTATING_PREFIXES)
+
+    async def audit(
+        self,
+        who: Principal,
+        method: str,
+        request: Message,
+        response: Message | None,
+        code: str,
+        peer: str,
+    ) -> None:
+        await self.record(
+            AuditEntry(
+                event_id=ids.new_id("e"),
+                time_ms=now_ms(),
+                account_id=who.account_id,
+                key_id=who.key_id,
+                method=method,
+                resource_ids=resource_ids(request, response),
+                code=code,
+                peer=peer,
+            )
+        )
