@@ -20,6 +20,7 @@ run: install
 
 test: install
 	$(PY) -m pytest
+	CLOUDASSIST_TEST_DB=postgres $(PY) -m pytest tests/integration
 
 # Regenerate the Python stubs and their .pyi type stubs from protos/.
 gen: install

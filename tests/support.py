@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 from grpc import aio
@@ -82,10 +82,17 @@ class Process:
         self.stop(signal.SIGKILL)
 
 
+# Set by tests/conftest.py when the suite runs against PostgreSQL: makes a fresh database.
+database_factory: Callable[[], str] | None = None
+
+
 class ServerProcess(Process):
-    def __init__(self, workdir: Path, *flags: str, ca: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *flags: str, ca: Path | None = None, db_url: str | None = None
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.db_url = db_url or (database_factory() if database_factory else None)
         self.ready_file = workdir / "ready.json"
         # The CA of the server's TLS certificate, when it serves TLS.
         self.ca = ca
@@ -101,6 +108,7 @@ class ServerProcess(Process):
                 str(workdir),
                 "--ready-file",
                 str(self.ready_file),
+                *(["--db", self.db_url] if self.db_url else []),
                 *flags,
             ],
             workdir / "server.log",
@@ -164,8 +172,19 @@ class ServerProcess(Process):
     def db_path(self) -> Path:
         return self.workdir / "cloudassist.db"
 
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query, straight from the server's database (SQLite or
+        PostgreSQL)."""
+        if self.db_url is None:
+            with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
+                return list(db.execute(sql).fetchall())
+        import psycopg
+
+        with psycopg.connect(self.db_url.replace("postgresql+psycopg://", "postgresql://")) as db:
+            return list(db.execute(sql).fetchall())  # type: ignore[arg-type]
+
     def row_counts(self) -> dict[str, int]:
-        """Rows per table, read straight from the database file."""
+        """Rows per table, read straight from the database."""
         tables = [
             "commands",
             "invocations",
@@ -174,8 +193,7 @@ class ServerProcess(Process):
             "output_chunks",
             "idempotency_tokens",
         ]
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
-            return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+        return {t: self.query(f"SELECT count(*) FROM {t}")[0][0] for t in tables}
 
 
 class AgentProcess(Process):
