@@ -20,7 +20,8 @@ run: install
 
 test: install
 	$(PY) -m pytest
-	CLOUDASSIST_TEST_DB=postgres $(PY) -m pytest tests/integration
+	CLOUDASSIST_TEST_DB=postgres $(PY) -m pytest tests/integration \
+	  --ignore tests/integration/test_cluster.py
 
 # Regenerate the Python stubs and their .pyi type stubs from protos/.
 gen: install

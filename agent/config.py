@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--server",
         default=_env("server", defaults.server),
-        help="host:port of the cloudassist server [%(default)s]",
+        help="host:port of the cloudassist server; several, comma-separated, are tried in turn "
+        "on each reconnect [%(default)s]",
     )
     add(
         "--instance-id",

@@ -112,6 +112,9 @@ class Agent:
         self.config = config
         self.spool = Spool(config.state_dir)
         self.credentials = self.spool.credentials()
+        # Several servers (comma-separated): the first, then each reconnect tries the next.
+        self._servers = [a.strip() for a in config.server.split(",") if a.strip()]
+        self._server_index = 0
         self.tasks: dict[str, HeldTask] = {}
         self._changed = asyncio.Event()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="spool-io")
@@ -154,16 +157,23 @@ class Agent:
 
     # Registration -----------------------------------------------------------------------
 
+    @property
+    def server(self) -> str:
+        return self._servers[self._server_index % len(self._servers)]
+
+    def _next_server(self) -> None:
+        self._server_index += 1
+
     def _channel(self) -> aio.Channel:
         config = self.config
         if config.ca is None and config.cert is None:
-            return aio.insecure_channel(config.server, options=CHANNEL_OPTIONS)
+            return aio.insecure_channel(self.server, options=CHANNEL_OPTIONS)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=config.ca.read_bytes() if config.ca else None,
             private_key=config.key.read_bytes() if config.key else None,
             certificate_chain=config.cert.read_bytes() if config.cert else None,
         )
-        return aio.secure_channel(config.server, credentials, options=CHANNEL_OPTIONS)
+        return aio.secure_channel(self.server, credentials, options=CHANNEL_OPTIONS)
 
     async def register(self) -> Credentials:
         """The saved credentials, or new ones from the configured activation."""
@@ -203,6 +213,7 @@ class Agent:
                         f"registration refused: {error.code().name}: {error.details()}"
                     ) from error
                 log.info("registration: %s; retrying", _brief(error))
+                self._next_server()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
             if self._stopping.is_set():
@@ -236,11 +247,12 @@ class Agent:
                 welcomed = False
             except Exception as exc:
                 welcomed = False
-                log.info("connection to %s ended: %s", self.config.server, _brief(exc))
+                log.info("connection to %s ended: %s", self.server, _brief(exc))
             finally:
                 self.connected.clear()
             if self._stopping.is_set():
                 break
+            self._next_server()
             delay = random.uniform(0, 1) if welcomed else backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -286,7 +298,7 @@ class Agent:
             await self._welcome(first.welcome)
             backoff.reset()
             self.connected.set()
-            log.info("connected to %s as %s", self.config.server, self.instance_id)
+            log.info("connected to %s as %s", self.server, self.instance_id)
             outbox: asyncio.Queue[pb.ConnectRequest] = asyncio.Queue(OUTBOX)
             helpers = [
                 asyncio.create_task(self._writer(call, outbox)),

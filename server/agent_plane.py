@@ -13,6 +13,7 @@ from server.store.agents import (
     HeldTask,
     agent_hello,
     mark_offline,
+    pending_tasks,
 )
 from server.store.database import Database
 from server.store.reports import Report
@@ -20,10 +21,11 @@ from server.store.security import register_instance
 
 
 class AgentPlane:
-    def __init__(self, db: Database, hub: Hub, recorder: Recorder) -> None:
+    def __init__(self, db: Database, hub: Hub, recorder: Recorder, server_id: str) -> None:
         self._db = db
         self._hub = hub
         self._recorder = recorder
+        self._server_id = server_id
 
     async def connect(
         self, agent: AgentIdentity, held: Sequence[HeldTask]
@@ -35,7 +37,9 @@ class AgentPlane:
         """
         # Reports still buffered from a previous connection must count before reconciling.
         await self._recorder.flush()
-        effects, acks = await self._db.write(agent_hello, agent, list(held), now_ms())
+        effects, acks = await self._db.write(
+            agent_hello, agent, list(held), now_ms(), self._server_id
+        )
         session = AgentSession(agent.instance_id)
         self._hub.attach(session)
         self._hub.carry_out(effects)
@@ -54,4 +58,12 @@ class AgentPlane:
 
     async def disconnect(self, session: AgentSession) -> None:
         if self._hub.detach(session):
-            await self._db.write(mark_offline, session.instance_id, now_ms())
+            await self._db.write(mark_offline, session.instance_id, self._server_id, now_ms())
+
+    async def redispatch(self, instance_ids: list[str] | None = None) -> None:
+        """Sends the PENDING tasks of agents connected here (all of them when None): another
+        server created them, or notifications were missed."""
+        local = set(self._hub.local_instances())
+        for instance_id in local if instance_ids is None else local.intersection(instance_ids):
+            for task in await self._db.read(pending_tasks, instance_id):
+                self._hub.send(instance_id, task)

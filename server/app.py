@@ -18,6 +18,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import make_url
 
 from cloudassist.v1 import admin_pb2, agent_pb2, command_pb2, instance_pb2
 from server.admin_plane import AdminPlane
@@ -29,6 +30,7 @@ from server.api.guard import Guard
 from server.api.instance_service import InstanceService
 from server.api.registration import add_service
 from server.auth import Authenticator, RateLimiter
+from server.bus import LocalBus, PostgresBus
 from server.clock import now_ms
 from server.config import ServerConfig
 from server.domain import ids
@@ -38,14 +40,18 @@ from server.plane import CommandPlane, PlaneSettings
 from server.reaper import Reaper
 from server.recorder import Recorder
 from server.scheduler import Scheduler
-from server.store.agents import mark_all_offline
+from server.store import servers
 from server.store.database import Database
+from server.store.engine import is_sqlite
 from server.store.schedules import FirePolicy
 from server.store.security import bootstrap_admin
 
 log = logging.getLogger(__name__)
 
 ADMIN_KEY_FILE = "admin.key"
+PRESENCE_SECONDS = 5.0
+# A server whose heartbeat is older than this is gone; its agents are offline.
+PRESENCE_STALE_MS = 20_000
 
 
 def _service(module: ModuleType, name: str) -> ServiceDescriptor:
@@ -102,6 +108,7 @@ class ServerApp:
         self.config = config
         self._check_transport()
         self.db = Database.open(config.database_url)
+        self.server_id = ids.new_id("s")
         self.events = InvocationEvents()
         self.hub = Hub(self.events)
         self.recorder = Recorder(self.db, self.hub)
@@ -117,7 +124,18 @@ class ServerApp:
                 output_grace_seconds=config.output_grace_seconds,
             ),
         )
-        self.agent_plane = AgentPlane(self.db, self.hub, self.recorder)
+        self.agent_plane = AgentPlane(self.db, self.hub, self.recorder, self.server_id)
+        if is_sqlite(config.database_url):
+            self.hub.bus = LocalBus()
+        else:
+            self.hub.bus = PostgresBus(
+                psycopg_dsn(config.database_url),
+                self.server_id,
+                on_dispatch=self.agent_plane.redispatch,
+                on_cancel=self.hub.deliver_cancels,
+                on_changed=self.events.notify,
+                on_resync=self._resync,
+            )
         self.authenticator = Authenticator(self.db)
         self.admin_plane = AdminPlane(self.db, self.authenticator)
         self.scheduler = Scheduler(
@@ -185,9 +203,26 @@ class ServerApp:
             out.write(token + "\n")
         log.warning("created the admin account; its API key is in %s (mode 0600)", path)
 
+    async def _resync(self) -> None:
+        """Notifications may have been missed: look at the rows again."""
+        await self.agent_plane.redispatch()
+        self.events.notify_all()
+
+    async def _presence(self) -> None:
+        """Heartbeat of this server; agents of servers that stopped beating go offline."""
+        while True:
+            try:
+                await self.db.write(servers.heartbeat, self.server_id, self.config.listen, now_ms())
+                await self.db.write(servers.sweep, now_ms(), PRESENCE_STALE_MS)
+            except Exception:
+                log.exception("server heartbeat failed; retrying")
+            await asyncio.sleep(PRESENCE_SECONDS)
+
     async def start(self) -> int:
-        await self.db.write(mark_all_offline)
+        await self.db.write(servers.heartbeat, self.server_id, self.config.listen, now_ms())
+        await self.db.write(servers.sweep, now_ms(), PRESENCE_STALE_MS)
         await self._bootstrap()
+        await self.hub.bus.start()
         limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
         tenant = Guard(self.authenticator, limiter, self.admin_plane.record)
         admin = Guard(self.authenticator, limiter, self.admin_plane.record, admin_only=True)
@@ -222,6 +257,7 @@ class ServerApp:
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.reaper.run(), name="reaper"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            asyncio.create_task(self._presence(), name="presence"),
         ]
         for name in ["", *(s.full_name for s in (*served, AGENT_SERVICE))]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -244,8 +280,8 @@ class ServerApp:
         await self.health.enter_graceful_shutdown()
         self.hub.drain("server shutting down")
         grace = self.config.shutdown_grace_seconds
-        servers = [s for s in (self.server, self.agent_server) if s is not None]
-        await asyncio.gather(*(s.stop(grace) for s in servers))
+        listeners = [s for s in (self.server, self.agent_server) if s is not None]
+        await asyncio.gather(*(s.stop(grace) for s in listeners))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.recorder.flush(), grace)
         for task in self._tasks:
@@ -253,11 +289,17 @@ class ServerApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.hub.bus.stop()
+        with contextlib.suppress(Exception):
+            await self.db.write(servers.leave, self.server_id)
         self.db.close()
         log.info("stopped")
 
 
 def _redacted(url: str) -> str:
-    from sqlalchemy import make_url
-
     return make_url(url).render_as_string(hide_password=True)
+
+
+def psycopg_dsn(url: str) -> str:
+    """The libpq connection string of a SQLAlchemy PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

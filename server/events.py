@@ -31,5 +31,10 @@ class InvocationEvents:
             for event in self._watchers.get(invoke_id, ()):
                 event.set()
 
+    def notify_all(self) -> None:
+        for watchers in self._watchers.values():
+            for event in watchers:
+                event.set()
+
     def watcher_count(self) -> int:
         return sum(len(w) for w in self._watchers.values())

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from server.bus import Bus, LocalBus
 from server.domain.tasks import Task
 from server.events import InvocationEvents
 from server.store.reports import CancelOrder, Effects, OutputAck
@@ -32,10 +33,17 @@ class AgentSession:
         self.instance_id = instance_id
         self.queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         self.closed = False
+        # Tasks sent on this session: a task is sent once per session (agents de-duplicate
+        # too, but a re-scan should not resend what is already on the wire).
+        self.sent: set[str] = set()
 
     def send(self, item: Outgoing) -> bool:
         if self.closed:
             return False
+        if isinstance(item, Task):
+            if item.task_id in self.sent:
+                return True
+            self.sent.add(item.task_id)
         if self.queue.qsize() >= MAX_QUEUED:
             log.warning("agent %s is not reading; closing its session", self.instance_id)
             self.close()
@@ -50,8 +58,10 @@ class AgentSession:
 
 
 class Hub:
-    def __init__(self, events: InvocationEvents) -> None:
+    def __init__(self, events: InvocationEvents, bus: Bus | None = None) -> None:
         self.events = events
+        # Tells the other servers what this one cannot do itself (their agents).
+        self.bus: Bus = bus or LocalBus()
         self._sessions: dict[str, AgentSession] = {}
 
     def attach(self, session: AgentSession) -> None:
@@ -86,17 +96,26 @@ class Hub:
         session = self._sessions.get(instance_id)
         return session.send(item) if session is not None else False
 
+    def local_instances(self) -> list[str]:
+        return list(self._sessions)
+
     def carry_out(self, effects: Effects) -> None:
-        """Sends what a committed store write asks for and wakes the invocation's watchers."""
+        """Sends what a committed store write asks for and wakes the invocation's watchers,
+        here and, through the bus, on the servers holding the other agents."""
         for ack in effects.acks:
             self.send(ack.instance_id, ack)
-        for cancel in effects.cancels:
-            self.send(cancel.instance_id, cancel)
-        for instance_id, task in effects.dispatches:
-            self.send(instance_id, task)
+        remote_cancels = [c for c in effects.cancels if not self.send(c.instance_id, c)]
+        remote_dispatch = [i for i, task in effects.dispatches if not self.send(i, task)]
         for reason in effects.rejected:
             log.warning("ignored agent report: %s", reason)
         self.events.notify(effects.changed_invocations)
+        if remote_cancels or remote_dispatch or effects.changed_invocations:
+            self.bus.publish(remote_dispatch, remote_cancels, effects.changed_invocations)
+
+    def deliver_cancels(self, cancels: list[CancelOrder]) -> None:
+        """Cancels another server decided for agents that may be connected here."""
+        for cancel in cancels:
+            self.send(cancel.instance_id, cancel)
 
     def drain(self, reason: str) -> None:
         for session in list(self._sessions.values()):

@@ -57,6 +57,7 @@ from server.store.database import Database
 from server.store.idempotency import IdempotencyKey, replay
 from server.store.invocations import InvocationPlan, RecordProgress
 from server.store.output import read_range
+from server.store.reports import Effects
 
 T = TypeVar("T")
 
@@ -263,9 +264,14 @@ class CommandPlane:
             next_fire_ms=schedule.first_fire(now) if schedule is not None else None,
         )
         result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
-        for task_instance, task in zip(spec.instance_ids, tasks, strict=False):
-            # An agent that is not connected gets it when it connects (or it is ABORTED).
-            self._hub.send(task_instance, task)
+        # An agent connected to another server gets it from that server; one that is not
+        # connected gets it when it connects (or it is ABORTED).
+        self._hub.carry_out(
+            Effects(
+                dispatches=list(zip(spec.instance_ids, tasks, strict=False)),
+                changed_invocations={plan.invoke_id} if tasks else set(),
+            )
+        )
         return result
 
     async def _check_targets(self, account_id: str, spec: InvocationSpec) -> None:

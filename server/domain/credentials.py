@@ -14,7 +14,9 @@ from server.domain import ids
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    # Hex: safe in shells, URLs and command lines (a secret starting with "-" would read as
+    # an option).
+    return secrets.token_hex(32)
 
 
 def hash_secret(secret: str) -> str:

@@ -111,11 +111,6 @@ def instance_page_key(instance: Instance) -> str:
     return f"{instance.registered_ms}:{instance.instance_id}"
 
 
-def mark_all_offline(conn: Connection) -> None:
-    """At start-up no agent is connected to this server yet."""
-    conn.execute(update(INSTANCES).where(INSTANCES.c.online.is_(True)).values(online=False))
-
-
 def deregister_instance(
     conn: Connection, account_id: str, region_id: str, instance_id: str, now_ms: int
 ) -> Effects:
@@ -177,12 +172,23 @@ def deregister_instance(
     return effects
 
 
-def mark_offline(conn: Connection, instance_id: str, now_ms: int) -> None:
+def mark_offline(conn: Connection, instance_id: str, server_id: str, now_ms: int) -> None:
+    """The agent left this server (unless it has connected to another one since)."""
     conn.execute(
         update(INSTANCES)
-        .where(INSTANCES.c.instance_id == instance_id)
+        .where(INSTANCES.c.instance_id == instance_id, INSTANCES.c.server_id == server_id)
         .values(online=False, last_heartbeat_ms=now_ms)
     )
+
+
+def pending_tasks(conn: Connection, instance_id: str) -> list[Task]:
+    """Every task of the instance that waits for delivery (PENDING), oldest first."""
+    rows = conn.execute(
+        select(RECORDS)
+        .where(RECORDS.c.instance_id == instance_id, RECORDS.c.state == PENDING)
+        .order_by(RECORDS.c.record_id)
+    ).all()
+    return _tasks_for(conn, rows)
 
 
 def _tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
@@ -207,7 +213,11 @@ def _tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
 
 
 def agent_hello(
-    conn: Connection, agent: AgentIdentity, held: Sequence[HeldTask], now_ms: int
+    conn: Connection,
+    agent: AgentIdentity,
+    held: Sequence[HeldTask],
+    now_ms: int,
+    server_id: str = "",
 ) -> tuple[Effects, list[tuple[str, int, bool]]]:
     """Authenticates the instance, marks it online and reconciles the tasks the agent holds.
 
@@ -234,6 +244,7 @@ def agent_hello(
             hostname=agent.hostname,
             agent_version=agent.agent_version,
             online=True,
+            server_id=server_id,
             last_heartbeat_ms=now_ms,
         )
     )
@@ -355,6 +366,10 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
             )
             .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
             .where(RECORDS.c.record_id.in_(record_ids))
+            .order_by(RECORDS.c.record_id)
+            # Serialises writers of the same records across servers (PostgreSQL; SQLite has
+            # one writer anyway).
+            .with_for_update(of=RECORDS)
         ).all():
             progress[row.record_id] = _Progress(
                 row.instance_id,
@@ -506,6 +521,8 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
         .where(RECORDS.c.deadline_ms <= now_ms)
         .order_by(RECORDS.c.deadline_ms)
         .limit(limit)
+        # Each expiry happens once even with several servers sweeping (PostgreSQL).
+        .with_for_update(skip_locked=True, of=RECORDS)
     ).all()
     effects = Effects()
     if not rows:
@@ -558,11 +575,14 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
                 update(RECORDS).where(RECORDS.c.record_id == record_id).values(deadline_ms=None)
             )
             continue
-        conn.execute(
+        expired = conn.execute(
             update(RECORDS)
             .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
             .values(**values)
         )
+        if expired.rowcount != 1:
+            effects.cancels.pop()  # something else ended it first
+            continue
         changed.append(record_id)
     effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
     return effects

@@ -14,6 +14,7 @@ from server.domain.model import Command, CommandSpec, CommandType
 from server.domain.pagination import Page
 from server.store import convert
 from server.store.idempotency import IdempotencyKey, remember, replay
+from server.store.locks import lock_scope
 from server.store.tables import COMMANDS
 
 
@@ -63,6 +64,7 @@ def create_command(
     idempotency: IdempotencyKey | None,
 ) -> str:
     """Stores a new command (or returns the one a retried client_token created)."""
+    lock_scope(conn, account_id, spec.region_id)
     previous = replay(conn, idempotency)
     if previous is not None:
         return previous["command_id"]

@@ -33,6 +33,7 @@ from server.domain.tasks import Task, build_task
 from server.store import convert
 from server.store.commands import check_command_quota, command_values, count_invocation
 from server.store.idempotency import IdempotencyKey, remember, replay
+from server.store.locks import lock_scope
 from server.store.output import read_range
 from server.store.reports import CancelOrder, Effects
 from server.store.tables import (
@@ -104,6 +105,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     Returns the ids (those of the first request when a client_token is retried) and the
     tasks to dispatch (none on a retry).
     """
+    lock_scope(conn, plan.account_id, plan.spec.region_id)
     previous = replay(conn, plan.idempotency)
     if previous is not None:
         return previous, []

@@ -45,6 +45,8 @@ def fire_due(conn: Connection, now_ms: int, policy: FirePolicy, limit: int = 100
         .where(INVOCATIONS.c.next_fire_ms <= now_ms)
         .order_by(INVOCATIONS.c.next_fire_ms)
         .limit(limit)
+        # Each fire is claimed once even with several servers scheduling (PostgreSQL).
+        .with_for_update(skip_locked=True)
     ).all()
     for inv in due_rows:
         due = inv.next_fire_ms

@@ -291,11 +291,20 @@ def register_instance(
         conn.execute(
             update(INSTANCES).where(INSTANCES.c.instance_id == instance_id).values(**values)
         )
-    conn.execute(
+    used = conn.execute(
         update(ACTIVATIONS)
-        .where(ACTIVATIONS.c.activation_id == activation_id)
+        .where(
+            ACTIVATIONS.c.activation_id == activation_id,
+            ACTIVATIONS.c.registrations < ACTIVATIONS.c.max_registrations,
+        )
         .values(registrations=ACTIVATIONS.c.registrations + 1)
     )
+    if used.rowcount != 1:  # another server used the last registration meanwhile
+        raise ResourceExhausted(
+            reasons.ACTIVATION_EXHAUSTED,
+            f"activation_id: activation {activation_id} has no registrations left",
+            field="activation_id",
+        )
     return instance_id, secret, activation.region_id
 
 

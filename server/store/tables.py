@@ -67,6 +67,16 @@ class AuditRow(SQLModel, table=True):
     peer: str = Field(default="", max_length=128)
 
 
+class ServerRow(SQLModel, table=True):
+    """A running cloudassist-server process; a stale heartbeat means it is gone."""
+
+    __tablename__ = "servers"
+
+    server_id: str = Field(primary_key=True, max_length=64)
+    address: str = Field(default="", max_length=256)
+    heartbeat_ms: int = Field(sa_column=_ms())
+
+
 class CommandRow(SQLModel, table=True):
     __tablename__ = "commands"
     __table_args__ = (
@@ -119,6 +129,8 @@ class InstanceRow(SQLModel, table=True):
     hostname: str = Field(default="", max_length=255)
     agent_version: str = Field(default="", max_length=64)
     online: bool = False
+    # The server holding the agent's stream (while online).
+    server_id: str = Field(default="", max_length=64)
     last_heartbeat_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
     registered_ms: int = Field(sa_column=_ms())
     invocation_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
@@ -221,6 +233,7 @@ def _table(model: type[SQLModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
+SERVERS = _table(ServerRow)
 ACCOUNTS = _table(AccountRow)
 API_KEYS = _table(ApiKeyRow)
 ACTIVATIONS = _table(ActivationRow)

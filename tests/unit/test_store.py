@@ -443,7 +443,7 @@ def test_nothing_expires_before_its_deadline(tenant: Tenant) -> None:
 def test_pending_past_its_deadline_on_an_offline_instance_is_aborted(tenant: Tenant) -> None:
     rid = invoke(tenant)["i-1"]
     with tenant.engine.begin() as conn:
-        agents.mark_offline(conn, "i-1", NOW + 10)
+        agents.mark_offline(conn, "i-1", "", NOW + 10)
     with tenant.engine.begin() as conn:
         effects = agents.expire_due(conn, NOW + DELIVERY_MS)
     row = record_row(tenant, rid)

@@ -1,0 +1,15 @@
+"""Transaction-scoped locks for check-then-insert rules (quotas, client tokens).
+
+SQLite runs every write on one writer thread, so nothing can interleave there. PostgreSQL is
+shared by several servers: an advisory lock held until commit serialises the writers of one
+account and region.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+
+def lock_scope(conn: Connection, *key: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": "/".join(key)})
