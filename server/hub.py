@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from server.bus import Bus, LocalBus
+from server.domain.errors import DomainError
 from server.domain.tasks import Task
 from server.events import InvocationEvents
 from server.store.reports import CancelOrder, Effects, OutputAck
@@ -33,6 +34,8 @@ class AgentSession:
         self.instance_id = instance_id
         self.queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         self.closed = False
+        # Why the agent's side of the stream was refused (a message that does not parse).
+        self.error: DomainError | None = None
         # Tasks sent on this session: a task is sent once per session (agents de-duplicate
         # too, but a re-scan should not resend what is already on the wire).
         self.sent: set[str] = set()

@@ -9,7 +9,7 @@ from grpc import aio
 from cloudassist.v1 import admin_pb2 as pb
 from cloudassist.v1 import admin_pb2_grpc
 from server.admin_plane import AdminPlane
-from server.api.convert import timestamp
+from server.api.convert import milliseconds, timestamp
 from server.api.errors import unary_errors
 from server.auth import principal
 from server.domain.accounts import Account, ActivationInfo, ApiKeyInfo, AuditEntry
@@ -118,7 +118,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: pb.CreateActivationRequest, context: Context
     ) -> pb.CreateActivationResponse:
         expires = (
-            request.expiration_time.ToMilliseconds()
+            milliseconds(request.expiration_time, "expiration_time")
             if request.HasField("expiration_time")
             else None
         )

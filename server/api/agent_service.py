@@ -32,7 +32,13 @@ Context = aio.ServicerContext[Any, Any]
 
 
 def _ms(ts: Timestamp, default: int) -> int:
-    return ts.ToMilliseconds() if ts.seconds or ts.nanos else default
+    """An agent's time, or `default` when it sent none (or one out of range)."""
+    if not (ts.seconds or ts.nanos):
+        return default
+    try:
+        return ts.ToMilliseconds()
+    except (ValueError, OverflowError):
+        return default
 
 
 def _os_type(value: int, field: str) -> OsType:
@@ -142,6 +148,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             first = await anext(request_iterator)
         except StopAsyncIteration:
             return
+        except DomainError as error:
+            await abort_with(context, error)
         if first.WhichOneof("message") != "hello":
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "the first message must be hello"
@@ -166,6 +174,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 )
             )
             await self._write(session, context)
+            if session.error is not None:
+                log.warning("agent %s sent a bad message: %s", session.instance_id, session.error)
+                await abort_with(context, session.error)
         finally:
             session.close()
             reader.cancel()
@@ -198,6 +209,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 self._handle(instance_id, message)
         except asyncio.CancelledError:
             raise
+        except DomainError as error:
+            session.error = error
         except Exception as exc:  # the stream broke: the agent reconnects and resumes
             log.info("agent %s stream ended: %s", instance_id, exc)
         finally:

@@ -32,6 +32,18 @@ def timestamp(ms: int | None) -> Timestamp | None:
     return ts
 
 
+def milliseconds(ts: Timestamp, field: str) -> int:
+    """A Timestamp as milliseconds; INVALID_ARGUMENT when it is out of Timestamp's range."""
+    try:
+        return ts.ToMilliseconds()
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(
+            reasons.INVALID_TIMESTAMP,
+            f"{field}: not a valid timestamp (seconds within years 1-9999, nanos 0-999999999)",
+            field=field,
+        ) from exc
+
+
 def command_type_from(value: int, field: str = "type") -> CommandType | None:
     if value == pb.COMMAND_TYPE_UNSPECIFIED:
         return None

@@ -48,15 +48,30 @@ def status_code_of(error: DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
+# Error texts echo request values: keep the whole status well under the 8 KiB of trailers a
+# gRPC client accepts by default (grpc-message is percent-encoded UTF-8, the details Base64).
+MAX_MESSAGE_CHARS = 200
+MAX_METADATA_KEY_CHARS = 32
+MAX_METADATA_VALUE_CHARS = 48
+MAX_METADATA_ENTRIES = 6
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def rich_status(error: DomainError) -> status_pb2.Status:
     """The google.rpc.Status for a domain error: ErrorInfo always, BadRequest for a field."""
     code = status_code_of(error)
+    message = _short(error.message, MAX_MESSAGE_CHARS)
+    metadata = {
+        _short(k, MAX_METADATA_KEY_CHARS): _short(v, MAX_METADATA_VALUE_CHARS)
+        for k, v in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
     details = []
     info = any_pb2.Any()
     info.Pack(
-        error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-        )
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     )
     details.append(info)
     if error.field:
@@ -65,7 +80,7 @@ def rich_status(error: DomainError) -> status_pb2.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.message, reason=error.reason
+                        field=error.field, description=message, reason=error.reason
                     )
                 ]
             )
@@ -77,16 +92,14 @@ def rich_status(error: DomainError) -> status_pb2.Status:
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
-    return status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=error.message, details=details
-    )
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
 
 
 async def abort_with(context: aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
     status = rich_status(error)
     await context.abort(
         status_code_of(error),
-        error.message,
+        status.message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
     raise AssertionError("abort returned")  # pragma: no cover

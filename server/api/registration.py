@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
@@ -27,17 +27,52 @@ from server.domain.errors import DomainError, InvalidArgument
 Context = aio.ServicerContext[Any, Any]
 
 
+def _nul_field(message: Message, prefix: str = "") -> str | None:
+    """The first string field (path) holding a NUL character, which no database column takes."""
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = value if field.is_repeated else [value]
+            if any("\x00" in v for v in values):
+                return path
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if any(isinstance(x, str) and "\x00" in x for x in (key, item)):
+                    return path
+                if isinstance(item, Message) and _nul_field(item, path + "."):
+                    return path
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in value if field.is_repeated else [value]:
+                found = _nul_field(item, path + ".")
+                if found:
+                    return found
+    return None
+
+
+def decode(raw: bytes, request_type: type[Message]) -> Message:
+    """The request, or InvalidArgument when it does not parse or holds NUL characters."""
+    try:
+        message = request_type.FromString(raw)
+    except DecodeError as exc:
+        raise InvalidArgument(
+            reasons.MALFORMED_REQUEST,
+            f"request: not a valid {request_type.DESCRIPTOR.full_name} message ({exc})",
+        ) from exc
+    field = _nul_field(message)
+    if field is not None:
+        raise InvalidArgument(
+            reasons.INVALID_CHARACTER,
+            f"{field}: must not contain NUL characters",
+            field=field,
+        )
+    return message
+
+
 async def parse(raw: bytes, request_type: type[Message], context: Context) -> Message:
     try:
-        return request_type.FromString(raw)
-    except DecodeError as exc:
-        await abort_with(
-            context,
-            InvalidArgument(
-                reasons.MALFORMED_REQUEST,
-                f"request: not a valid {request_type.DESCRIPTOR.full_name} message ({exc})",
-            ),
-        )
+        return decode(raw, request_type)
+    except DomainError as error:
+        await abort_with(context, error)
 
 
 async def _admit(guard: Guard, context: Context) -> Principal:
@@ -64,9 +99,12 @@ def _handler(
     if method.client_streaming:
 
         async def bidi(requests: AsyncIterator[bytes], context: Context) -> Any:
+            # A message that does not parse raises InvalidArgument to whoever reads the
+            # stream; the handler ends the call with it (aborting from a reader task while the
+            # handler writes would race inside grpcio).
             async def parsed() -> AsyncIterator[Message]:
                 async for raw in requests:
-                    yield await parse(raw, request_type, context)
+                    yield decode(raw, request_type)
 
             if guard is not None:
                 await _admit(guard, context)

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from server.domain import reasons
@@ -62,7 +63,7 @@ def parse_page(listing: str, filters: tuple[object, ...], page_size: int, page_t
             "page_token: not a token returned by this listing",
             field="page_token",
         ) from exc
-    if token_fingerprint != fingerprint or not isinstance(after_id, str):
+    if token_fingerprint != fingerprint or not isinstance(after_id, str) or "\x00" in after_id:
         raise InvalidArgument(
             reasons.INVALID_PAGE_TOKEN,
             "page_token: made for another listing or other filters; "
@@ -70,3 +71,18 @@ def parse_page(listing: str, filters: tuple[object, ...], page_size: int, page_t
             field="page_token",
         )
     return Page(page_size, after_id, fingerprint)
+
+
+_TIME_CURSOR = re.compile(r"([0-9]{1,15}):(.*)", re.DOTALL)
+
+
+def split_time_cursor(after_id: str) -> tuple[int, str]:
+    """(milliseconds, id) of a `<ms>:<id>` cursor (listings ordered by time, then id)."""
+    match = _TIME_CURSOR.fullmatch(after_id)
+    if match is None:
+        raise InvalidArgument(
+            reasons.INVALID_PAGE_TOKEN,
+            "page_token: not a token returned by this listing",
+            field="page_token",
+        )
+    return int(match.group(1)), match.group(2)

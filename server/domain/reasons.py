@@ -30,6 +30,8 @@ INVALID_PAGE_TOKEN = "InvalidParameter.PageToken"
 INVALID_OUTPUT_RANGE = "InvalidParameter.OutputRange"
 INVALID_FILTER = "InvalidParameter.Filter"
 MALFORMED_REQUEST = "InvalidParameter.Malformed"
+INVALID_TIMESTAMP = "InvalidParameter.Timestamp"
+INVALID_CHARACTER = "InvalidParameter.NulCharacter"
 
 # Custom parameters.
 PARAMETER_EMPTY_KEY = "CmdParam.EmptyKey"

@@ -13,7 +13,7 @@ from server.domain import reasons
 from server.domain.credentials import secret_matches
 from server.domain.errors import NotFound, Unauthenticated
 from server.domain.model import Instance, OsType
-from server.domain.pagination import Page
+from server.domain.pagination import Page, split_time_cursor
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tasks import EndKind, Task, TaskEnd, build_task, outcome_of
 from server.store import convert
@@ -80,8 +80,7 @@ def list_instances(
         select(func.count()).select_from(INSTANCES).where(*conditions)
     ).scalar_one()
     if page.after_id is not None:
-        ms_text, _, after_instance = page.after_id.partition(":")
-        after_ms = int(ms_text) if ms_text.isdigit() else 0
+        after_ms, after_instance = split_time_cursor(page.after_id)
         conditions.append(
             (INSTANCES.c.registered_ms < after_ms)
             | ((INSTANCES.c.registered_ms == after_ms) & (INSTANCES.c.instance_id < after_instance))
@@ -392,7 +391,7 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
         p = progress.get(report.record_id)
         if p is None or p.instance_id != report.instance_id:
             effects.rejected.append(
-                f"instance {report.instance_id} reported on task {report.record_id}, "
+                f"instance {report.instance_id!r} reported on task {report.record_id!r}, "
                 "which is not one of its tasks"
             )
             continue
@@ -400,7 +399,7 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
             end = report.offset + len(report.data)
             if report.offset > p.size:
                 effects.rejected.append(
-                    f"task {report.record_id}: output at offset {report.offset} but only "
+                    f"task {report.record_id!r}: output at offset {report.offset} but only "
                     f"{p.size} bytes are stored"
                 )
             elif end > p.size and p.size < p.limit:

@@ -1,0 +1,299 @@
+"""A swarm of simulated agents speaking the real protocol, from one process.
+
+Each simulated agent registers (AgentService.Register), holds one AgentService.Connect stream
+(many streams share each of `--channels` HTTP/2 connections), heartbeats like the real agent,
+and answers every dispatch at once with `accepted`, one line of output and `finished` (exit 0).
+It reconnects with exponential backoff and full jitter, as the real agent does.
+
+    .venv/bin/python bench/swarm.py --agents 10000 --invocations 200 --per-invocation 50
+
+starts a server (SQLite in a temp dir), connects the swarm, measures the time until every
+agent is connected, the server's RSS and its idle CPU, then runs the invocations and measures
+the time until every record is terminal. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cloudassist.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    agent_pb2,
+    agent_pb2_grpc,
+    command_pb2,
+    command_pb2_grpc,
+    instance_pb2,
+)
+from tests.support import ServerProcess, client_channel
+
+REGION = "cn-hangzhou"
+OUTPUT = b"hi\n"
+
+
+@dataclass
+class SwarmStats:
+    connected: int = 0
+    welcomes: int = 0
+    tasks: int = 0
+    reconnects: int = 0
+    connected_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, RSS bytes) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+class SimulatedAgent:
+    def __init__(
+        self, channel: aio.Channel, instance_id: str, secret: str, stats: SwarmStats, total: int
+    ) -> None:
+        self.stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.instance_id = instance_id
+        self.secret = secret
+        self.stats = stats
+        self.total = total
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._session()
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stats.reconnects += 1
+            await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
+            attempt = min(attempt + 1, 10)
+
+    async def _session(self) -> None:
+        call = self.stub.Connect()
+        await call.write(
+            agent_pb2.ConnectRequest(
+                hello=agent_pb2.Hello(
+                    instance_id=self.instance_id,
+                    instance_secret=self.secret,
+                    os_type=instance_pb2.OS_TYPE_LINUX,
+                    agent_version="swarm",
+                )
+            )
+        )
+        first = await call.read()
+        if not isinstance(first, agent_pb2.ConnectResponse) or not first.HasField("welcome"):
+            raise ConnectionError("no welcome")
+        self.stats.welcomes += 1
+        self.stats.connected += 1
+        if self.stats.connected >= self.total:
+            self.stats.connected_event.set()
+        heartbeat = asyncio.create_task(
+            self._heartbeats(call, first.welcome.heartbeat_interval_seconds)
+        )
+        try:
+            while True:
+                message = await call.read()
+                if not isinstance(message, agent_pb2.ConnectResponse):
+                    return
+                kind = message.WhichOneof("message")
+                if kind == "dispatch":
+                    await self._answer(call, message.dispatch.task_id)
+                elif kind == "reconnect":
+                    return
+        finally:
+            self.stats.connected -= 1
+            heartbeat.cancel()
+            call.cancel()
+
+    async def _answer(self, call: aio.StreamStreamCall, task_id: str) -> None:  # type: ignore[type-arg]
+        self.stats.tasks += 1
+        await call.write(
+            agent_pb2.ConnectRequest(task_accepted=agent_pb2.TaskAccepted(task_id=task_id))
+        )
+        await call.write(
+            agent_pb2.ConnectRequest(
+                output=agent_pb2.TaskOutput(task_id=task_id, offset=0, data=OUTPUT)
+            )
+        )
+        await call.write(
+            agent_pb2.ConnectRequest(
+                task_finished=agent_pb2.TaskFinished(
+                    task_id=task_id, exit_code=0, output_size=len(OUTPUT)
+                )
+            )
+        )
+
+    async def _heartbeats(self, call: aio.StreamStreamCall, interval: int) -> None:  # type: ignore[type-arg]
+        # Spread the fleet's heartbeats over the interval, as real agents started at
+        # different times would be.
+        await asyncio.sleep(random.uniform(0, interval))
+        while True:
+            await call.write(agent_pb2.ConnectRequest(heartbeat=agent_pb2.Heartbeat()))
+            await asyncio.sleep(interval)
+
+
+async def register_all(
+    channel: aio.Channel, admin_channel: aio.Channel, count: int, prefix: str
+) -> list[tuple[str, str]]:
+    admin = admin_pb2_grpc.AdminServiceStub(admin_channel)
+    activation = await admin.CreateActivation(
+        admin_pb2.CreateActivationRequest(region_id=REGION, max_registrations=min(count, 1000))
+    )
+    stub = agent_pb2_grpc.AgentServiceStub(channel)
+    credentials: list[tuple[str, str]] = []
+    batch = 200
+    for start in range(0, count, batch):
+        if start and start % 1000 == 0:
+            activation = await admin.CreateActivation(
+                admin_pb2.CreateActivationRequest(region_id=REGION, max_registrations=1000)
+            )
+        responses = await asyncio.gather(
+            *(
+                stub.Register(
+                    agent_pb2.RegisterRequest(
+                        activation_id=activation.activation.activation_id,
+                        activation_code=activation.activation_code,
+                        instance_id=f"{prefix}{n:05d}",
+                        os_type=instance_pb2.OS_TYPE_LINUX,
+                    )
+                )
+                for n in range(start, min(start + batch, count))
+            )
+        )
+        credentials += [(r.instance_id, r.instance_secret) for r in responses]
+    return credentials
+
+
+async def run_invocations(
+    stub: command_pb2_grpc.CommandServiceStub, ids: list[str], invocations: int, per: int
+) -> float:
+    start = time.perf_counter()
+
+    async def one(n: int) -> None:
+        targets = [ids[(n * per + k) % len(ids)] for k in range(per)]
+        ran = await stub.RunCommand(
+            command_pb2.RunCommandRequest(
+                region_id=REGION,
+                type=command_pb2.COMMAND_TYPE_RUN_SHELL_SCRIPT,
+                command_content=b"echo hi",
+                instance_ids=targets,
+            )
+        )
+        async for _ in stub.WatchInvocation(
+            command_pb2.WatchInvocationRequest(region_id=REGION, invoke_id=ran.invoke_id)
+        ):
+            pass
+
+    await asyncio.gather(*(one(n) for n in range(invocations)))
+    return time.perf_counter() - start
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="cloudassist-swarm-") as tmp:
+        server = ServerProcess(
+            Path(tmp) / "server",
+            "--max-instances-per-invocation", "50",
+            "--max-invocations-per-day", "1000000",
+            "--rate-limit", "0",
+            "--log-level", "WARNING",
+        )  # fmt: skip
+        server.start()
+        try:
+            return await swarm_against(server, args)
+        finally:
+            server.stop()
+
+
+async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict[str, object]:
+    options = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+    channels = [
+        aio.insecure_channel(server.agent_address, options=[*options, ("grpc.channel_id", n)])
+        for n in range(args.channels)
+    ]
+    async with client_channel(server) as admin_channel:
+        registered_at = time.perf_counter()
+        credentials = await register_all(channels[0], admin_channel, args.agents, "i-swarm-")
+        registration_s = time.perf_counter() - registered_at
+
+        stats = SwarmStats()
+        started = time.perf_counter()
+        agents = [
+            SimulatedAgent(channels[n % len(channels)], iid, secret, stats, args.agents)
+            for n, (iid, secret) in enumerate(credentials)
+        ]
+        tasks = [asyncio.create_task(a.run()) for a in agents]
+        await asyncio.wait_for(stats.connected_event.wait(), args.connect_timeout)
+        connect_s = time.perf_counter() - started
+
+        await asyncio.sleep(5)  # let the connection burst settle
+        cpu_before, _ = proc_stats(server.pid)
+        await asyncio.sleep(args.idle)
+        cpu_after, rss = proc_stats(server.pid)
+        idle_cpu = (cpu_after - cpu_before) / args.idle
+
+        stub = command_pb2_grpc.CommandServiceStub(admin_channel)
+        run_s = await run_invocations(
+            stub, [c[0] for c in credentials], args.invocations, args.per_invocation
+        )
+        _, rss_after_run = proc_stats(server.pid)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                await task
+    for channel in channels:
+        await channel.close()
+    return {
+        "benchmark": "swarm",
+        "agents": args.agents,
+        "channels": args.channels,
+        "registration_s": round(registration_s, 1),
+        "connect_all_s": round(connect_s, 1),
+        "server_rss_mib": round(rss / 2**20, 1),
+        "server_rss_after_run_mib": round(rss_after_run / 2**20, 1),
+        "idle_cpu_percent_of_core": round(idle_cpu * 100, 1),
+        "records": args.invocations * args.per_invocation,
+        "run_all_terminal_s": round(run_s, 2),
+        "tasks_answered": stats.tasks,
+        "reconnects": stats.reconnects,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--channels", type=int, default=100, help="HTTP/2 connections")
+    parser.add_argument("--invocations", type=int, default=20)
+    parser.add_argument("--per-invocation", type=int, default=50)
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
+    parser.add_argument("--connect-timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main_async(args))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
