@@ -56,6 +56,9 @@ class AgentPlane:
     def report(self, report: Report) -> None:
         self._recorder.submit(report)
 
+    def heartbeat(self, instance_id: str, time_ms: int) -> None:
+        self._recorder.heartbeat(instance_id, time_ms)
+
     async def disconnect(self, session: AgentSession) -> None:
         if self._hub.detach(session):
             await self._db.write(mark_offline, session.instance_id, self._server_id, now_ms())

@@ -258,6 +258,9 @@ class ServerApp:
             asyncio.create_task(self.reaper.run(), name="reaper"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self._presence(), name="presence"),
+            asyncio.create_task(
+                self.hub.keepalive(self.config.heartbeat_seconds), name="agent-keepalive"
+            ),
         ]
         for name in ["", *(s.full_name for s in (*served, AGENT_SERVICE))]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -22,7 +22,12 @@ class Drain:
     reason: str
 
 
-Outgoing = Task | CancelOrder | OutputAck | Drain
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat to an agent whose stream has been quiet (keeps proxies from cutting it)."""
+
+
+Outgoing = Task | CancelOrder | OutputAck | Drain | Beat
 
 # A session whose agent does not read this many messages is cut; the agent reconnects and
 # resumes from what is stored.
@@ -36,6 +41,8 @@ class AgentSession:
         self.closed = False
         # Why the agent's side of the stream was refused (a message that does not parse).
         self.error: DomainError | None = None
+        # When the server last wrote to the agent (event loop time).
+        self.last_write = asyncio.get_running_loop().time()
         # Tasks sent on this session: a task is sent once per session (agents de-duplicate
         # too, but a re-scan should not resend what is already on the wire).
         self.sent: set[str] = set()
@@ -119,6 +126,18 @@ class Hub:
         """Cancels another server decided for agents that may be connected here."""
         for cancel in cancels:
             self.send(cancel.instance_id, cancel)
+
+    async def keepalive(self, interval: float) -> None:
+        """Sends a heartbeat to every agent whose stream has been quiet for `interval`: one
+        sweep for all sessions instead of a timer per session."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval / 4)
+            quiet_since = loop.time() - interval
+            for session in list(self._sessions.values()):
+                if session.last_write <= quiet_since:
+                    session.last_write = loop.time()  # one beat per interval
+                    session.send(Beat())
 
     def drain(self, reason: str) -> None:
         for session in list(self._sessions.values()):

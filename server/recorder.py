@@ -2,21 +2,27 @@
 
 Reports are stored in arrival order, in batches: while one batch is being committed the next
 one gathers (group commit), so a quiet system stores a result at once and a busy one makes
-few large transactions. Acknowledgements go out only after the commit.
+few large transactions. Acknowledgements go out only after the commit. Heartbeats only move
+`last_heartbeat_time`: they are kept in memory and written with the next batch, or every few
+seconds, rather than waking the writer one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from server.clock import now_ms
 from server.hub import Hub
 from server.store.agents import apply_reports
 from server.store.database import Database
-from server.store.reports import OutputAppend, Report
+from server.store.reports import Effects, HeartbeatSeen, Report
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_FLUSH_SECONDS = 5.0
+RETRY_SECONDS = 0.5
 
 
 class Recorder:
@@ -25,6 +31,7 @@ class Recorder:
         self._hub = hub
         self._linger = linger_seconds
         self._pending: list[Report] = []
+        self._heartbeats: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -34,26 +41,43 @@ class Recorder:
         self._idle.clear()
         self._wake.set()
 
-    def pending_bytes(self) -> int:
-        return sum(len(r.data) for r in self._pending if isinstance(r, OutputAppend))
+    def heartbeat(self, instance_id: str, time_ms: int) -> None:
+        self._heartbeats[instance_id] = time_ms
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            if self._linger:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), HEARTBEAT_FLUSH_SECONDS)
+            if self._linger and self._wake.is_set():
                 await asyncio.sleep(self._linger)
             self._wake.clear()
-            batch, self._pending = self._pending, []
+            batch: list[Report] = [HeartbeatSeen(i, t) for i, t in self._heartbeats.items()]
+            self._heartbeats = {}
+            batch += self._pending
+            self._pending = []
             if batch:
-                try:
-                    effects = await self._db.write(apply_reports, batch, now_ms())
-                except Exception:
-                    # The agents re-send whatever was not acknowledged after they reconnect.
-                    log.exception("storing %d agent reports failed", len(batch))
-                else:
-                    self._hub.carry_out(effects)
+                self._hub.carry_out(await self._store(batch))
             if not self._pending:
                 self._idle.set()
+
+    async def _store(self, batch: list[Report]) -> Effects:
+        """Stores a batch; if it fails twice, report by report, so that one bad report (or a
+        database hiccup) costs only itself: the agent re-sends what was not acknowledged."""
+        for attempt in range(2):
+            try:
+                return await self._db.write(apply_reports, batch, now_ms())
+            except Exception:
+                log.exception(
+                    "storing %d agent reports failed (attempt %d)", len(batch), attempt + 1
+                )
+                await asyncio.sleep(RETRY_SECONDS)
+        effects = Effects()
+        for report in batch:
+            try:
+                effects.merge(await self._db.write(apply_reports, [report], now_ms()))
+            except Exception:
+                log.exception("dropped an agent report that cannot be stored: %r", report)
+        return effects
 
     async def flush(self) -> None:
         """Waits until everything submitted so far is committed."""

@@ -23,9 +23,9 @@ from server.domain.limits import Limits
 from server.domain.model import OsType
 from server.domain.tasks import EndKind, Task, TaskEnd
 from server.domain.validation import check_instance_id
-from server.hub import AgentSession, Drain, Outgoing
+from server.hub import AgentSession, Beat, Outgoing
 from server.store.agents import AgentIdentity, HeldTask
-from server.store.reports import CancelOrder, HeartbeatSeen, OutputAck, OutputAppend, TaskStart
+from server.store.reports import CancelOrder, OutputAck, OutputAppend, TaskStart
 
 log = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
@@ -86,7 +86,10 @@ def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
                 rewind=item.rewind,
             )
         )
-    assert isinstance(item, Drain)
+    if isinstance(item, Beat):
+        beat = pb.Heartbeat()
+        beat.time.FromMilliseconds(now_ms())
+        return pb.ConnectResponse(heartbeat=beat)
     return pb.ConnectResponse(reconnect=pb.Reconnect(reason=item.reason))
 
 
@@ -187,18 +190,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             log.info("agent %s disconnected", identity.instance_id)
 
     async def _write(self, session: AgentSession, context: Context) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                item = await asyncio.wait_for(session.queue.get(), self._heartbeat)
-            except TimeoutError:
-                # Keeps the stream busy through proxies that cut idle streams.
-                beat = pb.Heartbeat()
-                beat.time.FromMilliseconds(now_ms())
-                await context.write(pb.ConnectResponse(heartbeat=beat))
-                continue
+            item = await session.queue.get()
             if item is None:
                 return
             await context.write(outgoing_to(item))
+            session.last_write = loop.time()
 
     async def _read(
         self, request_iterator: AsyncIterator[pb.ConnectRequest], session: AgentSession
@@ -220,7 +218,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         kind = message.WhichOneof("message")
         now = now_ms()
         if kind == "heartbeat":
-            self._plane.report(HeartbeatSeen(instance_id, now))
+            self._plane.heartbeat(instance_id, now)
         elif kind == "task_accepted":
             m = message.task_accepted
             self._plane.report(TaskStart(m.task_id, instance_id, _ms(m.start_time, now)))
