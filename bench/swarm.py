@@ -53,6 +53,7 @@ class SwarmStats:
     welcomes: int = 0
     tasks: int = 0
     reconnects: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
     connected_event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -77,6 +78,8 @@ class SimulatedAgent:
         self.secret = secret
         self.stats = stats
         self.total = total
+        # grpc.aio allows one write at a time on a call (the real agent has one writer task).
+        self.write_lock = asyncio.Lock()
 
     async def run(self) -> None:
         attempt = 0
@@ -86,8 +89,14 @@ class SimulatedAgent:
                 attempt = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.stats.reconnects += 1
+                reason = (
+                    f"{exc.code().name}: {exc.details()}"[:80]
+                    if isinstance(exc, grpc.RpcError)
+                    else type(exc).__name__
+                )
+                self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
             await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
             attempt = min(attempt + 1, 10)
 
@@ -130,28 +139,25 @@ class SimulatedAgent:
 
     async def _answer(self, call: aio.StreamStreamCall, task_id: str) -> None:  # type: ignore[type-arg]
         self.stats.tasks += 1
-        await call.write(
-            agent_pb2.ConnectRequest(task_accepted=agent_pb2.TaskAccepted(task_id=task_id))
-        )
-        await call.write(
-            agent_pb2.ConnectRequest(
-                output=agent_pb2.TaskOutput(task_id=task_id, offset=0, data=OUTPUT)
+        finished = agent_pb2.TaskFinished(task_id=task_id, exit_code=0, output_size=len(OUTPUT))
+        async with self.write_lock:
+            await call.write(
+                agent_pb2.ConnectRequest(task_accepted=agent_pb2.TaskAccepted(task_id=task_id))
             )
-        )
-        await call.write(
-            agent_pb2.ConnectRequest(
-                task_finished=agent_pb2.TaskFinished(
-                    task_id=task_id, exit_code=0, output_size=len(OUTPUT)
+            await call.write(
+                agent_pb2.ConnectRequest(
+                    output=agent_pb2.TaskOutput(task_id=task_id, offset=0, data=OUTPUT)
                 )
             )
-        )
+            await call.write(agent_pb2.ConnectRequest(task_finished=finished))
 
     async def _heartbeats(self, call: aio.StreamStreamCall, interval: int) -> None:  # type: ignore[type-arg]
         # Spread the fleet's heartbeats over the interval, as real agents started at
         # different times would be.
         await asyncio.sleep(random.uniform(0, interval))
         while True:
-            await call.write(agent_pb2.ConnectRequest(heartbeat=agent_pb2.Heartbeat()))
+            async with self.write_lock:
+                await call.write(agent_pb2.ConnectRequest(heartbeat=agent_pb2.Heartbeat()))
             await asyncio.sleep(interval)
 
 
@@ -279,6 +285,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "run_all_terminal_s": round(run_s, 2),
         "tasks_answered": stats.tasks,
         "reconnects": stats.reconnects,
+        "reconnect_reasons": stats.reasons,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
 
