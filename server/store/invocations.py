@@ -518,6 +518,16 @@ def sync_invocations(conn: Connection, record_ids: Iterable[str], now_ms: int) -
 def refresh_statuses(conn: Connection, invoke_ids: set[str]) -> None:
     if not invoke_ids:
         return
+    # Servers sharing PostgreSQL update different instances of one invocation at once: under
+    # READ COMMITTED each would miss the other's change and keep a stale status. Locking the
+    # invocation rows (in one order, so no deadlock) makes the read below see every committed
+    # instance. SQLite has one writer, and ignores FOR UPDATE.
+    conn.execute(
+        select(INVOCATIONS.c.invoke_id)
+        .where(INVOCATIONS.c.invoke_id.in_(invoke_ids))
+        .order_by(INVOCATIONS.c.invoke_id)
+        .with_for_update()
+    ).all()
     rows = conn.execute(
         select(INVOCATION_INSTANCES.c.invoke_id, INVOCATION_INSTANCES.c.status).where(
             INVOCATION_INSTANCES.c.invoke_id.in_(invoke_ids)
