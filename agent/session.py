@@ -28,6 +28,7 @@ from agent import __version__
 from agent.config import AgentConfig
 from agent.executor import (
     LaunchError,
+    LaunchPlan,
     TaskProcess,
     kill_leftover,
     plan_launch,
@@ -381,7 +382,7 @@ class Agent:
 
     async def _dispatch(self, dispatch: pb.Dispatch) -> None:
         task_id = dispatch.task_id
-        if task_id in self.tasks or not task_id or await self._disk(self.spool.knows, task_id):
+        if task_id in self.tasks or not task_id or self.spool.knows(task_id):
             log.info("task %s was dispatched again; it runs only once", task_id)
             return
         meta = TaskMeta(
@@ -396,8 +397,8 @@ class Agent:
             output_limit=dispatch.output_limit,
             accepted_ms=now_ms(),
         )
-        spooled = await self._disk(self.spool.create, meta)
-        held = HeldTask(spooled)
+        # Written to disk by the task's first step (one trip to the I/O thread with its script).
+        held = HeldTask(self.spool.prepare(meta))
         self.tasks[task_id] = held
         held.runner = asyncio.create_task(self._run(held, dispatch.script))
         self._changed.set()
@@ -416,6 +417,7 @@ class Agent:
         if held is None:
             return
         held.acked = max(held.acked, ack.offset)
+        held.spooled.release(held.acked)
         if ack.rewind:
             held.sent = ack.offset
             held.result_sent = False
@@ -440,8 +442,7 @@ class Agent:
             )
         meta.result = result
         meta.produced = max(meta.produced, held.spooled.size)
-        await self._disk(held.spooled.save)
-        remove_script(meta.script_dir)
+        await self._disk(_save_and_clean, held.spooled)
         log.info("task %s ended: %s %s", meta.task_id, result.kind, result.exit_code)
         if held.forget_when_done:
             await self._forget_or_mark(held)
@@ -454,10 +455,7 @@ class Agent:
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
             )
         env = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
-        plan = await self._disk(
-            plan_launch, meta.command_type, script, meta.working_dir, meta.username, env
-        )
-        meta.script_dir = plan.script_dir
+        plan = await self._disk(_spool_and_plan, held.spooled, script, env)
         process = TaskProcess(plan, meta.timeout_seconds, self.config.kill_grace_seconds)
         held.process = process
         if held.stop_requested:
@@ -467,14 +465,15 @@ class Agent:
             meta.started = True
             meta.pid = pid
             meta.start_ms = now_ms()
-            meta.proc_start = await self._disk(process_start_time, pid)
-            await self._disk(held.spooled.save)
+            await self._disk(_record_start, held.spooled, pid)
 
         async def output(data: bytes) -> None:
             meta.produced += len(data)
             room = meta.output_limit - held.spooled.size
             if room > 0:
-                await self._disk(held.spooled.append, data[:room])
+                kept = data[:room]
+                await self._disk(held.spooled.append, kept)
+                held.spooled.remember(kept, WINDOW)
                 self._changed.set()
 
         outcome = await process.run(started, output)
@@ -528,7 +527,9 @@ class Agent:
         in_flight = held.sent - held.acked
         if held.sent < spooled.size and in_flight < WINDOW:
             length = min(CHUNK, spooled.size - held.sent, WINDOW - in_flight)
-            data = await self._disk(spooled.read, held.sent, length)
+            data = spooled.cached(held.sent, length)
+            if data is None:  # older than what memory keeps (a resume): read it from disk
+                data = await self._disk(spooled.read, held.sent, length)
             offset = held.sent
             held.sent += len(data)
             return pb.ConnectRequest(
@@ -538,6 +539,28 @@ class Agent:
             held.result_sent = True
             return _result_message(meta, result)
         return None
+
+
+def _spool_and_plan(spooled: SpooledTask, script: bytes, env: dict[str, str]) -> LaunchPlan:
+    """The task's first step on the I/O thread: its spool directory, then its script."""
+    spooled.create()
+    meta = spooled.meta
+    plan = plan_launch(meta.command_type, script, meta.working_dir, meta.username, env)
+    meta.script_dir = plan.script_dir
+    return plan
+
+
+def _record_start(spooled: SpooledTask, pid: int) -> None:
+    spooled.meta.proc_start = process_start_time(pid)
+    spooled.save()
+
+
+def _save_and_clean(spooled: SpooledTask) -> None:
+    """Stores the result and removes the script's private directory."""
+    if not spooled.directory.exists():  # stopped before its first step
+        spooled.create()
+    spooled.save()
+    remove_script(spooled.meta.script_dir)
 
 
 def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 DONE_KEEP = 10_000
@@ -75,10 +75,22 @@ class SpooledTask:
     meta: TaskMeta
     directory: Path
     size: int = 0  # bytes of output on disk
+    # The newest output, also kept in memory (bytes [recent_offset, size)), so that sending it
+    # needs no read back from disk; older bytes are read from the file.
+    recent: bytearray = field(default_factory=bytearray)
+    recent_offset: int = 0
+
+    def __post_init__(self) -> None:
+        self.recent_offset = self.size - len(self.recent)
 
     @property
     def output_path(self) -> Path:
         return self.directory / "output"
+
+    def create(self) -> None:
+        self.directory.mkdir(mode=0o700)
+        self.output_path.touch(mode=0o600)
+        self.save()
 
     def save(self) -> None:
         tmp = self.directory / "task.json.tmp"
@@ -86,9 +98,33 @@ class SpooledTask:
         tmp.replace(self.directory / "task.json")
 
     def append(self, data: bytes) -> None:
+        """Writes output to disk (blocking: call it from the I/O thread)."""
         with self.output_path.open("ab") as out:
             out.write(data)
+
+    def remember(self, data: bytes, keep: int) -> None:
+        """Counts output that `append` stored and keeps the newest `keep` bytes in memory
+        (on the event loop, after the append)."""
         self.size += len(data)
+        self.recent += data
+        excess = len(self.recent) - keep
+        if excess > 0:
+            del self.recent[:excess]
+        self.recent_offset = self.size - len(self.recent)
+
+    def cached(self, offset: int, length: int) -> bytes | None:
+        """Output from memory, or None when it must be read from disk."""
+        if not self.recent_offset <= offset < self.recent_offset + len(self.recent):
+            return None
+        start = offset - self.recent_offset
+        return bytes(self.recent[start : start + length])
+
+    def release(self, upto: int) -> None:
+        """The server has stored output up to `upto`: memory before it is not needed."""
+        drop = min(upto, self.size) - self.recent_offset
+        if drop > 0:
+            del self.recent[:drop]
+            self.recent_offset += drop
 
     def read(self, offset: int, length: int) -> bytes:
         with self.output_path.open("rb") as source:
@@ -137,16 +173,14 @@ class Spool:
             tasks.append(SpooledTask(meta, directory, size))
         return tasks
 
-    def create(self, meta: TaskMeta) -> SpooledTask:
-        directory = self.tasks_dir / meta.task_id
-        directory.mkdir(mode=0o700)
-        task = SpooledTask(meta, directory)
-        task.output_path.touch(mode=0o600)
-        task.save()
-        return task
+    def prepare(self, meta: TaskMeta) -> SpooledTask:
+        """A new task, not yet on disk (no I/O: `SpooledTask.create` writes it)."""
+        return SpooledTask(meta, self.tasks_dir / meta.task_id)
 
     def knows(self, task_id: str) -> bool:
-        return task_id in self._done_set or (self.tasks_dir / task_id).exists()
+        """Whether the server has already stored everything of `task_id` (no disk access:
+        the directories of tasks still held are all loaded at start-up)."""
+        return task_id in self._done_set
 
     def forget(self, task: SpooledTask) -> None:
         """The server stored everything of this task: drop it, remember its id."""
