@@ -9,7 +9,8 @@ It reconnects with exponential backoff and full jitter, as the real agent does.
 
 starts a server (SQLite in a temp dir), connects the swarm, measures the time until every
 agent is connected, the server's RSS and its idle CPU, then runs the invocations and measures
-the time until every record is terminal. Prints one JSON line.
+the time until every record is terminal, then restarts the server and measures the time until
+every agent is connected again. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -265,6 +266,15 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
             stub, [c[0] for c in credentials], args.invocations, args.per_invocation
         )
         _, rss_after_run = proc_stats(server.pid)
+
+        # A restart: the server drains (agents are told to reconnect), comes back on the same
+        # port, and the fleet finds it again through its jittered backoff.
+        stats.connected_event.clear()
+        await asyncio.to_thread(server.stop)
+        restarted_at = time.perf_counter()
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(stats.connected_event.wait(), args.connect_timeout)
+        reconnect_s = time.perf_counter() - restarted_at
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -283,6 +293,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "idle_cpu_percent_of_core": round(idle_cpu * 100, 1),
         "records": args.invocations * args.per_invocation,
         "run_all_terminal_s": round(run_s, 2),
+        "reconnect_all_after_restart_s": round(reconnect_s, 1),
         "tasks_answered": stats.tasks,
         "reconnects": stats.reconnects,
         "reconnect_reasons": stats.reasons,

@@ -41,8 +41,9 @@ class AgentSession:
         self.closed = False
         # Why the agent's side of the stream was refused (a message that does not parse).
         self.error: DomainError | None = None
-        # When the server last wrote to the agent (event loop time).
-        self.last_write = asyncio.get_running_loop().time()
+        # When the stream last carried a message either way (event loop time): proxies cut
+        # streams idle in both directions, so traffic from the agent keeps it alive too.
+        self.last_activity = asyncio.get_running_loop().time()
         # Tasks sent on this session: a task is sent once per session (agents de-duplicate
         # too, but a re-scan should not resend what is already on the wire).
         self.sent: set[str] = set()
@@ -128,16 +129,24 @@ class Hub:
             self.send(cancel.instance_id, cancel)
 
     async def keepalive(self, interval: float) -> None:
-        """Sends a heartbeat to every agent whose stream has been quiet for `interval`: one
-        sweep for all sessions instead of a timer per session."""
+        """Sends a heartbeat on every agent stream that has been quiet both ways for 1.5
+        `interval`s: one sweep for all sessions instead of a timer per session. Agents beat
+        every `interval`, so a fleet of healthy agents gets no beats from the server at all."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval / 4)
-            quiet_since = loop.time() - interval
-            for session in list(self._sessions.values()):
-                if session.last_write <= quiet_since:
-                    session.last_write = loop.time()  # one beat per interval
-                    session.send(Beat())
+            self.beat_quiet_sessions(loop.time(), 1.5 * interval)
+
+    def beat_quiet_sessions(self, now: float, quiet_seconds: float) -> int:
+        """Sends a Beat to each session with no traffic since `now - quiet_seconds`; returns
+        how many."""
+        beaten = 0
+        for session in list(self._sessions.values()):
+            if session.last_activity <= now - quiet_seconds:
+                session.last_activity = now  # one beat per quiet period
+                session.send(Beat())
+                beaten += 1
+        return beaten
 
     def drain(self, reason: str) -> None:
         for session in list(self._sessions.values()):

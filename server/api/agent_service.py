@@ -196,14 +196,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             if item is None:
                 return
             await context.write(outgoing_to(item))
-            session.last_write = loop.time()
+            session.last_activity = loop.time()
 
     async def _read(
         self, request_iterator: AsyncIterator[pb.ConnectRequest], session: AgentSession
     ) -> None:
         instance_id = session.instance_id
+        loop = asyncio.get_running_loop()
         try:
             async for message in request_iterator:
+                session.last_activity = loop.time()
                 self._handle(instance_id, message)
         except asyncio.CancelledError:
             raise
