@@ -64,6 +64,8 @@ T = TypeVar("T")
 MAX_OUTPUT_READ = 3 * 1024 * 1024
 DEFAULT_OUTPUT_READ = 1024 * 1024
 WATCH_CHUNK = 1024 * 1024
+# A watcher reads the database at most this often (seconds).
+WATCH_READ_INTERVAL = 0.01
 
 
 @dataclass(frozen=True)
@@ -414,15 +416,33 @@ class CommandPlane:
         sent: dict[str, int] = {}
         last_state: dict[str, tuple[object, ...]] = {}
         grace_ms = int(self._settings.output_grace_seconds * 1000)
+        loop = asyncio.get_running_loop()
+        last_read = -WATCH_READ_INTERVAL
         with self._hub.events.subscribe(invoke_id) as changed:
             while True:
+                # Under load, changes come faster than a watcher needs to look: gather those of
+                # a short interval into one read.
+                wait = last_read + WATCH_READ_INTERVAL - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 changed.clear()
+                last_read = loop.time()
                 snapshot = await self._db.read(
-                    invocations_repo.watch_snapshot, account_id, region_id, invoke_id, instance_id
+                    invocations_repo.watch_snapshot,
+                    account_id,
+                    region_id,
+                    invoke_id,
+                    instance_id,
+                    dict(sent),
+                    WATCH_CHUNK,
                 )
                 for progress in snapshot.records:
                     record = progress.record
                     offset = sent.get(record.record_id, 0)
+                    if progress.new_output:
+                        data = progress.new_output
+                        yield OutputEvent(record.instance_id, record.record_id, offset, data)
+                        offset += len(data)
                     while offset < record.output_size:
                         end = min(record.output_size, offset + WATCH_CHUNK)
                         data = await self._db.read(read_range, record.record_id, offset, end)

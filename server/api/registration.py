@@ -58,7 +58,9 @@ def decode(raw: bytes, request_type: type[Message]) -> Message:
             reasons.MALFORMED_REQUEST,
             f"request: not a valid {request_type.DESCRIPTOR.full_name} message ({exc})",
         ) from exc
-    field = _nul_field(message)
+    # A NUL character in a string field is a 0x00 byte in the encoding: most messages have
+    # none, and need no walk through their fields.
+    field = _nul_field(message) if b"\x00" in raw else None
     if field is not None:
         raise InvalidArgument(
             reasons.INVALID_CHARACTER,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
@@ -660,6 +660,8 @@ class RecordProgress:
 
     record: Record
     agent_done: bool
+    # Output from the watcher's offset on (at most `chunk` bytes), read with the states.
+    new_output: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -669,8 +671,16 @@ class WatchSnapshot:
 
 
 def watch_snapshot(
-    conn: Connection, account_id: str, region_id: str, invoke_id: str, instance_id: str
+    conn: Connection,
+    account_id: str,
+    region_id: str,
+    invoke_id: str,
+    instance_id: str,
+    sent: Mapping[str, int] | None = None,
+    chunk: int = 1024 * 1024,
 ) -> WatchSnapshot:
+    """The invocation's status and records, with each record's output from `sent[record_id]`
+    (0 when absent) on: one read for states and output alike."""
     invocation = get_invocation(conn, account_id, region_id, invoke_id)
     if instance_id and instance_id not in invocation.spec.instance_ids:
         raise NotFound(
@@ -687,7 +697,13 @@ def watch_snapshot(
         .where(*conditions)
         .order_by(RECORDS.c.record_id)
     ).all()
-    return WatchSnapshot(
-        status=invocation.status,
-        records=[RecordProgress(_record(row), bool(row.agent_done)) for row in rows],
-    )
+    progress = []
+    for row in rows:
+        record = _record(row)
+        offset = (sent or {}).get(record.record_id, 0)
+        data = b""
+        if offset < record.output_size:
+            end = min(record.output_size, offset + chunk)
+            data = read_range(conn, record.record_id, offset, end)
+        progress.append(RecordProgress(record, bool(row.agent_done), data))
+    return WatchSnapshot(status=invocation.status, records=progress)
