@@ -195,8 +195,15 @@ async def register_all(
 
 
 async def run_invocations(
-    stub: command_pb2_grpc.CommandServiceStub, ids: list[str], invocations: int, per: int
+    stub: command_pb2_grpc.CommandServiceStub,
+    ids: list[str],
+    invocations: int,
+    per: int,
+    follow: str,
 ) -> float:
+    """Seconds from the first RunCommand until every record is terminal, found by following
+    each invocation with WatchInvocation (`follow="watch"`: the server also streams every state
+    and output to the client) or by polling DescribeInvocations (`"poll"`)."""
     start = time.perf_counter()
 
     async def one(n: int) -> None:
@@ -209,10 +216,19 @@ async def run_invocations(
                 instance_ids=targets,
             )
         )
-        async for _ in stub.WatchInvocation(
-            command_pb2.WatchInvocationRequest(region_id=REGION, invoke_id=ran.invoke_id)
-        ):
-            pass
+        if follow == "watch":
+            async for _ in stub.WatchInvocation(
+                command_pb2.WatchInvocationRequest(region_id=REGION, invoke_id=ran.invoke_id)
+            ):
+                pass
+            return
+        while True:
+            described = await stub.DescribeInvocations(
+                command_pb2.DescribeInvocationsRequest(region_id=REGION, invoke_id=ran.invoke_id)
+            )
+            if described.invocations[0].invoke_status != command_pb2.INVOKE_STATUS_RUNNING:
+                return
+            await asyncio.sleep(0.5)
 
     await asyncio.gather(*(one(n) for n in range(invocations)))
     return time.perf_counter() - start
@@ -263,7 +279,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
 
         stub = command_pb2_grpc.CommandServiceStub(admin_channel)
         run_s = await run_invocations(
-            stub, [c[0] for c in credentials], args.invocations, args.per_invocation
+            stub, [c[0] for c in credentials], args.invocations, args.per_invocation, args.follow
         )
         _, rss_after_run = proc_stats(server.pid)
 
@@ -293,6 +309,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "idle_cpu_percent_of_core": round(idle_cpu * 100, 1),
         "records": args.invocations * args.per_invocation,
         "run_all_terminal_s": round(run_s, 2),
+        "followed_by": args.follow,
         "reconnect_all_after_restart_s": round(reconnect_s, 1),
         "tasks_answered": stats.tasks,
         "reconnects": stats.reconnects,
@@ -307,6 +324,12 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=100, help="HTTP/2 connections")
     parser.add_argument("--invocations", type=int, default=20)
     parser.add_argument("--per-invocation", type=int, default=50)
+    parser.add_argument(
+        "--follow",
+        choices=["poll", "watch"],
+        default="watch",
+        help="how the client learns that an invocation is over [%(default)s]",
+    )
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
     parser.add_argument("--connect-timeout", type=float, default=300.0)
     args = parser.parse_args()

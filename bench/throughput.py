@@ -28,6 +28,7 @@ from tests.support import AgentProcess, ServerProcess, client_channel
 
 REGION = "cn-hangzhou"
 MIB = 1024 * 1024
+POLL_SECONDS = 0.02
 
 
 async def stream_once(
@@ -51,13 +52,17 @@ async def stream_once(
                 timeout_seconds=600,
             )
         )
-        states: dict[str, int] = {}
-        async for event in stub.WatchInvocation(
-            pb.WatchInvocationRequest(region_id=REGION, invoke_id=ran.invoke_id)
-        ):
-            if event.HasField("state_change"):
-                states[event.state_change.instance_id] = event.state_change.state
+        # Polled, not watched: a watcher would have the server stream every byte once more.
+        while True:
+            described = await stub.DescribeInvocations(
+                pb.DescribeInvocationsRequest(region_id=REGION, invoke_id=ran.invoke_id)
+            )
+            (invocation,) = described.invocations
+            if invocation.invoke_status != pb.INVOKE_STATUS_RUNNING:
+                break
+            await asyncio.sleep(POLL_SECONDS)
         elapsed = time.perf_counter() - start
+        states = {i.instance_id: i.state for i in invocation.invoke_instances}
         # Byte-exact: read every record back and compare.
         for instance_id in ids:
             hasher = hashlib.sha256()
