@@ -39,8 +39,13 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy server agent client
 
+# Every benchmark at a small size; bench/RESULTS.md has the full-size commands and figures.
 bench: install
-	$(PY) bench/fanout.py --runs 20 --agents 1,10,50
+	$(PY) bench/fanout.py --agents 1,10 --runs 20
+	$(PY) bench/throughput.py --mib 20 --agents 1,2
+	$(PY) bench/invoke_rate.py --seconds 5 --warmup 1 --agents 20 --concurrency 16
+	$(PY) bench/swarm.py --agents 500 --invocations 10 --idle 5
+	$(PY) bench/vs_salt.py --agents 1,3 --runs 5
 
 clean:
 	rm -rf $(VENV) .gen-check var

@@ -242,6 +242,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "--max-invocations-per-day", "1000000",
             "--rate-limit", "0",
             "--log-level", "WARNING",
+            "--heartbeat-interval", str(args.heartbeat_interval),
         )  # fmt: skip
         server.start()
         try:
@@ -307,6 +308,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "server_rss_mib": round(rss / 2**20, 1),
         "server_rss_after_run_mib": round(rss_after_run / 2**20, 1),
         "idle_cpu_percent_of_core": round(idle_cpu * 100, 1),
+        "heartbeat_interval_s": args.heartbeat_interval,
         "records": args.invocations * args.per_invocation,
         "run_all_terminal_s": round(run_s, 2),
         "followed_by": args.follow,
@@ -329,6 +331,9 @@ def main() -> None:
         choices=["poll", "watch"],
         default="watch",
         help="how the client learns that an invocation is over [%(default)s]",
+    )
+    parser.add_argument(
+        "--heartbeat-interval", type=int, default=20, help="the server's flag [%(default)s]"
     )
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
     parser.add_argument("--connect-timeout", type=float, default=300.0)

@@ -56,6 +56,14 @@ async def test_invoke_and_run_with_a_client_token_run_once(stub: Stub, cluster: 
     again = await stub.InvokeCommand(request)
     assert again.invoke_id == first.invoke_id
     assert cluster.server.row_counts() == before
+    different = pb.InvokeCommandRequest()
+    different.CopyFrom(request)
+    different.instance_ids[:] = ["i-b"]
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.InvokeCommand(different)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_details(caught.value)[0].reason == "IdempotentParameterMismatch"
+    assert cluster.server.row_counts() == before
 
     run = pb.RunCommandRequest(
         region_id=REGION,
@@ -68,9 +76,12 @@ async def test_invoke_and_run_with_a_client_token_run_once(stub: Stub, cluster: 
     ran_again = await stub.RunCommand(run)
     assert (ran_again.command_id, ran_again.invoke_id) == (ran.command_id, ran.invoke_id)
     run.command_content = b"echo twice"
+    before = cluster.server.row_counts()
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.RunCommand(run)
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_details(caught.value)[0].reason == "IdempotentParameterMismatch"
+    assert cluster.server.row_counts() == before
 
 
 async def test_pages_are_newest_first_and_stable(stub: Stub) -> None:

@@ -197,6 +197,27 @@ async def test_stop_terminates_a_running_script_and_its_children(stub: Stub) -> 
     assert all(r.stop_time.ToMilliseconds() > 0 for r in by_instance.values())
 
 
+# The script and its child ignore SIGTERM: only the SIGKILL after the grace ends them.
+DEAF_SCRIPT = """\
+trap '' TERM
+sh -c 'trap "" TERM; while :; do sleep 1; done' &
+echo "child $!"
+echo "script $$"
+while :; do sleep 1; done
+"""
+
+
+async def test_stop_kills_a_tree_that_ignores_sigterm_after_the_grace(stub: Stub) -> None:
+    invoke_id = await run(stub, DEAF_SCRIPT, ["i-c"])
+    pids = await _wait_for_pids(stub, invoke_id)
+    await stub.StopInvocation(pb.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
+    seen = await watch(stub, invoke_id)
+    assert seen.states["i-c"].state == pb.EXECUTION_STATE_TERMINATED
+    assert all(process_gone(pid) for pid in pids)
+    record = (await results(stub, invoke_id))["i-c"]
+    assert record.exit_code == 128 + 9, "ended by SIGKILL, not by SIGTERM"
+
+
 async def test_stopping_a_finished_invocation_is_a_failed_precondition(stub: Stub) -> None:
     invoke_id = await run(stub, "true", ["i-a"])
     await watch(stub, invoke_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import stat
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -276,6 +278,19 @@ async def test_secrets_are_stored_only_as_hashes(tenants: Tenants) -> None:
     assert "secret_hash" not in dump  # rows, not column names
     assert secret not in dump
     assert tenants.server.admin_key.split(".", 1)[1] not in dump
+
+
+def test_key_and_credential_files_are_private(tenants: Tenants) -> None:
+    admin_key = tenants.server.workdir / "admin.key"
+    credentials = tenants.agent.state_dir / "credentials.json"
+    assert stat.S_IMODE(admin_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert f"its API key is in {admin_key} (mode 0600)" in tenants.server.log()
+    # The instance secret is in the agent's file, and only as a hash in the database.
+    secret = json.loads(credentials.read_text())["instance_secret"]
+    dump = "\n".join(repr(row) for row in tenants.server.query("SELECT * FROM instances"))
+    assert secret
+    assert secret not in dump
 
 
 async def test_mutating_calls_are_audited(

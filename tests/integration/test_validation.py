@@ -12,8 +12,14 @@ import grpc
 import pytest
 from grpc import aio
 
+from cloudassist.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    command_pb2_grpc,
+    instance_pb2,
+    instance_pb2_grpc,
+)
 from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 from tests.integration.helpers import error_details, watch
 from tests.support import AgentProcess, ServerProcess, client_channel
 
@@ -36,6 +42,7 @@ class Limited:
     shell_command: str = ""  # parameters a and b
     plain_command: str = ""  # no parameters
     bat_command: str = ""
+    powershell_command: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +59,17 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
         offline.wait_online(False)
         with grpc.insecure_channel(server.address) as channel:
             stub = command_pb2_grpc.CommandServiceStub(channel)
+            # A Windows instance, registered as its agent would register (it need not run).
+            activation_id, activation_code = server.activation(REGION)
+            agent_pb2_grpc.AgentServiceStub(channel).Register(
+                agent_pb2.RegisterRequest(
+                    activation_id=activation_id,
+                    activation_code=activation_code,
+                    instance_id="i-win",
+                    os_type=instance_pb2.OS_TYPE_WINDOWS,
+                    hostname="win",
+                )
+            )
 
             def create(name: str, content: bytes, kind: int, params: bool) -> str:
                 request = pb.CreateCommandRequest(
@@ -68,6 +86,9 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
                 shell_command=create("shell", b"echo {{a}} {{b}}", SHELL, True),
                 plain_command=create("plain", b"echo plain", SHELL, False),
                 bat_command=create("bat", b"echo bat", pb.COMMAND_TYPE_RUN_BAT_SCRIPT, False),
+                powershell_command=create(
+                    "ps", b"Write-Output ps", pb.COMMAND_TYPE_RUN_POWERSHELL_SCRIPT, False
+                ),
             )
     finally:
         online.stop()
@@ -199,6 +220,10 @@ CASES: list[tuple[str, str, Callable[[Limited], Any], grpc.StatusCode, str, str]
      NOT_FOUND, "InvalidInstance.NotFound", "instance_ids"),
     ("bat-on-linux", "InvokeCommand", invoke("bat_command"), PRECONDITION,
      "InvalidInstance.NotMatch", "instance_ids"),
+    ("powershell-on-linux", "InvokeCommand", invoke("powershell_command"), PRECONDITION,
+     "InvalidInstance.NotMatch", "instance_ids"),
+    ("shell-on-windows", "InvokeCommand", invoke("plain_command", instance_ids=["i-win"]),
+     PRECONDITION, "InvalidInstance.NotMatch", "instance_ids"),
     ("missing-parameter-value", "InvokeCommand", invoke("shell_command", parameters={"a": "1"}),
      INVALID, "Parameter.MissingValue", "parameters"),
     ("unknown-parameter", "InvokeCommand",
