@@ -41,11 +41,17 @@ class StoredAgent:
         self.secret = secret
         self.invoke_of: dict[str, str] = {}
         self.stored: dict[str, asyncio.Future[float]] = {}
+        # Results stored before the client asked for them (the ack can beat the reply to
+        # InvokeCommand).
+        self.early: dict[str, float] = {}
         self.ready = asyncio.Event()
 
     def expect(self, invoke_id: str) -> asyncio.Future[float]:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.stored[invoke_id] = future
+        if invoke_id in self.early:
+            future.set_result(self.early.pop(invoke_id))
+        else:
+            self.stored[invoke_id] = future
         return future
 
     async def run(self) -> None:
@@ -86,7 +92,9 @@ class StoredAgent:
             elif kind == "ack" and message.ack.result_stored:
                 invoke_id = self.invoke_of.pop(message.ack.task_id, "")
                 future = self.stored.pop(invoke_id, None)
-                if future is not None and not future.done():
+                if future is None:
+                    self.early[invoke_id] = time.perf_counter()
+                elif not future.done():
                     future.set_result(time.perf_counter())
 
 
