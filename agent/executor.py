@@ -121,10 +121,11 @@ def plan_launch(
         "LOGNAME": account.pw_name,
         "SHELL": account.pw_shell or "/bin/sh",
         "LANG": os.environ.get("LANG", "C.UTF-8"),
-        **task_env,
     }
     if "TZ" in os.environ:
         env["TZ"] = os.environ["TZ"]
+    # The invocation's variables (and the task's built-ins) go on top of that.
+    env.update(task_env)
     return LaunchPlan(argv=argv, cwd=cwd, env=env, run_as=run_as, script_dir=script_dir)
 
 

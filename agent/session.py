@@ -400,7 +400,7 @@ class Agent:
         # Written to disk by the task's first step (one trip to the I/O thread with its script).
         held = HeldTask(self.spool.prepare(meta))
         self.tasks[task_id] = held
-        held.runner = asyncio.create_task(self._run(held, dispatch.script))
+        held.runner = asyncio.create_task(self._run(held, dispatch.script, dict(dispatch.env)))
         self._changed.set()
 
     def _cancel(self, cancel: pb.Cancel) -> None:
@@ -427,10 +427,10 @@ class Agent:
 
     # Running tasks ----------------------------------------------------------------------
 
-    async def _run(self, held: HeldTask, script: bytes) -> None:
+    async def _run(self, held: HeldTask, script: bytes, env: dict[str, str]) -> None:
         meta = held.meta
         try:
-            result = await self._execute(held, script)
+            result = await self._execute(held, script, env)
         except asyncio.CancelledError:
             raise
         except LaunchError as error:
@@ -448,14 +448,14 @@ class Agent:
             await self._forget_or_mark(held)
         self._changed.set()
 
-    async def _execute(self, held: HeldTask, script: bytes) -> TaskResult:
+    async def _execute(self, held: HeldTask, script: bytes, env: dict[str, str]) -> TaskResult:
         meta = held.meta
         if held.stop_requested:
             return TaskResult(
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
             )
-        env = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
-        plan = await self._disk(_spool_and_plan, held.spooled, script, env)
+        builtins = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
+        plan = await self._disk(_spool_and_plan, held.spooled, script, {**env, **builtins})
         process = TaskProcess(plan, meta.timeout_seconds, self.config.kill_grace_seconds)
         held.process = process
         if held.stop_requested:

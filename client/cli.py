@@ -65,14 +65,22 @@ def _content(args: argparse.Namespace) -> bytes | None:
     return None
 
 
-def _parameters(pairs: list[str] | None) -> dict[str, str]:
+def _pairs(pairs: list[str] | None, flag: str) -> dict[str, str]:
     result = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"cloudassist: --parameter takes KEY=VALUE, not {pair!r}")
+            raise SystemExit(f"cloudassist: {flag} takes KEY=VALUE, not {pair!r}")
         result[key] = value
     return result
+
+
+def _parameters(pairs: list[str] | None) -> dict[str, str]:
+    return _pairs(pairs, "--parameter")
+
+
+def _env(pairs: list[str] | None) -> dict[str, str]:
+    return _pairs(pairs, "--env")
 
 
 # Commands -------------------------------------------------------------------------------
@@ -171,6 +179,7 @@ async def invoke(c: Client) -> int:
         parameters=_parameters(a.parameter),
         username=a.username,
         client_token=a.client_token,
+        env=_env(a.env),
     )
     if a.timeout is not None:
         request.timeout_seconds = a.timeout
@@ -503,6 +512,7 @@ async def run(c: Client) -> int:
             enable_parameter=bool(a.parameter),
             parameters=_parameters(a.parameter),
             client_token=a.client_token,
+            env=_env(a.env),
         )
     )
     if not a.json:
@@ -676,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--timeout", type=int, help="seconds [the command's]")
     inv.add_argument("--working-dir")
     inv.add_argument("--username", default="")
+    inv.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
     inv.add_argument("--client-token", default="")
     inv.add_argument("--watch", action="store_true", help="print output until it ends")
     inv.set_defaults(handler=invoke)
@@ -728,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--working-dir", default="")
     rn.add_argument("--username", default="")
     rn.add_argument("-p", "--parameter", action="append", help="KEY=VALUE, repeatable")
+    rn.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
     rn.add_argument("--client-token", default="")
     rn.set_defaults(handler=run)
 

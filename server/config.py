@@ -68,6 +68,8 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("default-timeout", "default_timeout_seconds", "timeout when a command sets none, seconds"),
     ("min-timeout", "min_timeout_seconds", "smallest timeout accepted, seconds"),
     ("max-timeout", "max_timeout_seconds", "largest timeout accepted, seconds"),
+    ("max-env-vars", "env_vars", "environment variables per invocation"),
+    ("max-env-bytes", "env_bytes", "environment variable names plus values, in bytes"),
     (
         "max-output-bytes",
         "output_bytes_per_record",

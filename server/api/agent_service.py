@@ -72,6 +72,7 @@ def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
                 working_dir=item.working_dir,
                 username=item.username,
                 output_limit=item.output_limit,
+                env=item.env,
             )
         )
     if isinstance(item, CancelOrder):

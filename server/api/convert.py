@@ -137,6 +137,7 @@ def invocation_draft(request: pb.InvokeCommandRequest) -> InvocationDraft:
         timeout_seconds=request.timeout_seconds if request.HasField("timeout_seconds") else None,
         working_dir=request.working_dir if request.HasField("working_dir") else None,
         username=request.username,
+        env=dict(request.env),
     )
 
 
@@ -150,6 +151,7 @@ def run_invocation_draft(request: pb.RunCommandRequest) -> InvocationDraft:
         frequency=request.frequency,
         timed=request.timed,
         username=request.username,
+        env=dict(request.env),
     )
 
 
@@ -204,6 +206,7 @@ def invocation_to(invocation: Invocation) -> pb.Invocation:
         timeout_seconds=spec.timeout_seconds,
         working_dir=spec.working_dir,
         username=spec.username,
+        env=spec.env,
         invoke_status=invoke_status_to(invocation.status),
         creation_time=timestamp(invocation.created_ms),
         invoke_instances=[invoke_instance_to(m) for m in invocation.instances],

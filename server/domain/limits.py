@@ -27,6 +27,9 @@ class Limits:
     working_dir_chars: int = 4096
     username_chars: int = 256
     instance_id_chars: int = 128
+    # Environment variables per invocation, and their names and values in bytes.
+    env_vars: int = 32
+    env_bytes: int = 16 * 1024
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

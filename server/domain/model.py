@@ -93,6 +93,7 @@ class InvocationDraft:
     timeout_seconds: int | None = None
     working_dir: str | None = None
     username: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class InvocationSpec:
     timeout_seconds: int
     working_dir: str
     username: str
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

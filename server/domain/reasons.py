@@ -43,6 +43,11 @@ PARAMETER_MISSING_VALUE = "Parameter.MissingValue"
 PARAMETER_NOT_MATCHED = "Parameter.NotMatched"
 PARAMETERS_DISABLED = "Parameter.Disabled"
 
+# Environment variables of an invocation.
+ENV_INVALID_NAME = "InvalidParameter.EnvName"
+ENV_RESERVED_NAME = "InvalidParameter.EnvNameReserved"
+ENV_EXCEED_LIMIT = "Env.ExceedLimit"
+
 # Schedules.
 MISSING_FREQUENCY = "MissingParam.Frequency"
 INVALID_FREQUENCY = "InvalidParam.Frequency"

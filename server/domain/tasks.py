@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from server.domain import reasons
@@ -24,6 +24,7 @@ class Task:
     working_dir: str
     username: str
     output_limit: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def build_task(
@@ -48,6 +49,7 @@ def build_task(
         working_dir=spec.working_dir,
         username=spec.username,
         output_limit=output_limit,
+        env=spec.env,
     )
 
 

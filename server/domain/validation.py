@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from server.domain import reasons
+from server.domain.environment import check_env
 from server.domain.errors import InvalidArgument
 from server.domain.limits import Limits
 from server.domain.model import (
@@ -320,4 +321,5 @@ def validate_invocation(
         timeout_seconds=timeout,
         working_dir=working_dir,
         username=_check_username(draft.username, limits),
+        env=check_env(draft.env, limits),
     )

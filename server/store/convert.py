@@ -54,6 +54,7 @@ def invocation_spec(row: Any, instance_ids: tuple[str, ...]) -> InvocationSpec:
         timeout_seconds=row.timeout_seconds,
         working_dir=row.working_dir,
         username=row.username,
+        env=json.loads(row.env),
     )
 
 

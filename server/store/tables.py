@@ -158,6 +158,7 @@ class InvocationRow(SQLModel, table=True):
     timeout_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
     working_dir: str = Field(default="", max_length=4096)
     username: str = Field(default="", max_length=256)
+    env: str = "{}"  # JSON object: the scripts' environment variables
     status: str = Field(max_length=16)
     # ONCE, or a schedule that fires once (at): instances mirror their only record.
     one_shot: bool = True

@@ -54,6 +54,16 @@ async def test_run_reads_the_script_from_stdin(cluster: Cluster) -> None:
     assert (code, out) == (0, b"piped\n")
 
 
+async def test_run_passes_environment_variables(cluster: Cluster) -> None:
+    code, out, _ = await cli(
+        cluster, "run", "-i", "i-b", "-e", "WHO=cli", "--env", "N=2", 'echo "$WHO $N"'
+    )
+    assert (code, out) == (0, b"cli 2\n")
+    code, _, err = await cli(cluster, "run", "-i", "i-b", "-e", "NOVALUE", "true")
+    assert code != 0
+    assert "--env takes KEY=VALUE" in err
+
+
 async def test_command_lifecycle_with_json(cluster: Cluster) -> None:
     code, out, err = await cli(
         cluster, "--json", "commands", "create", "--name", "cli-cmd",

@@ -253,6 +253,22 @@ async def _wait_for_output(stub: Stub, invoke_id: str, instances: set[str]) -> N
                 return
 
 
+async def test_environment_variables_reach_the_script(stub: Stub) -> None:
+    env = {"GREETING": "hello wörld", "EMPTY": "", "LANG": "C"}
+    invoke_id = await run(
+        stub,
+        'printf "%s|%s|%s|%s|" "$GREETING" "${EMPTY-unset}" "$LANG" "$CLOUDASSIST_INVOKE_ID"\n'
+        'env | grep -c "^CLOUDASSIST_"',
+        ["i-a", "i-b"],
+        env=env,
+    )
+    seen = await watch(stub, invoke_id)
+    for instance_id in ("i-a", "i-b"):
+        assert seen.states[instance_id].state == pb.EXECUTION_STATE_SUCCESS
+        assert bytes(seen.output[instance_id]).decode() == f"hello wörld||C|{invoke_id}|2\n"
+    assert dict((await invocation(stub, invoke_id)).env) == env
+
+
 async def test_custom_parameters_are_filled_per_invocation(stub: Stub) -> None:
     created = await stub.CreateCommand(
         pb.CreateCommandRequest(

@@ -344,6 +344,26 @@ class Dispatch(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TASK_ID_FIELD_NUMBER: _builtins.int
     INVOKE_ID_FIELD_NUMBER: _builtins.int
     COMMAND_ID_FIELD_NUMBER: _builtins.int
@@ -353,6 +373,7 @@ class Dispatch(_message.Message):
     WORKING_DIR_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
     OUTPUT_LIMIT_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     invoke_id: _builtins.str
     command_id: _builtins.str
@@ -367,6 +388,10 @@ class Dispatch(_message.Message):
     """Empty: the agent's own user."""
     output_limit: _builtins.int
     """The server stores at most this many bytes; the agent sends no more, but counts them."""
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Environment variables for the script, on top of the agent's minimal environment."""
+
     def __init__(
         self,
         *,
@@ -379,10 +404,11 @@ class Dispatch(_message.Message):
         working_dir: _builtins.str = ...,
         username: _builtins.str = ...,
         output_limit: _builtins.int = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "invoke_id", b"invoke_id", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "invoke_id", b"invoke_id", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

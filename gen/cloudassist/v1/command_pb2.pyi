@@ -486,6 +486,26 @@ class InvokeCommandRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REGION_ID_FIELD_NUMBER: _builtins.int
     COMMAND_ID_FIELD_NUMBER: _builtins.int
     INSTANCE_IDS_FIELD_NUMBER: _builtins.int
@@ -497,6 +517,7 @@ class InvokeCommandRequest(_message.Message):
     WORKING_DIR_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     command_id: _builtins.str
     repeat_mode: Global___RepeatMode.ValueType
@@ -520,6 +541,12 @@ class InvokeCommandRequest(_message.Message):
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Values for the command's custom parameters."""
 
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Environment variables for the script, on top of the agent's minimal environment. Names
+        are [A-Za-z_][A-Za-z0-9_]*; CLOUDASSIST_* is reserved.
+        """
+
     def __init__(
         self,
         *,
@@ -534,10 +561,11 @@ class InvokeCommandRequest(_message.Message):
         working_dir: _builtins.str | None = ...,
         username: _builtins.str = ...,
         client_token: _builtins.str = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "timeout_seconds", b"timeout_seconds", "working_dir", b"working_dir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
@@ -593,6 +621,26 @@ class RunCommandRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REGION_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
@@ -609,6 +657,7 @@ class RunCommandRequest(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     KEEP_COMMAND_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """Empty: a name is generated."""
@@ -629,6 +678,10 @@ class RunCommandRequest(_message.Message):
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Environment variables for the script (see InvokeCommandRequest.env)."""
+
     def __init__(
         self,
         *,
@@ -648,10 +701,11 @@ class RunCommandRequest(_message.Message):
         username: _builtins.str = ...,
         keep_command: _builtins.bool = ...,
         client_token: _builtins.str = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -766,6 +820,26 @@ class Invocation(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     INVOKE_ID_FIELD_NUMBER: _builtins.int
     REGION_ID_FIELD_NUMBER: _builtins.int
     COMMAND_ID_FIELD_NUMBER: _builtins.int
@@ -782,6 +856,7 @@ class Invocation(_message.Message):
     INVOKE_STATUS_FIELD_NUMBER: _builtins.int
     CREATION_TIME_FIELD_NUMBER: _builtins.int
     INVOKE_INSTANCES_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
     invoke_id: _builtins.str
     region_id: _builtins.str
     command_id: _builtins.str
@@ -802,6 +877,8 @@ class Invocation(_message.Message):
     def creation_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def invoke_instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvokeInstance]: ...
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
         self,
         *,
@@ -821,10 +898,11 @@ class Invocation(_message.Message):
         invoke_status: Global___InvokeStatus.ValueType = ...,
         creation_time: _timestamp_pb2.Timestamp | None = ...,
         invoke_instances: _abc.Iterable[Global___InvokeInstance] | None = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "command_name", b"command_name", "command_type", b"command_type", "creation_time", b"creation_time", "frequency", b"frequency", "invoke_id", b"invoke_id", "invoke_instances", b"invoke_instances", "invoke_status", b"invoke_status", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "command_name", b"command_name", "command_type", b"command_type", "creation_time", b"creation_time", "env", b"env", "frequency", b"frequency", "invoke_id", b"invoke_id", "invoke_instances", b"invoke_instances", "invoke_status", b"invoke_status", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
