@@ -180,18 +180,38 @@ async def invoke(c: Client) -> int:
         username=a.username,
         client_token=a.client_token,
         env=_env(a.env),
+        dry_run=a.dry_run,
     )
     if a.timeout is not None:
         request.timeout_seconds = a.timeout
     if a.working_dir is not None:
         request.working_dir = a.working_dir
     response = await c.commands.InvokeCommand(request)
+    if a.dry_run:
+        return _print_dry_run(response, a.json)
     if a.json:
         render.print_json(response)
     else:
         print(response.invoke_id)
     if a.watch:
         return await _follow(c, response.invoke_id, prefix=len(a.instance) > 1)
+    return 0
+
+
+def _print_dry_run(
+    response: pb.InvokeCommandResponse | pb.RunCommandResponse, as_json: bool
+) -> int:
+    """What a dry run would have run; nothing was created."""
+    if as_json:
+        render.print_json(response.dry_run)
+        return 0
+    for task in response.dry_run.tasks:
+        state = "online" if task.online else "offline: would wait for its agent"
+        print(f"# {task.instance_id} ({state}), timeout {task.timeout_seconds} s")
+        sys.stdout.write(task.script.decode(errors="replace").rstrip("\n") + "\n")
+    if response.dry_run.HasField("first_fire_time"):
+        print(f"# first run at {render.when(response.dry_run.first_fire_time)}")
+    print("# dry run: nothing was created", file=sys.stderr)
     return 0
 
 
@@ -513,8 +533,11 @@ async def run(c: Client) -> int:
             parameters=_parameters(a.parameter),
             client_token=a.client_token,
             env=_env(a.env),
+            dry_run=a.dry_run,
         )
     )
+    if a.dry_run:
+        return _print_dry_run(response, a.json)
     if not a.json:
         print(f"invocation {response.invoke_id}", file=sys.stderr)
     return await _follow(c, response.invoke_id, prefix=len(a.instance) > 1)
@@ -687,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--working-dir")
     inv.add_argument("--username", default="")
     inv.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
+    inv.add_argument("--dry-run", action="store_true", help="check and show, create nothing")
     inv.add_argument("--client-token", default="")
     inv.add_argument("--watch", action="store_true", help="print output until it ends")
     inv.set_defaults(handler=invoke)
@@ -740,6 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--username", default="")
     rn.add_argument("-p", "--parameter", action="append", help="KEY=VALUE, repeatable")
     rn.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
+    rn.add_argument("--dry-run", action="store_true", help="check and show, create nothing")
     rn.add_argument("--client-token", default="")
     rn.set_defaults(handler=run)
 

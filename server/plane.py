@@ -11,7 +11,7 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import tzinfo
 from typing import TypeVar
@@ -38,6 +38,7 @@ from server.domain.model import (
 from server.domain.pagination import parse_page
 from server.domain.schedule import Schedule, parse_frequency
 from server.domain.status import InvokeStatus
+from server.domain.tasks import Task, build_task
 from server.domain.timezones import day_start_ms
 from server.domain.validation import (
     apply_patch,
@@ -77,6 +78,30 @@ class PlaneSettings:
     stop_grace_seconds: float = 15.0
     # How long watchers wait for an agent's last output after the server ended a record.
     output_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class DryRunTask:
+    instance_id: str
+    task: Task
+    online: bool
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What an invocation would run; nothing of it was stored."""
+
+    tasks: list[DryRunTask]
+    first_fire_ms: int | None
+
+
+@dataclass(frozen=True)
+class Started:
+    """An invocation made (its ids), or rehearsed (`dry_run`, and no ids)."""
+
+    invoke_id: str = ""
+    command_id: str = ""
+    dry_run: DryRun | None = None
 
 
 @dataclass(frozen=True)
@@ -172,23 +197,26 @@ class CommandPlane:
 
     # Invocations ------------------------------------------------------------------------
 
-    async def invoke(self, account_id: str, draft: InvocationDraft, client_token: str) -> str:
+    async def invoke(
+        self, account_id: str, draft: InvocationDraft, client_token: str, dry_run: bool = False
+    ) -> Started:
         check_region(draft.region_id)
         check_required(draft.command_id, "command_id", reasons.MISSING_COMMAND_ID)
         key = self._idempotency_key(
             account_id, draft.region_id, "InvokeCommand", client_token, draft
         )
+        if dry_run:
+            key = None  # a dry run neither replays nor claims a client token
         previous = await self._db.read(replay, key)
         if previous is not None:
-            return previous["invoke_id"]
+            return Started(invoke_id=previous["invoke_id"])
         command = await self._db.read(
             commands_repo.get_command, account_id, draft.region_id, draft.command_id
         )
         spec = validate_invocation(
             draft, command.command_id, command.spec, self._limits, self._check_frequency
         )
-        result = await self._start(account_id, spec, key)
-        return result["invoke_id"]
+        return await self._start(account_id, spec, key, dry_run=dry_run)
 
     async def run(
         self,
@@ -197,7 +225,8 @@ class CommandPlane:
         invocation: InvocationDraft,
         keep_command: bool,
         client_token: str,
-    ) -> tuple[str, str]:
+        dry_run: bool = False,
+    ) -> Started:
         """RunCommand: a command (saved only with keep_command) invoked in one step."""
         if not command.name:
             command = CommandDraft(**{**asdict(command), "name": "run-command"})
@@ -211,17 +240,22 @@ class CommandPlane:
             invocation,
             keep_command,
         )
+        if dry_run:
+            key = None
         previous = await self._db.read(replay, key)
         if previous is not None:
-            return previous["command_id"], previous["invoke_id"]
+            return Started(previous["invoke_id"], previous["command_id"])
         command_id = ids.command_id()
         spec = validate_invocation(
             invocation, command_id, command_spec, self._limits, self._check_frequency
         )
-        result = await self._start(
-            account_id, spec, key, new_command=command_spec if keep_command else None
+        return await self._start(
+            account_id,
+            spec,
+            key,
+            new_command=command_spec if keep_command else None,
+            dry_run=dry_run,
         )
-        return result["command_id"], result["invoke_id"]
 
     def schedule_for(self, frequency: str, timeout_seconds: int, created_ms: int) -> Schedule:
         """The schedule of a periodic invocation made at `created_ms`."""
@@ -238,8 +272,9 @@ class CommandPlane:
         spec: InvocationSpec,
         key: IdempotencyKey | None,
         new_command: CommandSpec | None = None,
-    ) -> dict[str, str]:
-        await self._check_targets(account_id, spec)
+        dry_run: bool = False,
+    ) -> Started:
+        targets = await self._check_targets(account_id, spec)
         now = now_ms()
         schedule = None
         if spec.repeat_mode is RepeatMode.PERIOD:
@@ -265,6 +300,10 @@ class CommandPlane:
             one_shot=schedule is None or schedule.one_shot,
             next_fire_ms=schedule.first_fire(now) if schedule is not None else None,
         )
+        if dry_run:
+            # Every check of the transaction (quotas included), then nothing kept.
+            await self._db.rehearse(invocations_repo.create_invocation, plan)
+            return Started(dry_run=self._dry_run(plan, targets))
         result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
         # An agent connected to another server gets it from that server; one that is not
         # connected gets it when it connects (or it is ABORTED).
@@ -274,9 +313,23 @@ class CommandPlane:
                 changed_invocations={plan.invoke_id} if tasks else set(),
             )
         )
-        return result
+        return Started(invoke_id=result["invoke_id"], command_id=result["command_id"])
 
-    async def _check_targets(self, account_id: str, spec: InvocationSpec) -> None:
+    def _dry_run(self, plan: InvocationPlan, targets: Mapping[str, Instance]) -> DryRun:
+        spec = plan.spec
+        return DryRun(
+            tasks=[
+                DryRunTask(
+                    instance_id,
+                    build_task("", instance_id, plan.invoke_id, spec, plan.output_limit),
+                    targets[instance_id].online,
+                )
+                for instance_id in spec.instance_ids
+            ],
+            first_fire_ms=plan.next_fire_ms,
+        )
+
+    async def _check_targets(self, account_id: str, spec: InvocationSpec) -> Mapping[str, Instance]:
         """Every instance exists in the region and runs this command type."""
         found = await self._db.read(
             agents_repo.find_instances, account_id, spec.region_id, spec.instance_ids
@@ -299,6 +352,7 @@ class CommandPlane:
                     field="instance_ids",
                     metadata={"instance_id": instance_id, "os_type": instance.os_type.value},
                 )
+        return found
 
     async def describe_invocations(
         self,

@@ -75,23 +75,33 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def InvokeCommand(
         self, request: pb.InvokeCommandRequest, context: Context
     ) -> pb.InvokeCommandResponse:
-        invoke_id = await self._plane.invoke(
-            principal().account_id, convert.invocation_draft(request), request.client_token
+        started = await self._plane.invoke(
+            principal().account_id,
+            convert.invocation_draft(request),
+            request.client_token,
+            dry_run=request.dry_run,
         )
-        return pb.InvokeCommandResponse(invoke_id=invoke_id)
+        return pb.InvokeCommandResponse(
+            invoke_id=started.invoke_id, dry_run=convert.dry_run_to(started.dry_run)
+        )
 
     @unary_errors
     async def RunCommand(
         self, request: pb.RunCommandRequest, context: Context
     ) -> pb.RunCommandResponse:
-        command_id, invoke_id = await self._plane.run(
+        started = await self._plane.run(
             principal().account_id,
             convert.command_draft(request),
             convert.run_invocation_draft(request),
             request.keep_command,
             request.client_token,
+            dry_run=request.dry_run,
         )
-        return pb.RunCommandResponse(command_id=command_id, invoke_id=invoke_id)
+        return pb.RunCommandResponse(
+            command_id=started.command_id,
+            invoke_id=started.invoke_id,
+            dry_run=convert.dry_run_to(started.dry_run),
+        )
 
     @unary_errors
     async def DescribeInvocations(

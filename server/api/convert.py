@@ -22,6 +22,7 @@ from server.domain.model import (
     RepeatMode,
 )
 from server.domain.status import ExecutionState, InvokeStatus, coarse_status
+from server.plane import DryRun
 
 
 def timestamp(ms: int | None) -> Timestamp | None:
@@ -267,4 +268,25 @@ def instance_to(instance: Instance) -> instance_pb.Instance:
         invocation_count=instance.invocation_count,
         last_invoked_time=timestamp(instance.last_invoked_ms),
         registration_time=timestamp(instance.registered_ms),
+    )
+
+
+def dry_run_to(dry_run: DryRun | None) -> pb.DryRun | None:
+    if dry_run is None:
+        return None
+    return pb.DryRun(
+        tasks=[
+            pb.DryRunTask(
+                instance_id=t.instance_id,
+                online=t.online,
+                command_type=command_type_to(t.task.command_type),
+                script=t.task.script,
+                timeout_seconds=t.task.timeout_seconds,
+                working_dir=t.task.working_dir,
+                username=t.task.username,
+                env=t.task.env,
+            )
+            for t in dry_run.tasks
+        ],
+        first_fire_time=timestamp(dry_run.first_fire_ms),
     )

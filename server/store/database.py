@@ -37,6 +37,16 @@ class Database:
         with self.engine.begin() as conn:
             return fn(conn, *args, **kwargs)
 
+    def _rolled_back(
+        self, fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> T:
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                transaction.rollback()
+
     def _read_only(
         self, fn: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]
     ) -> T:
@@ -49,6 +59,14 @@ class Database:
         """Runs `fn(conn, ...)` in one transaction on the writer thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._in_transaction, fn, args, kwargs)
+
+    async def rehearse(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Runs `fn(conn, ...)` on the writer thread as `write` would, then rolls it back: every
+        check it makes holds, nothing it writes stays (dry runs)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._rolled_back, fn, args, kwargs)
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

@@ -243,3 +243,87 @@ async def test_watch_of_an_unknown_invocation_is_not_found(stub: Stub) -> None:
             pass
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_details(caught.value)[0].reason == "InvalidInvokeId.NotFound"
+
+
+async def test_a_dry_run_shows_what_would_run_and_creates_nothing(
+    stub: Stub, cluster: Cluster
+) -> None:
+    created = await stub.CreateCommand(
+        command(
+            name="dry",
+            command_content=b"echo {{who}} on {{ACS::InstanceId}}",
+            enable_parameter=True,
+            timeout_seconds=30,
+        )
+    )
+    marker = cluster.workdir / "dry-run-ran"
+    before = cluster.server.row_counts()
+    response = await stub.InvokeCommand(
+        pb.InvokeCommandRequest(
+            region_id=REGION,
+            command_id=created.command_id,
+            instance_ids=["i-a", "i-b"],
+            parameters={"who": "nobody"},
+            env={"MODE": "dry"},
+            client_token="token-dry-1",
+            dry_run=True,
+        )
+    )
+    assert response.invoke_id == ""
+    tasks = {t.instance_id: t for t in response.dry_run.tasks}
+    assert set(tasks) == {"i-a", "i-b"}
+    for instance_id, task in tasks.items():
+        assert task.script == f"echo nobody on {instance_id}".encode()
+        assert task.online
+        assert task.timeout_seconds == 30
+        assert dict(task.env) == {"MODE": "dry"}
+    assert not response.dry_run.HasField("first_fire_time")
+    assert cluster.server.row_counts() == before
+
+    # RunCommand too: no command kept, no invocation, nothing runs on the agent.
+    ran = await stub.RunCommand(
+        pb.RunCommandRequest(
+            region_id=REGION,
+            type=SHELL,
+            command_content=f"touch {marker}".encode(),
+            instance_ids=["i-c"],
+            keep_command=True,
+            repeat_mode=pb.REPEAT_MODE_PERIOD,
+            frequency="rate(1h)",
+            dry_run=True,
+        )
+    )
+    assert (ran.command_id, ran.invoke_id) == ("", "")
+    assert [t.instance_id for t in ran.dry_run.tasks] == ["i-c"]
+    assert ran.dry_run.first_fire_time.seconds > 0
+    assert cluster.server.row_counts() == before
+    # The token of the dry run was not taken: a real invocation may use it.
+    real = await stub.InvokeCommand(
+        pb.InvokeCommandRequest(
+            region_id=REGION,
+            command_id=created.command_id,
+            instance_ids=["i-a"],
+            parameters={"who": "somebody"},
+            client_token="token-dry-1",
+        )
+    )
+    seen = await watch(stub, real.invoke_id)
+    assert bytes(seen.output["i-a"]) == b"somebody on i-a\n"
+    assert not marker.exists()
+
+
+async def test_a_dry_run_is_refused_like_the_real_thing(stub: Stub, cluster: Cluster) -> None:
+    created = await stub.CreateCommand(command(name="dry-refused"))
+    before = cluster.server.row_counts()
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.InvokeCommand(
+            pb.InvokeCommandRequest(
+                region_id=REGION,
+                command_id=created.command_id,
+                instance_ids=["i-a", "i-nope"],
+                dry_run=True,
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(caught.value)[0].reason == "InvalidInstance.NotFound"
+    assert cluster.server.row_counts() == before

@@ -64,6 +64,22 @@ async def test_run_passes_environment_variables(cluster: Cluster) -> None:
     assert "--env takes KEY=VALUE" in err
 
 
+async def test_run_dry_run_prints_the_script_and_runs_nothing(cluster: Cluster) -> None:
+    before = cluster.server.row_counts()
+    code, out, err = await cli(
+        cluster, "run", "--dry-run", "-i", "i-a", "-i", "i-b", "--timeout", "30", "echo hi"
+    )
+    assert code == 0
+    assert out.decode().splitlines() == [
+        "# i-a (online), timeout 30 s",
+        "echo hi",
+        "# i-b (online), timeout 30 s",
+        "echo hi",
+    ]
+    assert "nothing was created" in err
+    assert cluster.server.row_counts() == before
+
+
 async def test_command_lifecycle_with_json(cluster: Cluster) -> None:
     code, out, err = await cli(
         cluster, "--json", "commands", "create", "--name", "cli-cmd",

@@ -422,14 +422,18 @@ async def test_daily_invocation_quota_per_region(
     limited: Limited,
 ) -> None:
     stub = stubs[0]
+    # Dry runs use none of the quota.
+    for _ in range(5):
+        await stub.InvokeCommand(invoke("plain_command", dry_run=True)(limited))
     for _ in range(3):
         invoked = await stub.InvokeCommand(invoke("plain_command")(limited))
         await watch(stub, invoked.invoke_id, REGION)
     before = limited.server.row_counts()
-    with pytest.raises(aio.AioRpcError) as caught:
-        await stub.InvokeCommand(invoke("plain_command")(limited))
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error_details(caught.value)[0].reason == "Invocation.ExceedQuota"
+    for dry_run in (False, True):  # a dry run is refused as the real one would be
+        with pytest.raises(aio.AioRpcError) as caught:
+            await stub.InvokeCommand(invoke("plain_command", dry_run=dry_run)(limited))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_details(caught.value)[0].reason == "Invocation.ExceedQuota"
     with pytest.raises(aio.AioRpcError) as run_caught:
         await stub.RunCommand(
             pb.RunCommandRequest(

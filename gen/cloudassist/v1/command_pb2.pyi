@@ -518,6 +518,7 @@ class InvokeCommandRequest(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     command_id: _builtins.str
     repeat_mode: Global___RepeatMode.ValueType
@@ -533,6 +534,10 @@ class InvokeCommandRequest(_message.Message):
     username: _builtins.str
     """The user the script runs as; empty: the agent's user (root)."""
     client_token: _builtins.str
+    dry_run: _builtins.bool
+    """Check everything and answer what would run, creating nothing (no invocation, no quota
+    used, the client token not remembered).
+    """
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """1 to 50 instances (configurable on the server)."""
@@ -562,10 +567,11 @@ class InvokeCommandRequest(_message.Message):
         username: _builtins.str = ...,
         client_token: _builtins.str = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "timeout_seconds", b"timeout_seconds", "working_dir", b"working_dir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "dry_run", b"dry_run", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
@@ -583,19 +589,121 @@ class InvokeCommandResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INVOKE_ID_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     invoke_id: _builtins.str
+    """Empty for a dry run."""
+    @_builtins.property
+    def dry_run(self) -> Global___DryRun:
+        """Set for a dry run."""
+
     def __init__(
         self,
         *,
         invoke_id: _builtins.str = ...,
+        dry_run: Global___DryRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoke_id", b"invoke_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "invoke_id", b"invoke_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvokeCommandResponse: _TypeAlias = InvokeCommandResponse  # noqa: Y015
+
+@_typing.final
+class DryRun(_message.Message):
+    """What an invocation would run. Built-in parameters are filled as they would be, but the ids
+    in them ({{ACS::InvokeId}}, a RunCommand's {{ACS::CommandId}}) are not kept.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    FIRST_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___DryRunTask]: ...
+    @_builtins.property
+    def first_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """A periodic invocation: when it would fire first."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___DryRunTask] | None = ...,
+        first_fire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_fire_time", b"first_fire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_fire_time", b"first_fire_time", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DryRun: _TypeAlias = DryRun  # noqa: Y015
+
+@_typing.final
+class DryRunTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    ONLINE_FIELD_NUMBER: _builtins.int
+    COMMAND_TYPE_FIELD_NUMBER: _builtins.int
+    SCRIPT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    online: _builtins.bool
+    """Whether the instance's agent is connected now; if not, the task would wait for it for the
+    delivery timeout.
+    """
+    command_type: Global___CommandType.ValueType
+    script: _builtins.bytes
+    """The script with every parameter filled in."""
+    timeout_seconds: _builtins.int
+    working_dir: _builtins.str
+    username: _builtins.str
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        online: _builtins.bool = ...,
+        command_type: Global___CommandType.ValueType = ...,
+        script: _builtins.bytes = ...,
+        timeout_seconds: _builtins.int = ...,
+        working_dir: _builtins.str = ...,
+        username: _builtins.str = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_type", b"command_type", "env", b"env", "instance_id", b"instance_id", "online", b"online", "script", b"script", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DryRunTask: _TypeAlias = DryRunTask  # noqa: Y015
 
 @_typing.final
 class RunCommandRequest(_message.Message):
@@ -658,6 +766,7 @@ class RunCommandRequest(_message.Message):
     KEEP_COMMAND_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """Empty: a name is generated."""
@@ -674,6 +783,8 @@ class RunCommandRequest(_message.Message):
     keep_command: _builtins.bool
     """Save the command so DescribeCommands lists it and it can be invoked again."""
     client_token: _builtins.str
+    dry_run: _builtins.bool
+    """See InvokeCommandRequest.dry_run."""
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -702,10 +813,11 @@ class RunCommandRequest(_message.Message):
         keep_command: _builtins.bool = ...,
         client_token: _builtins.str = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -717,17 +829,24 @@ class RunCommandResponse(_message.Message):
 
     COMMAND_ID_FIELD_NUMBER: _builtins.int
     INVOKE_ID_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
+    """Both empty for a dry run."""
     invoke_id: _builtins.str
+    @_builtins.property
+    def dry_run(self) -> Global___DryRun:
+        """Set for a dry run."""
+
     def __init__(
         self,
         *,
         command_id: _builtins.str = ...,
         invoke_id: _builtins.str = ...,
+        dry_run: Global___DryRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "invoke_id", b"invoke_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "dry_run", b"dry_run", "invoke_id", b"invoke_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
