@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "CLOUDASSIST_AGENT_"
@@ -32,6 +32,15 @@ class AgentConfig:
     kill_grace_seconds: float = 5.0
     max_backoff_seconds: float = 30.0
     log_level: str = "INFO"
+    # Reported in every hello; the server lets tags set through its API win.
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.strip().partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"a tag is KEY=VALUE, not {text!r}")
+    return key, value
 
 
 def _env(name: str, default: str) -> str:
@@ -111,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest wait between reconnect attempts, seconds [%(default)s]",
     )
     add(
+        "--tag",
+        action="append",
+        type=_tag,
+        default=[_tag(t) for t in _env("tags", "").split(",") if t.strip()],
+        metavar="KEY=VALUE",
+        help="a tag of this instance, repeatable (CLOUDASSIST_AGENT_TAGS: comma-separated)",
+    )
+    add(
         "--log-level",
         default=_env("log-level", defaults.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -134,4 +151,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         kill_grace_seconds=args.kill_grace,
         max_backoff_seconds=args.max_backoff,
         log_level=args.log_level,
+        tags=dict(args.tag),
     )

@@ -37,7 +37,7 @@ from agent.executor import (
 )
 from agent.spool import Credentials, Spool, SpooledTask, TaskMeta, TaskResult
 from cloudassist.v1 import agent_pb2 as pb
-from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2
+from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2, tag_pb2
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,7 @@ class Agent:
             os_type=_os_type(),
             hostname=socket.gethostname(),
             agent_version=__version__,
+            tags=[tag_pb2.Tag(key=k, value=v) for k, v in sorted(self.config.tags.items())],
             tasks=[
                 pb.TaskProgress(
                     task_id=task_id,

@@ -23,6 +23,7 @@ from cloudassist.v1 import (
     command_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
+    tag_pb2,
 )
 from cloudassist.v1 import command_pb2 as pb
 
@@ -81,6 +82,17 @@ def _parameters(pairs: list[str] | None) -> dict[str, str]:
 
 def _env(pairs: list[str] | None) -> dict[str, str]:
     return _pairs(pairs, "--env")
+
+
+def _tags(pairs: list[str] | None) -> list[tag_pb2.Tag]:
+    return [tag_pb2.Tag(key=k, value=v) for k, v in _pairs(pairs, "--tag").items()]
+
+
+def _targets(args: argparse.Namespace) -> tuple[list[str], list[tag_pb2.Tag]]:
+    """Instances named with -i, or selected with --tag: one of the two."""
+    if bool(args.instance) == bool(args.tag):
+        raise SystemExit("cloudassist: give the instances with -i ID or --tag KEY=VALUE")
+    return list(args.instance or []), _tags(args.tag)
 
 
 # Commands -------------------------------------------------------------------------------
@@ -172,10 +184,12 @@ async def commands_delete(c: Client) -> int:
 
 async def invoke(c: Client) -> int:
     a = c.args
+    instance_ids, resource_tags = _targets(a)
     request = pb.InvokeCommandRequest(
         region_id=c.region,
         command_id=a.command_id,
-        instance_ids=a.instance,
+        instance_ids=instance_ids,
+        resource_tags=resource_tags,
         parameters=_parameters(a.parameter),
         username=a.username,
         client_token=a.client_token,
@@ -194,7 +208,7 @@ async def invoke(c: Client) -> int:
     else:
         print(response.invoke_id)
     if a.watch:
-        return await _follow(c, response.invoke_id, prefix=len(a.instance) > 1)
+        return await _follow(c, response.invoke_id, prefix=len(instance_ids) != 1)
     return 0
 
 
@@ -328,13 +342,24 @@ async def instances(c: Client) -> int:
             instance_ids=a.instance,
             page_size=a.page_size,
             page_token=a.page_token,
+            tags=_tags(a.tag),
         )
     )
     if a.json:
         render.print_json(response)
         return 0
     render.print_table(
-        ["INSTANCE_ID", "ONLINE", "OS", "HOSTNAME", "AGENT", "ACTIVE", "INVOCATIONS", "HEARTBEAT"],
+        [
+            "INSTANCE_ID",
+            "ONLINE",
+            "OS",
+            "HOSTNAME",
+            "AGENT",
+            "ACTIVE",
+            "INVOCATIONS",
+            "HEARTBEAT",
+            "TAGS",
+        ],
         [
             [
                 i.instance_id,
@@ -345,11 +370,30 @@ async def instances(c: Client) -> int:
                 i.active_task_count,
                 i.invocation_count,
                 render.when(i.last_heartbeat_time),
+                ",".join(f"{t.key}={t.value}" for t in i.tags),
             ]
             for i in response.instances
         ],
     )
     _footer(response.total_count, len(response.instances), response.next_page_token)
+    return 0
+
+
+async def tag(c: Client) -> int:
+    await c.instances.TagInstances(
+        instance_pb2.TagInstancesRequest(
+            region_id=c.region, instance_ids=c.args.instance, tags=_tags(c.args.tag)
+        )
+    )
+    return 0
+
+
+async def untag(c: Client) -> int:
+    await c.instances.UntagInstances(
+        instance_pb2.UntagInstancesRequest(
+            region_id=c.region, instance_ids=c.args.instance, keys=c.args.key
+        )
+    )
     return 0
 
 
@@ -517,6 +561,7 @@ def _footer(total: int, shown: int, token: str) -> None:
 
 async def run(c: Client) -> int:
     a = c.args
+    instance_ids, resource_tags = _targets(a)
     script = _content(a)
     if script is None:
         script = a.script.encode() if a.script else b""
@@ -525,7 +570,8 @@ async def run(c: Client) -> int:
             region_id=c.region,
             type=TYPES[a.type],
             command_content=script,
-            instance_ids=a.instance,
+            instance_ids=instance_ids,
+            resource_tags=resource_tags,
             timeout_seconds=a.timeout,
             working_dir=a.working_dir,
             username=a.username,
@@ -540,7 +586,7 @@ async def run(c: Client) -> int:
         return _print_dry_run(response, a.json)
     if not a.json:
         print(f"invocation {response.invoke_id}", file=sys.stderr)
-    return await _follow(c, response.invoke_id, prefix=len(a.instance) > 1)
+    return await _follow(c, response.invoke_id, prefix=len(instance_ids) != 1)
 
 
 async def watch(c: Client) -> int:
@@ -704,7 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     inv = sub.add_parser("invoke", help="run a saved command on instances")
     inv.add_argument("command_id")
-    inv.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
+    inv.add_argument("-i", "--instance", action="append", help="repeatable")
+    inv.add_argument(
+        "-t", "--tag", action="append", help="KEY=VALUE: every instance with the tag, repeatable"
+    )
     inv.add_argument("-p", "--parameter", action="append", help="KEY=VALUE, repeatable")
     inv.add_argument("--timeout", type=int, help="seconds [the command's]")
     inv.add_argument("--working-dir")
@@ -745,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser("instances", help="list instances and whether their agent is online")
     ins.add_argument("-i", "--instance", action="append", default=[])
+    ins.add_argument("-t", "--tag", action="append", help="KEY=VALUE (empty value: any)")
     paged(ins)
     ins.set_defaults(handler=instances)
 
@@ -756,7 +806,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"{EXIT_NOT_RUN} when it could not run, {EXIT_API_ERROR} when the server refused.",
     )
     rn.add_argument("script", nargs="?", help="the script text")
-    rn.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
+    rn.add_argument("-i", "--instance", action="append", help="repeatable")
+    rn.add_argument(
+        "-t", "--tag", action="append", help="KEY=VALUE: every instance with the tag, repeatable"
+    )
     rn.add_argument("--file", help="read the script from this file (- for stdin)")
     rn.add_argument("--type", choices=sorted(TYPES), default="shell")
     rn.add_argument("--timeout", type=int, default=0, help="seconds [60]")
@@ -771,6 +824,16 @@ def build_parser() -> argparse.ArgumentParser:
     wt = sub.add_parser("watch", help="print an invocation's output live until it ends")
     wt.add_argument("invoke_id")
     wt.set_defaults(handler=watch)
+
+    tg = sub.add_parser("tag", help="set tags on instances")
+    tg.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
+    tg.add_argument("-t", "--tag", action="append", required=True, help="KEY=VALUE, repeatable")
+    tg.set_defaults(handler=tag)
+
+    ut = sub.add_parser("untag", help="remove tags from instances")
+    ut.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
+    ut.add_argument("-k", "--key", action="append", required=True, help="repeatable")
+    ut.set_defaults(handler=untag)
 
     dr = sub.add_parser("deregister", help="revoke an instance: its agent can no longer connect")
     dr.add_argument("instance_id")

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import tzinfo
 from typing import TypeVar
 
@@ -38,6 +38,7 @@ from server.domain.model import (
 from server.domain.pagination import parse_page
 from server.domain.schedule import Schedule, parse_frequency
 from server.domain.status import InvokeStatus
+from server.domain.tags import check_selector, check_tags
 from server.domain.tasks import Task, build_task
 from server.domain.timezones import day_start_ms
 from server.domain.validation import (
@@ -54,6 +55,7 @@ from server.listing import Listing, listing
 from server.store import agents as agents_repo
 from server.store import commands as commands_repo
 from server.store import invocations as invocations_repo
+from server.store import tags as tags_repo
 from server.store.database import Database
 from server.store.idempotency import IdempotencyKey, replay
 from server.store.invocations import InvocationPlan, RecordProgress
@@ -213,6 +215,7 @@ class CommandPlane:
         command = await self._db.read(
             commands_repo.get_command, account_id, draft.region_id, draft.command_id
         )
+        draft = await self._targets_of(account_id, draft)
         spec = validate_invocation(
             draft, command.command_id, command.spec, self._limits, self._check_frequency
         )
@@ -246,6 +249,7 @@ class CommandPlane:
         if previous is not None:
             return Started(previous["invoke_id"], previous["command_id"])
         command_id = ids.command_id()
+        invocation = await self._targets_of(account_id, invocation)
         spec = validate_invocation(
             invocation, command_id, command_spec, self._limits, self._check_frequency
         )
@@ -530,16 +534,81 @@ class CommandPlane:
         instance_ids: Sequence[str],
         page_size: int,
         page_token: str,
+        tags: Sequence[tuple[str, str]] = (),
     ) -> Listing[Instance]:
         check_region(region_id)
         for instance_id in instance_ids:
             check_instance_id(instance_id, self._limits)
-        filters = (region_id, tuple(instance_ids))
+        selector = check_selector(tags, "tags")
+        filters = (region_id, tuple(instance_ids), selector)
         page = parse_page("instances", filters, page_size, page_token)
         items, total = await self._db.read(
-            agents_repo.list_instances, account_id, region_id, list(instance_ids), page
+            agents_repo.list_instances, account_id, region_id, list(instance_ids), page, selector
         )
         return listing(page, items, total, agents_repo.instance_page_key)
+
+    async def tag_instances(
+        self,
+        account_id: str,
+        region_id: str,
+        instance_ids: Sequence[str],
+        tags: Sequence[tuple[str, str]],
+    ) -> None:
+        check_region(region_id)
+        ids = self._tag_targets(instance_ids)
+        checked = check_tags(tags)
+        if not checked:
+            raise InvalidArgument(
+                reasons.TAG_KEY_MALFORMED, "tags: at least one is required", field="tags"
+            )
+        await self._db.write(tags_repo.tag_instances, account_id, region_id, ids, checked)
+
+    async def untag_instances(
+        self, account_id: str, region_id: str, instance_ids: Sequence[str], keys: Sequence[str]
+    ) -> None:
+        check_region(region_id)
+        ids = self._tag_targets(instance_ids)
+        if not keys:
+            raise InvalidArgument(
+                reasons.TAG_KEY_MALFORMED, "keys: at least one is required", field="keys"
+            )
+        check_tags(((k, "") for k in keys), "keys")
+        await self._db.write(tags_repo.untag_instances, account_id, region_id, ids, list(keys))
+
+    def _tag_targets(self, instance_ids: Sequence[str]) -> list[str]:
+        if not instance_ids:
+            raise InvalidArgument(
+                reasons.MISSING_INSTANCE_IDS,
+                "instance_ids: at least one is required",
+                field="instance_ids",
+            )
+        for instance_id in instance_ids:
+            check_instance_id(instance_id, self._limits)
+        return list(dict.fromkeys(instance_ids))
+
+    async def _targets_of(self, account_id: str, draft: InvocationDraft) -> InvocationDraft:
+        """The draft with its instances: those named, or those with its resource_tags."""
+        if not draft.resource_tags:
+            return draft
+        if draft.instance_ids:
+            raise InvalidArgument(
+                reasons.TARGETS_CONFLICT,
+                "resource_tags: give instance_ids or resource_tags, not both",
+                field="resource_tags",
+            )
+        selector = check_selector(draft.resource_tags, "resource_tags")
+        found = await self._db.read(
+            tags_repo.select_instances, account_id, draft.region_id, selector
+        )
+        if not found:
+            raise NotFound(
+                reasons.NO_INSTANCE_MATCHED,
+                f"resource_tags: no instance in region {draft.region_id} has "
+                + ", ".join(f"{k}={v}" if v else k for k, v in selector),
+                field="resource_tags",
+            )
+        # The count is checked against the per-invocation limit like named instances.
+        return replace(draft, instance_ids=tuple(found))
 
     async def deregister_instance(self, account_id: str, region_id: str, instance_id: str) -> None:
         check_region(region_id)

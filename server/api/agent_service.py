@@ -21,6 +21,7 @@ from server.domain import reasons
 from server.domain.errors import DomainError, InvalidArgument, Unauthenticated
 from server.domain.limits import Limits
 from server.domain.model import OsType
+from server.domain.tags import check_tags
 from server.domain.tasks import EndKind, Task, TaskEnd
 from server.domain.validation import check_instance_id
 from server.hub import AgentSession, Beat, Outgoing
@@ -56,6 +57,7 @@ def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
         os_type=_os_type(hello.os_type, "hello.os_type"),
         hostname=hello.hostname[:255],
         agent_version=hello.agent_version[:64],
+        tags=check_tags(((t.key, t.value) for t in hello.tags), "hello.tags"),
     )
 
 

@@ -6,6 +6,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import instance_pb2 as instance_pb
+from cloudassist.v1 import tag_pb2 as tag_pb
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
 from server.domain.model import (
@@ -139,6 +140,7 @@ def invocation_draft(request: pb.InvokeCommandRequest) -> InvocationDraft:
         working_dir=request.working_dir if request.HasField("working_dir") else None,
         username=request.username,
         env=dict(request.env),
+        resource_tags=tuple((t.key, t.value) for t in request.resource_tags),
     )
 
 
@@ -153,6 +155,7 @@ def run_invocation_draft(request: pb.RunCommandRequest) -> InvocationDraft:
         timed=request.timed,
         username=request.username,
         env=dict(request.env),
+        resource_tags=tuple((t.key, t.value) for t in request.resource_tags),
     )
 
 
@@ -268,6 +271,7 @@ def instance_to(instance: Instance) -> instance_pb.Instance:
         invocation_count=instance.invocation_count,
         last_invoked_time=timestamp(instance.last_invoked_ms),
         registration_time=timestamp(instance.registered_ms),
+        tags=[tag_pb.Tag(key=k, value=v) for k, v in sorted(instance.tags.items())],
     )
 
 

@@ -17,7 +17,9 @@ from server.domain import ids, reasons
 from server.domain.accounts import AuditEntry, Principal
 from server.domain.errors import PermissionDenied
 
-MUTATING_PREFIXES = ("Create", "Modify", "Delete", "Invoke", "Run", "Stop", "Revoke", "Deregister")
+MUTATING_PREFIXES = (
+    "Create", "Modify", "Delete", "Invoke", "Run", "Stop", "Revoke", "Deregister", "Tag", "Untag",
+)  # fmt: skip
 
 
 def resource_ids(*messages: Message | None) -> tuple[str, ...]:

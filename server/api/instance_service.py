@@ -28,6 +28,7 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             list(request.instance_ids),
             request.page_size,
             request.page_token,
+            [(t.key, t.value) for t in request.tags],
         )
         return pb.DescribeInstancesResponse(
             instances=[convert.instance_to(i) for i in listing.items],
@@ -43,3 +44,27 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             principal().account_id, request.region_id, request.instance_id
         )
         return pb.DeregisterInstanceResponse()
+
+    @unary_errors
+    async def TagInstances(
+        self, request: pb.TagInstancesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.TagInstancesResponse:
+        await self._plane.tag_instances(
+            principal().account_id,
+            request.region_id,
+            list(request.instance_ids),
+            [(t.key, t.value) for t in request.tags],
+        )
+        return pb.TagInstancesResponse()
+
+    @unary_errors
+    async def UntagInstances(
+        self, request: pb.UntagInstancesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.UntagInstancesResponse:
+        await self._plane.untag_instances(
+            principal().account_id,
+            request.region_id,
+            list(request.instance_ids),
+            list(request.keys),
+        )
+        return pb.UntagInstancesResponse()

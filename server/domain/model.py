@@ -94,6 +94,8 @@ class InvocationDraft:
     working_dir: str | None = None
     username: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # Instead of instance_ids: the instances with all of these tags ((key, value) pairs).
+    resource_tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Instance:
     invocation_count: int
     last_invoked_ms: int | None
     active_task_count: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,13 @@ PARAMETER_MISSING_VALUE = "Parameter.MissingValue"
 PARAMETER_NOT_MATCHED = "Parameter.NotMatched"
 PARAMETERS_DISABLED = "Parameter.Disabled"
 
+# Tags.
+TAG_KEY_MALFORMED = "InvalidTagKey.Malformed"
+TAG_VALUE_MALFORMED = "InvalidTagValue.Malformed"
+TAGS_EXCEED_LIMIT = "Tags.ExceedLimit"
+TARGETS_CONFLICT = "InvalidParameter.ResourceTags"
+NO_INSTANCE_MATCHED = "InvalidResourceTags.NoInstance"
+
 # Environment variables of an invocation.
 ENV_INVALID_NAME = "InvalidParameter.EnvName"
 ENV_RESERVED_NAME = "InvalidParameter.EnvNameReserved"

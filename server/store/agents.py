@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
@@ -15,6 +15,7 @@ from server.domain.errors import NotFound, Unauthenticated
 from server.domain.model import Instance, OsType
 from server.domain.pagination import Page, split_time_cursor
 from server.domain.status import ExecutionState, InvokeStatus
+from server.domain.tags import TagPairs
 from server.domain.tasks import EndKind, Task, TaskEnd, build_task, outcome_of
 from server.store import convert
 from server.store.invocations import ACTIVE, instances_of, refresh_statuses, sync_invocations
@@ -28,7 +29,14 @@ from server.store.reports import (
     Report,
     TaskStart,
 )
-from server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
+from server.store.tables import (
+    INSTANCE_TAGS,
+    INSTANCES,
+    INVOCATION_INSTANCES,
+    INVOCATIONS,
+    RECORDS,
+)
+from server.store.tags import having_tags, replace_agent_tags, tags_of
 
 PENDING = ExecutionState.PENDING.value
 RUNNING = ExecutionState.RUNNING.value
@@ -44,6 +52,7 @@ class AgentIdentity:
     os_type: OsType
     hostname: str
     agent_version: str
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,15 +76,24 @@ def find_instances(
             *_scope(account_id, region_id), INSTANCES.c.instance_id.in_(list(instance_ids))
         )
     ).all()
-    return {row.instance_id: convert.instance(row, 0) for row in rows}
+    tags = tags_of(conn, [row.instance_id for row in rows])
+    return {
+        row.instance_id: convert.instance(row, 0, tags.get(row.instance_id, {})) for row in rows
+    }
 
 
 def list_instances(
-    conn: Connection, account_id: str, region_id: str, instance_ids: Sequence[str], page: Page
+    conn: Connection,
+    account_id: str,
+    region_id: str,
+    instance_ids: Sequence[str],
+    page: Page,
+    tags: TagPairs = (),
 ) -> tuple[list[Instance], int]:
     conditions = _scope(account_id, region_id)
     if instance_ids:
         conditions.append(INSTANCES.c.instance_id.in_(list(instance_ids)))
+    conditions += having_tags(tags)
     total = conn.execute(
         select(func.count()).select_from(INSTANCES).where(*conditions)
     ).scalar_one()
@@ -103,7 +121,11 @@ def list_instances(
                 .group_by(RECORDS.c.instance_id)
             ).all()
         )
-    return [convert.instance(r, active.get(r.instance_id, 0)) for r in rows], total
+    tags_by_id = tags_of(conn, [r.instance_id for r in rows])
+    return [
+        convert.instance(r, active.get(r.instance_id, 0), tags_by_id.get(r.instance_id, {}))
+        for r in rows
+    ], total
 
 
 def instance_page_key(instance: Instance) -> str:
@@ -126,6 +148,7 @@ def deregister_instance(
             f"instance_id: no instance {instance_id!r} in region {region_id}",
             field="instance_id",
         )
+    conn.execute(delete(INSTANCE_TAGS).where(INSTANCE_TAGS.c.instance_id == instance_id))
     active = [
         r.record_id
         for r in conn.execute(
@@ -247,6 +270,7 @@ def agent_hello(
             last_heartbeat_ms=now_ms,
         )
     )
+    replace_agent_tags(conn, instance_id, agent.tags)
     effects = Effects()
     held_ids = [t.record_id for t in held]
     known = {

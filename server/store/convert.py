@@ -97,7 +97,7 @@ def record(row: Any, region_id: str, command_id: str, username: str) -> Record:
     )
 
 
-def instance(row: Any, active_task_count: int) -> Instance:
+def instance(row: Any, active_task_count: int, tags: dict[str, str] | None = None) -> Instance:
     return Instance(
         instance_id=row.instance_id,
         region_id=row.region_id,
@@ -110,4 +110,5 @@ def instance(row: Any, active_task_count: int) -> Instance:
         invocation_count=row.invocation_count,
         last_invoked_ms=row.last_invoked_ms,
         active_task_count=active_task_count,
+        tags=dict(tags or {}),
     )

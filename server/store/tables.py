@@ -137,6 +137,19 @@ class InstanceRow(SQLModel, table=True):
     last_invoked_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
 
 
+class InstanceTagRow(SQLModel, table=True):
+    """A tag on an instance: set through the API (`source` "api") or reported by its agent
+    ("agent"); an API tag wins over the agent's for the same key."""
+
+    __tablename__ = "instance_tags"
+    __table_args__ = (Index("ix_instance_tags_key_value", "key", "value"),)
+
+    instance_id: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=128)
+    value: str = Field(default="", max_length=128)
+    source: str = Field(default="api", max_length=8)
+
+
 class InvocationRow(SQLModel, table=True):
     __tablename__ = "invocations"
     __table_args__ = (
@@ -242,6 +255,7 @@ AUDIT = _table(AuditRow)
 COMMANDS = _table(CommandRow)
 IDEMPOTENCY = _table(IdempotencyRow)
 INSTANCES = _table(InstanceRow)
+INSTANCE_TAGS = _table(InstanceTagRow)
 INVOCATIONS = _table(InvocationRow)
 INVOCATION_INSTANCES = _table(InvocationInstanceRow)
 RECORDS = _table(RecordRow)

@@ -68,6 +68,7 @@ from cloudassist.v1 import (
     command_pb2,
     command_pb2_grpc,
     instance_pb2,
+    tag_pb2,
 )
 from server.domain.status import (
     ACTIVE_STATES,
@@ -628,6 +629,12 @@ def _templates(seeds: Seeds) -> dict[str, Message]:
         "DescribeInstances": instance_pb2.DescribeInstancesRequest(region_id=REGION),
         "DeregisterInstance": instance_pb2.DeregisterInstanceRequest(
             region_id=REGION, instance_id=seeds.spare_instances[0]
+        ),
+        "TagInstances": instance_pb2.TagInstancesRequest(
+            region_id=REGION, instance_ids=["i-fuzz"], tags=[tag_pb2.Tag(key="fz", value="1")]
+        ),
+        "UntagInstances": instance_pb2.UntagInstancesRequest(
+            region_id=REGION, instance_ids=["i-fuzz"], keys=["fz"]
         ),
         "CreateAccount": a.CreateAccountRequest(name="fz-account"),
         "ListAccounts": a.ListAccountsRequest(),

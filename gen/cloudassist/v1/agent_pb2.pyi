@@ -5,6 +5,7 @@ isort:skip_file
 
 from cloudassist.v1 import command_pb2 as _command_pb2
 from cloudassist.v1 import instance_pb2 as _instance_pb2
+from cloudassist.v1 import tag_pb2 as _tag_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -235,6 +236,7 @@ class Hello(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
     INSTANCE_SECRET_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: _instance_pb2.OsType.ValueType
@@ -246,6 +248,10 @@ class Hello(_message.Message):
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskProgress]:
         """Every task the agent holds; a task the server thinks running that is not here was lost."""
 
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """Tags from the agent's configuration; they replace what the agent reported before."""
+
     def __init__(
         self,
         *,
@@ -256,10 +262,11 @@ class Hello(_message.Message):
         agent_version: _builtins.str = ...,
         tasks: _abc.Iterable[Global___TaskProgress] | None = ...,
         instance_secret: _builtins.str = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from cloudassist.v1 import tag_pb2 as _tag_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -519,6 +520,7 @@ class InvokeCommandRequest(_message.Message):
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    RESOURCE_TAGS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     command_id: _builtins.str
     repeat_mode: Global___RepeatMode.ValueType
@@ -552,6 +554,12 @@ class InvokeCommandRequest(_message.Message):
         are [A-Za-z_][A-Za-z0-9_]*; CLOUDASSIST_* is reserved.
         """
 
+    @_builtins.property
+    def resource_tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """Instead of instance_ids: every instance of the region with all of these tags (an empty
+        value matches any value), found when the invocation is made.
+        """
+
     def __init__(
         self,
         *,
@@ -568,10 +576,11 @@ class InvokeCommandRequest(_message.Message):
         client_token: _builtins.str = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
+        resource_tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "timeout_seconds", b"timeout_seconds", "working_dir", b"working_dir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "dry_run", b"dry_run", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "dry_run", b"dry_run", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
@@ -767,6 +776,7 @@ class RunCommandRequest(_message.Message):
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    RESOURCE_TAGS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """Empty: a name is generated."""
@@ -793,6 +803,10 @@ class RunCommandRequest(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment variables for the script (see InvokeCommandRequest.env)."""
 
+    @_builtins.property
+    def resource_tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """See InvokeCommandRequest.resource_tags."""
+
     def __init__(
         self,
         *,
@@ -814,10 +828,11 @@ class RunCommandRequest(_message.Message):
         client_token: _builtins.str = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
+        resource_tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

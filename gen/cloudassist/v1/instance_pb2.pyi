@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from cloudassist.v1 import tag_pb2 as _tag_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -59,6 +60,7 @@ class Instance(_message.Message):
     INVOCATION_COUNT_FIELD_NUMBER: _builtins.int
     LAST_INVOKED_TIME_FIELD_NUMBER: _builtins.int
     REGISTRATION_TIME_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: Global___OsType.ValueType
@@ -76,6 +78,12 @@ class Instance(_message.Message):
     def last_invoked_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def registration_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """Set with TagInstances, or reported by the agent (`cloudassist-agent --tag`); a key set
+        through the API wins over the agent's.
+        """
+
     def __init__(
         self,
         *,
@@ -90,10 +98,11 @@ class Instance(_message.Message):
         invocation_count: _builtins.int = ...,
         last_invoked_time: _timestamp_pb2.Timestamp | None = ...,
         registration_time: _timestamp_pb2.Timestamp | None = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_time", b"last_heartbeat_time", "last_invoked_time", b"last_invoked_time", "registration_time", b"registration_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_count", b"active_task_count", "agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "invocation_count", b"invocation_count", "last_heartbeat_time", b"last_heartbeat_time", "last_invoked_time", b"last_invoked_time", "online", b"online", "os_type", b"os_type", "region_id", b"region_id", "registration_time", b"registration_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_count", b"active_task_count", "agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "invocation_count", b"invocation_count", "last_heartbeat_time", b"last_heartbeat_time", "last_invoked_time", b"last_invoked_time", "online", b"online", "os_type", b"os_type", "region_id", b"region_id", "registration_time", b"registration_time", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,12 +116,17 @@ class DescribeInstancesRequest(_message.Message):
     INSTANCE_IDS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty: all instances of the region."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """Only instances with every one of these tags (an empty value matches any value)."""
 
     def __init__(
         self,
@@ -121,10 +135,11 @@ class DescribeInstancesRequest(_message.Message):
         instance_ids: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -192,3 +207,89 @@ class DeregisterInstanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeregisterInstanceResponse: _TypeAlias = DeregisterInstanceResponse  # noqa: Y015
+
+@_typing.final
+class TagInstancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """At most 20 tags per instance."""
+
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "region_id", b"region_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagInstancesRequest: _TypeAlias = TagInstancesRequest  # noqa: Y015
+
+@_typing.final
+class TagInstancesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagInstancesResponse: _TypeAlias = TagInstancesResponse  # noqa: Y015
+
+@_typing.final
+class UntagInstancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "keys", b"keys", "region_id", b"region_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UntagInstancesRequest: _TypeAlias = UntagInstancesRequest  # noqa: Y015
+
+@_typing.final
+class UntagInstancesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UntagInstancesResponse: _TypeAlias = UntagInstancesResponse  # noqa: Y015

@@ -45,6 +45,16 @@ class InstanceServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceResponse.FromString,
                 _registered_method=True)
+        self.TagInstances = channel.unary_unary(
+                '/cloudassist.v1.InstanceService/TagInstances',
+                request_serializer=cloudassist_dot_v1_dot_instance__pb2.TagInstancesRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_instance__pb2.TagInstancesResponse.FromString,
+                _registered_method=True)
+        self.UntagInstances = channel.unary_unary(
+                '/cloudassist.v1.InstanceService/UntagInstances',
+                request_serializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -65,6 +75,20 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TagInstances(self, request, context):
+        """Sets tags on instances (a key already set gets the new value).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UntagInstances(self, request, context):
+        """Removes tags (by key) from instances.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +101,16 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.DeregisterInstance,
                     request_deserializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceResponse.SerializeToString,
+            ),
+            'TagInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.TagInstances,
+                    request_deserializer=cloudassist_dot_v1_dot_instance__pb2.TagInstancesRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_instance__pb2.TagInstancesResponse.SerializeToString,
+            ),
+            'UntagInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.UntagInstances,
+                    request_deserializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +168,60 @@ class InstanceService:
             '/cloudassist.v1.InstanceService/DeregisterInstance',
             cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceRequest.SerializeToString,
             cloudassist_dot_v1_dot_instance__pb2.DeregisterInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TagInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.InstanceService/TagInstances',
+            cloudassist_dot_v1_dot_instance__pb2.TagInstancesRequest.SerializeToString,
+            cloudassist_dot_v1_dot_instance__pb2.TagInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UntagInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.InstanceService/UntagInstances',
+            cloudassist_dot_v1_dot_instance__pb2.UntagInstancesRequest.SerializeToString,
+            cloudassist_dot_v1_dot_instance__pb2.UntagInstancesResponse.FromString,
             options,
             channel_credentials,
             insecure,

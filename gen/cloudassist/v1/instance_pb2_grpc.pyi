@@ -37,6 +37,10 @@ class InstanceServiceStub:
     """Lists instances, newest registration first."""
     DeregisterInstance: _grpc.UnaryUnaryMultiCallable[_instance_pb2.DeregisterInstanceRequest, _instance_pb2.DeregisterInstanceResponse]
     """Revokes an instance's registration: its agent can no longer connect."""
+    TagInstances: _grpc.UnaryUnaryMultiCallable[_instance_pb2.TagInstancesRequest, _instance_pb2.TagInstancesResponse]
+    """Sets tags on instances (a key already set gets the new value)."""
+    UntagInstances: _grpc.UnaryUnaryMultiCallable[_instance_pb2.UntagInstancesRequest, _instance_pb2.UntagInstancesResponse]
+    """Removes tags (by key) from instances."""
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -47,6 +51,10 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """Lists instances, newest registration first."""
     DeregisterInstance: _aio.UnaryUnaryMultiCallable[_instance_pb2.DeregisterInstanceRequest, _instance_pb2.DeregisterInstanceResponse]  # type: ignore[assignment]
     """Revokes an instance's registration: its agent can no longer connect."""
+    TagInstances: _aio.UnaryUnaryMultiCallable[_instance_pb2.TagInstancesRequest, _instance_pb2.TagInstancesResponse]  # type: ignore[assignment]
+    """Sets tags on instances (a key already set gets the new value)."""
+    UntagInstances: _aio.UnaryUnaryMultiCallable[_instance_pb2.UntagInstancesRequest, _instance_pb2.UntagInstancesResponse]  # type: ignore[assignment]
+    """Removes tags (by key) from instances."""
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """InstanceService tells which machines have an agent and whether it is connected."""
@@ -66,5 +74,21 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.DeregisterInstanceResponse, _abc.Awaitable[_instance_pb2.DeregisterInstanceResponse]]:
         """Revokes an instance's registration: its agent can no longer connect."""
+
+    @_abc_1.abstractmethod
+    def TagInstances(
+        self,
+        request: _instance_pb2.TagInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.TagInstancesResponse, _abc.Awaitable[_instance_pb2.TagInstancesResponse]]:
+        """Sets tags on instances (a key already set gets the new value)."""
+
+    @_abc_1.abstractmethod
+    def UntagInstances(
+        self,
+        request: _instance_pb2.UntagInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.UntagInstancesResponse, _abc.Awaitable[_instance_pb2.UntagInstancesResponse]]:
+        """Removes tags (by key) from instances."""
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
