@@ -112,6 +112,7 @@ async def commands_create(c: Client) -> int:
             timeout_seconds=a.timeout,
             enable_parameter=a.enable_parameter,
             client_token=a.client_token,
+            tags=_tags(a.tag),
         )
     )
     if a.json:
@@ -130,6 +131,7 @@ async def commands_list(c: Client) -> int:
         type=TYPES[a.type] if a.type else pb.COMMAND_TYPE_UNSPECIFIED,
         page_size=a.page_size,
         page_token=a.page_token,
+        tags=_tags(a.tag),
     )
     response = await c.commands.DescribeCommands(request)
     if a.json:
@@ -720,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--type", choices=sorted(TYPES), default="shell")
     script_source(create, required=True)
     create.add_argument("--description", default="")
+    create.add_argument("-t", "--tag", action="append", help="KEY=VALUE, repeatable")
     create.add_argument("--working-dir", default="")
     create.add_argument("--timeout", type=int, default=0, help="seconds [server default, 60]")
     create.add_argument(
@@ -732,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--id", default="")
     listing.add_argument("--name", default="")
     listing.add_argument("--type", choices=sorted(TYPES))
+    listing.add_argument("-t", "--tag", action="append", help="KEY=VALUE (empty value: any)")
     paged(listing)
     listing.set_defaults(handler=commands_list)
 

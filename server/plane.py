@@ -183,12 +183,21 @@ class CommandPlane:
         command_type: CommandType | None,
         page_size: int,
         page_token: str,
+        tags: Sequence[tuple[str, str]] = (),
     ) -> Listing[Command]:
         check_region(region_id)
-        filters = (region_id, command_id, name, command_type)
+        selector = check_selector(tags, "tags")
+        filters = (region_id, command_id, name, command_type, selector)
         page = parse_page("commands", filters, page_size, page_token)
         items, total = await self._db.read(
-            commands_repo.list_commands, account_id, region_id, command_id, name, command_type, page
+            commands_repo.list_commands,
+            account_id,
+            region_id,
+            command_id,
+            name,
+            command_type,
+            page,
+            selector,
         )
         return listing(page, items, total, lambda c: c.command_id)
 

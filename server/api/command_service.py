@@ -55,6 +55,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
             convert.command_type_from(request.type),
             request.page_size,
             request.page_token,
+            [(t.key, t.value) for t in request.tags],
         )
         return pb.DescribeCommandsResponse(
             commands=[convert.command_to(c) for c in listing.items],

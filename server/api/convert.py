@@ -114,6 +114,9 @@ def command_draft(request: pb.CreateCommandRequest | pb.RunCommandRequest) -> Co
         working_dir=request.working_dir,
         timeout_seconds=request.timeout_seconds,
         enable_parameter=request.enable_parameter,
+        tags=tuple((t.key, t.value) for t in request.tags)
+        if isinstance(request, pb.CreateCommandRequest)
+        else (),
     )
 
 
@@ -174,6 +177,7 @@ def command_to(command: Command) -> pb.Command:
         parameter_names=list(spec.parameter_names),
         invoke_times=command.invoke_times,
         creation_time=timestamp(command.created_ms),
+        tags=[tag_pb.Tag(key=k, value=v) for k, v in sorted(spec.tags.items())],
     )
 
 

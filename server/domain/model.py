@@ -43,6 +43,7 @@ class CommandDraft:
     working_dir: str = ""
     timeout_seconds: int = 0
     enable_parameter: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class CommandSpec:
     timeout_seconds: int
     enable_parameter: bool
     parameter_names: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

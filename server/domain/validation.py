@@ -22,6 +22,7 @@ from server.domain.parameters import (
     parameters_size,
     parse_parameter_names,
 )
+from server.domain.tags import check_tags
 
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _CLIENT_TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
@@ -198,6 +199,7 @@ def validate_command(draft: CommandDraft, limits: Limits) -> CommandSpec:
         timeout_seconds=check_timeout(draft.timeout_seconds, limits),
         enable_parameter=draft.enable_parameter,
         parameter_names=tuple(names),
+        tags=check_tags(draft.tags),
     )
 
 
@@ -214,6 +216,7 @@ def apply_patch(spec: CommandSpec, patch: CommandPatch, limits: Limits) -> Comma
             spec.timeout_seconds if patch.timeout_seconds is None else patch.timeout_seconds
         ),
         enable_parameter=spec.enable_parameter,
+        tags=tuple(spec.tags.items()),
     )
     return validate_command(draft, limits)
 

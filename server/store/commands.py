@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
@@ -12,10 +14,11 @@ from server.domain import reasons
 from server.domain.errors import NotFound, ResourceExhausted
 from server.domain.model import Command, CommandSpec, CommandType
 from server.domain.pagination import Page
+from server.domain.tags import TagPairs
 from server.store import convert
 from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
-from server.store.tables import COMMANDS
+from server.store.tables import COMMAND_TAGS, COMMANDS
 
 
 def command_values(
@@ -36,6 +39,41 @@ def command_values(
         "invoke_times": 0,
         "created_ms": now_ms,
     }
+
+
+def store_command(
+    conn: Connection, account_id: str, command_id: str, spec: CommandSpec, now_ms: int
+) -> None:
+    """Inserts a new command and its tags."""
+    conn.execute(insert(COMMANDS).values(**command_values(account_id, command_id, spec, now_ms)))
+    if spec.tags:
+        conn.execute(
+            insert(COMMAND_TAGS),
+            [{"command_id": command_id, "key": k, "value": v} for k, v in spec.tags.items()],
+        )
+
+
+def _with_tags(conn: Connection, commands: list[Command]) -> list[Command]:
+    if not commands:
+        return commands
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    for command_id, key, value in conn.execute(
+        select(COMMAND_TAGS.c.command_id, COMMAND_TAGS.c.key, COMMAND_TAGS.c.value).where(
+            COMMAND_TAGS.c.command_id.in_([c.command_id for c in commands])
+        )
+    ).all():
+        tags[command_id][key] = value
+    return [replace(c, spec=replace(c.spec, tags=tags.get(c.command_id, {}))) for c in commands]
+
+
+def _having_tags(selector: TagPairs) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    for key, value in selector:
+        matching = select(COMMAND_TAGS.c.command_id).where(COMMAND_TAGS.c.key == key)
+        if value:
+            matching = matching.where(COMMAND_TAGS.c.value == value)
+        conditions.append(COMMANDS.c.command_id.in_(matching))
+    return conditions
 
 
 def check_command_quota(conn: Connection, account_id: str, region_id: str, quota: int) -> None:
@@ -69,7 +107,7 @@ def create_command(
     if previous is not None:
         return previous["command_id"]
     check_command_quota(conn, account_id, spec.region_id, quota)
-    conn.execute(insert(COMMANDS).values(**command_values(account_id, command_id, spec, now_ms)))
+    store_command(conn, account_id, command_id, spec, now_ms)
     remember(conn, idempotency, {"command_id": command_id}, now_ms)
     return command_id
 
@@ -88,7 +126,7 @@ def get_command(conn: Connection, account_id: str, region_id: str, command_id: s
             f"command_id: no command {command_id!r} in region {region_id}",
             field="command_id",
         )
-    return convert.command(row)
+    return _with_tags(conn, [convert.command(row)])[0]
 
 
 def modify_command(
@@ -123,8 +161,9 @@ def list_commands(
     name: str,
     command_type: CommandType | None,
     page: Page,
+    tags: TagPairs = (),
 ) -> tuple[list[Command], int]:
-    conditions = _scope(account_id, region_id)
+    conditions = _scope(account_id, region_id) + _having_tags(tags)
     if command_id:
         conditions.append(COMMANDS.c.command_id == command_id)
     if name:
@@ -140,7 +179,7 @@ def list_commands(
         .order_by(COMMANDS.c.command_id.desc())
         .limit(page.size + 1)
     ).all()
-    return [convert.command(row) for row in rows], total
+    return _with_tags(conn, [convert.command(row) for row in rows]), total
 
 
 def delete_command(conn: Connection, account_id: str, region_id: str, command_id: str) -> None:
@@ -153,6 +192,7 @@ def delete_command(conn: Connection, account_id: str, region_id: str, command_id
             f"command_id: no command {command_id!r} in region {region_id}",
             field="command_id",
         )
+    conn.execute(delete(COMMAND_TAGS).where(COMMAND_TAGS.c.command_id == command_id))
 
 
 def count_invocation(conn: Connection, command_id: str) -> None:

@@ -31,13 +31,12 @@ from server.domain.status import (
 )
 from server.domain.tasks import Task, build_task
 from server.store import convert
-from server.store.commands import check_command_quota, command_values, count_invocation
+from server.store.commands import check_command_quota, count_invocation, store_command
 from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
 from server.store.output import read_range
 from server.store.reports import CancelOrder, Effects
 from server.store.tables import (
-    COMMANDS,
     INSTANCES,
     INVOCATION_INSTANCES,
     INVOCATIONS,
@@ -115,11 +114,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
         check_command_quota(conn, account_id, spec.region_id, plan.command_quota)
     check_invocation_quota(conn, account_id, spec.region_id, plan.day_start_ms, plan.daily_quota)
     if plan.new_command is not None:
-        conn.execute(
-            insert(COMMANDS).values(
-                **command_values(account_id, spec.command_id, plan.new_command, plan.now_ms)
-            )
-        )
+        store_command(conn, account_id, spec.command_id, plan.new_command, plan.now_ms)
     status = InvokeStatus.RUNNING.value
     conn.execute(
         insert(INVOCATIONS).values(

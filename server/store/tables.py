@@ -137,6 +137,15 @@ class InstanceRow(SQLModel, table=True):
     last_invoked_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
 
 
+class CommandTagRow(SQLModel, table=True):
+    __tablename__ = "command_tags"
+    __table_args__ = (Index("ix_command_tags_key_value", "key", "value"),)
+
+    command_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=128)
+    value: str = Field(default="", max_length=128)
+
+
 class InstanceTagRow(SQLModel, table=True):
     """A tag on an instance: set through the API (`source` "api") or reported by its agent
     ("agent"); an API tag wins over the agent's for the same key."""
@@ -253,6 +262,7 @@ API_KEYS = _table(ApiKeyRow)
 ACTIVATIONS = _table(ActivationRow)
 AUDIT = _table(AuditRow)
 COMMANDS = _table(CommandRow)
+COMMAND_TAGS = _table(CommandTagRow)
 IDEMPOTENCY = _table(IdempotencyRow)
 INSTANCES = _table(InstanceRow)
 INSTANCE_TAGS = _table(InstanceTagRow)

@@ -304,3 +304,57 @@ async def test_the_cli_tags_lists_and_runs_by_tag(tagged: Tagged) -> None:
     code, out = await cli("run", "echo nowhere")
     assert code != 0
     assert "give the instances with -i ID or --tag KEY=VALUE" in out
+
+
+async def test_commands_carry_tags_and_listings_filter_by_them(
+    stubs: tuple[command_pb2_grpc.CommandServiceStub, instance_pb2_grpc.InstanceServiceStub],
+    tagged: Tagged,
+) -> None:
+    commands = stubs[0]
+    region = "cn-command-tags"
+
+    async def create(name: str, *pairs: str) -> str:
+        response = await commands.CreateCommand(
+            pb.CreateCommandRequest(
+                region_id=region,
+                name=name,
+                type=SHELL,
+                command_content=b"true",
+                tags=tags(*pairs),
+            )
+        )
+        return response.command_id
+
+    backup = await create("backup", "team=ops", "kind=backup")
+    deploy = await create("deploy", "team=dev")
+    await create("plain")
+
+    async def listed(*pairs: str) -> list[str]:
+        response = await commands.DescribeCommands(
+            pb.DescribeCommandsRequest(region_id=region, tags=tags(*pairs))
+        )
+        return [c.command_id for c in response.commands]
+
+    assert await listed("team") == [deploy, backup]
+    assert await listed("team=ops") == [backup]
+    assert await listed("team=ops", "kind=deploy") == []
+    (described,) = (
+        await commands.DescribeCommands(
+            pb.DescribeCommandsRequest(region_id=region, command_id=backup)
+        )
+    ).commands
+    assert {(t.key, t.value) for t in described.tags} == {("team", "ops"), ("kind", "backup")}
+    # Modifying a command keeps its tags; deleting it removes them.
+    await commands.ModifyCommand(
+        pb.ModifyCommandRequest(region_id=region, command_id=backup, description="nightly")
+    )
+    assert await listed("kind=backup") == [backup]
+    await commands.DeleteCommand(pb.DeleteCommandRequest(region_id=region, command_id=backup))
+    assert tagged.server.query(f"SELECT * FROM command_tags WHERE command_id = '{backup}'") == []
+
+    before = tagged.server.row_counts()
+    with pytest.raises(aio.AioRpcError) as caught:
+        await create("reserved", "cloudassist:owner=me")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(caught.value)[0].reason == "InvalidTagKey.Malformed"
+    assert tagged.server.row_counts() == before

@@ -179,6 +179,7 @@ class Command(_message.Message):
     PARAMETER_NAMES_FIELD_NUMBER: _builtins.int
     INVOKE_TIMES_FIELD_NUMBER: _builtins.int
     CREATION_TIME_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     region_id: _builtins.str
     name: _builtins.str
@@ -198,6 +199,8 @@ class Command(_message.Message):
 
     @_builtins.property
     def creation_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]: ...
     def __init__(
         self,
         *,
@@ -213,10 +216,11 @@ class Command(_message.Message):
         parameter_names: _abc.Iterable[_builtins.str] | None = ...,
         invoke_times: _builtins.int = ...,
         creation_time: _timestamp_pb2.Timestamp | None = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "creation_time", b"creation_time", "description", b"description", "enable_parameter", b"enable_parameter", "invoke_times", b"invoke_times", "name", b"name", "parameter_names", b"parameter_names", "region_id", b"region_id", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "creation_time", b"creation_time", "description", b"description", "enable_parameter", b"enable_parameter", "invoke_times", b"invoke_times", "name", b"name", "parameter_names", b"parameter_names", "region_id", b"region_id", "tags", b"tags", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,6 +239,7 @@ class CreateCommandRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     ENABLE_PARAMETER_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """1 to 128 characters."""
@@ -250,6 +255,10 @@ class CreateCommandRequest(_message.Message):
     """Replace `{{name}}` with the values given at invocation."""
     client_token: _builtins.str
     """Retrying with the same token and request returns the same command."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """At most 20 (see Tag)."""
+
     def __init__(
         self,
         *,
@@ -262,10 +271,11 @@ class CreateCommandRequest(_message.Message):
         timeout_seconds: _builtins.int = ...,
         enable_parameter: _builtins.bool = ...,
         client_token: _builtins.str = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "name", b"name", "region_id", b"region_id", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "name", b"name", "region_id", b"region_id", "tags", b"tags", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,6 +382,7 @@ class DescribeCommandsRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     command_id: _builtins.str
     """Filters; empty matches all."""
@@ -381,6 +392,10 @@ class DescribeCommandsRequest(_message.Message):
     """1 to 50; 0 means 10."""
     page_token: _builtins.str
     """From a previous response's next_page_token."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """Only commands with every one of these tags (an empty value matches any value)."""
+
     def __init__(
         self,
         *,
@@ -390,10 +405,11 @@ class DescribeCommandsRequest(_message.Message):
         type: Global___CommandType.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "name", b"name", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id", "tags", b"tags", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
