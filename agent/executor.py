@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import tempfile
@@ -84,6 +85,7 @@ def plan_launch(
     working_dir: str,
     username: str,
     task_env: dict[str, str],
+    launcher: str = "",
 ) -> LaunchPlan:
     """Checks the task can run here and writes its script to a private temporary directory."""
     if command_type != "RUN_SHELL_SCRIPT":
@@ -112,8 +114,11 @@ def plan_launch(
     if run_as is not None:
         os.chown(script_dir, run_as.uid, run_as.gid)
         os.chown(path, run_as.uid, run_as.gid)
-    # A script with a shebang chooses its interpreter; anything else runs under /bin/sh.
-    argv = [str(path)] if script.startswith(b"#!") else ["/bin/sh", str(path)]
+    try:
+        argv = _argv(launcher, script, str(path))
+    except LaunchError:
+        remove_script(script_dir)
+        raise
     env = {
         "PATH": STANDARD_PATH if switch else os.environ.get("PATH", STANDARD_PATH),
         "HOME": account.pw_dir,
@@ -127,6 +132,24 @@ def plan_launch(
     # The invocation's variables (and the task's built-ins) go on top of that.
     env.update(task_env)
     return LaunchPlan(argv=argv, cwd=cwd, env=env, run_as=run_as, script_dir=script_dir)
+
+
+SCRIPT_FILE = "{{ACS::ScriptFile}}"
+
+
+def _argv(launcher: str, script: bytes, path: str) -> list[str]:
+    """How to run the script file: the launcher's command line with the file in it, or the
+    script's own #! interpreter, or /bin/sh."""
+    if not launcher:
+        return [path] if script.startswith(b"#!") else ["/bin/sh", path]
+    # Split first, then put the path in: a path with spaces stays one argument.
+    argv = [word.replace(SCRIPT_FILE, path) for word in shlex.split(launcher)]
+    if not argv or shutil.which(argv[0]) is None:
+        raise LaunchError(
+            "LauncherNotFound",
+            f"the launcher's interpreter {argv[0] if argv else ''!r} is not on this instance",
+        )
+    return argv
 
 
 def remove_script(script_dir: str) -> None:

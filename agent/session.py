@@ -72,6 +72,15 @@ def _ts(ms: int | None) -> Timestamp | None:
     return ts
 
 
+@dataclass(frozen=True)
+class Script:
+    """What a dispatch says to run, as it arrived (it is not kept in the spool)."""
+
+    content: bytes
+    env: dict[str, str]
+    launcher: str = ""
+
+
 @dataclass
 class HeldTask:
     """A task the agent holds, and how far the current connection has got with it."""
@@ -401,7 +410,9 @@ class Agent:
         # Written to disk by the task's first step (one trip to the I/O thread with its script).
         held = HeldTask(self.spool.prepare(meta))
         self.tasks[task_id] = held
-        held.runner = asyncio.create_task(self._run(held, dispatch.script, dict(dispatch.env)))
+        held.runner = asyncio.create_task(
+            self._run(held, Script(dispatch.script, dict(dispatch.env), dispatch.launcher))
+        )
         self._changed.set()
 
     def _cancel(self, cancel: pb.Cancel) -> None:
@@ -428,10 +439,10 @@ class Agent:
 
     # Running tasks ----------------------------------------------------------------------
 
-    async def _run(self, held: HeldTask, script: bytes, env: dict[str, str]) -> None:
+    async def _run(self, held: HeldTask, script: Script) -> None:
         meta = held.meta
         try:
-            result = await self._execute(held, script, env)
+            result = await self._execute(held, script)
         except asyncio.CancelledError:
             raise
         except LaunchError as error:
@@ -449,14 +460,15 @@ class Agent:
             await self._forget_or_mark(held)
         self._changed.set()
 
-    async def _execute(self, held: HeldTask, script: bytes, env: dict[str, str]) -> TaskResult:
+    async def _execute(self, held: HeldTask, script: Script) -> TaskResult:
         meta = held.meta
         if held.stop_requested:
             return TaskResult(
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
             )
         builtins = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
-        plan = await self._disk(_spool_and_plan, held.spooled, script, {**env, **builtins})
+        script = Script(script.content, {**script.env, **builtins}, script.launcher)
+        plan = await self._disk(_spool_and_plan, held.spooled, script)
         process = TaskProcess(plan, meta.timeout_seconds, self.config.kill_grace_seconds)
         held.process = process
         if held.stop_requested:
@@ -542,11 +554,18 @@ class Agent:
         return None
 
 
-def _spool_and_plan(spooled: SpooledTask, script: bytes, env: dict[str, str]) -> LaunchPlan:
+def _spool_and_plan(spooled: SpooledTask, script: Script) -> LaunchPlan:
     """The task's first step on the I/O thread: its spool directory, then its script."""
     spooled.create()
     meta = spooled.meta
-    plan = plan_launch(meta.command_type, script, meta.working_dir, meta.username, env)
+    plan = plan_launch(
+        meta.command_type,
+        script.content,
+        meta.working_dir,
+        meta.username,
+        script.env,
+        script.launcher,
+    )
     meta.script_dir = plan.script_dir
     return plan
 

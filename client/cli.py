@@ -66,6 +66,9 @@ def _content(args: argparse.Namespace) -> bytes | None:
     return None
 
 
+LAUNCHER_HELP = "run the script with this, e.g. 'python3 -u {{ACS::ScriptFile}}'"
+
+
 def _pairs(pairs: list[str] | None, flag: str) -> dict[str, str]:
     result = {}
     for pair in pairs or []:
@@ -113,6 +116,7 @@ async def commands_create(c: Client) -> int:
             enable_parameter=a.enable_parameter,
             client_token=a.client_token,
             tags=_tags(a.tag),
+            launcher=a.launcher,
         )
     )
     if a.json:
@@ -582,6 +586,7 @@ async def run(c: Client) -> int:
             client_token=a.client_token,
             env=_env(a.env),
             dry_run=a.dry_run,
+            launcher=a.launcher,
         )
     )
     if a.dry_run:
@@ -723,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     script_source(create, required=True)
     create.add_argument("--description", default="")
     create.add_argument("-t", "--tag", action="append", help="KEY=VALUE, repeatable")
+    create.add_argument("--launcher", default="", help=LAUNCHER_HELP)
     create.add_argument("--working-dir", default="")
     create.add_argument("--timeout", type=int, default=0, help="seconds [server default, 60]")
     create.add_argument(
@@ -822,6 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("-p", "--parameter", action="append", help="KEY=VALUE, repeatable")
     rn.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
     rn.add_argument("--dry-run", action="store_true", help="check and show, create nothing")
+    rn.add_argument("--launcher", default="", help=LAUNCHER_HELP)
     rn.add_argument("--client-token", default="")
     rn.set_defaults(handler=run)
 

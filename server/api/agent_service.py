@@ -75,6 +75,7 @@ def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
                 username=item.username,
                 output_limit=item.output_limit,
                 env=item.env,
+                launcher=item.launcher,
             )
         )
     if isinstance(item, CancelOrder):

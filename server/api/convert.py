@@ -117,6 +117,7 @@ def command_draft(request: pb.CreateCommandRequest | pb.RunCommandRequest) -> Co
         tags=tuple((t.key, t.value) for t in request.tags)
         if isinstance(request, pb.CreateCommandRequest)
         else (),
+        launcher=request.launcher,
     )
 
 
@@ -178,6 +179,7 @@ def command_to(command: Command) -> pb.Command:
         invoke_times=command.invoke_times,
         creation_time=timestamp(command.created_ms),
         tags=[tag_pb.Tag(key=k, value=v) for k, v in sorted(spec.tags.items())],
+        launcher=spec.launcher,
     )
 
 

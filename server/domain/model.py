@@ -44,6 +44,7 @@ class CommandDraft:
     timeout_seconds: int = 0
     enable_parameter: bool = False
     tags: tuple[tuple[str, str], ...] = ()
+    launcher: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class CommandSpec:
     enable_parameter: bool
     parameter_names: tuple[str, ...]
     tags: dict[str, str] = field(default_factory=dict)
+    launcher: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class InvocationSpec:
     working_dir: str
     username: str
     env: dict[str, str] = field(default_factory=dict)
+    launcher: str = ""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ PARAMETER_MISSING_VALUE = "Parameter.MissingValue"
 PARAMETER_NOT_MATCHED = "Parameter.NotMatched"
 PARAMETERS_DISABLED = "Parameter.Disabled"
 
+# How a script is run.
+INVALID_LAUNCHER = "InvalidParameter.Launcher"
+
 # Tags.
 TAG_KEY_MALFORMED = "InvalidTagKey.Malformed"
 TAG_VALUE_MALFORMED = "InvalidTagValue.Malformed"
@@ -88,7 +91,10 @@ TERMINATION_EXCEPTION = "TerminationException"
 INSTANCE_DEREGISTERED = "InstanceDeregistered"
 
 # Error codes an agent reports that make a record INVALID rather than ERROR.
-INVALID_ON_INSTANCE = frozenset({DIRECTORY_NOT_EXISTS, ACCOUNT_NOT_EXISTS, COMMAND_NOT_APPLICABLE})
+LAUNCHER_NOT_FOUND = "LauncherNotFound"
+INVALID_ON_INSTANCE = frozenset(
+    {DIRECTORY_NOT_EXISTS, ACCOUNT_NOT_EXISTS, COMMAND_NOT_APPLICABLE, LAUNCHER_NOT_FOUND}
+)
 
 # Authentication and authorisation.
 MISSING_API_KEY = "MissingParameter.Authorization"

@@ -25,6 +25,7 @@ class Task:
     username: str
     output_limit: int
     env: dict[str, str] = field(default_factory=dict)
+    launcher: str = ""
 
 
 def build_task(
@@ -50,6 +51,7 @@ def build_task(
         username=spec.username,
         output_limit=output_limit,
         env=spec.env,
+        launcher=spec.launcher,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable, Sequence
 
 from server.domain import reasons
@@ -172,6 +173,36 @@ def _check_username(username: str, limits: Limits) -> str:
     return username
 
 
+SCRIPT_FILE = "{{ACS::ScriptFile}}"
+LAUNCHER_CHARS = 1024
+
+
+def check_launcher(launcher: str) -> str:
+    """A launcher is a command line that names the script file once as {{ACS::ScriptFile}}."""
+    if not launcher:
+        return ""
+    if len(launcher) > LAUNCHER_CHARS or launcher.count(SCRIPT_FILE) != 1:
+        raise InvalidArgument(
+            reasons.INVALID_LAUNCHER,
+            f"launcher: must be at most {LAUNCHER_CHARS} characters and contain {SCRIPT_FILE} "
+            "once (as in `python3 -u {{ACS::ScriptFile}}`)",
+            field="launcher",
+        )
+    try:
+        words = shlex.split(launcher)
+    except ValueError as exc:
+        raise InvalidArgument(
+            reasons.INVALID_LAUNCHER, f"launcher: not a command line ({exc})", field="launcher"
+        ) from exc
+    if not words or words[0] == SCRIPT_FILE:
+        raise InvalidArgument(
+            reasons.INVALID_LAUNCHER,
+            f"launcher: must start with the interpreter, then {SCRIPT_FILE}",
+            field="launcher",
+        )
+    return launcher
+
+
 def validate_command(draft: CommandDraft, limits: Limits) -> CommandSpec:
     """A CommandSpec from a client's draft, or InvalidArgument naming the first broken rule."""
     region_id = check_region(draft.region_id)
@@ -200,6 +231,7 @@ def validate_command(draft: CommandDraft, limits: Limits) -> CommandSpec:
         enable_parameter=draft.enable_parameter,
         parameter_names=tuple(names),
         tags=check_tags(draft.tags),
+        launcher=check_launcher(draft.launcher),
     )
 
 
@@ -217,6 +249,7 @@ def apply_patch(spec: CommandSpec, patch: CommandPatch, limits: Limits) -> Comma
         ),
         enable_parameter=spec.enable_parameter,
         tags=tuple(spec.tags.items()),
+        launcher=spec.launcher,
     )
     return validate_command(draft, limits)
 
@@ -325,4 +358,5 @@ def validate_invocation(
         working_dir=working_dir,
         username=_check_username(draft.username, limits),
         env=check_env(draft.env, limits),
+        launcher=command.launcher,
     )

@@ -36,6 +36,7 @@ def command_values(
         "timeout_seconds": spec.timeout_seconds,
         "enable_parameter": spec.enable_parameter,
         "parameter_names": json.dumps(list(spec.parameter_names)),
+        "launcher": spec.launcher,
         "invoke_times": 0,
         "created_ms": now_ms,
     }

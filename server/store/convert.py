@@ -30,6 +30,7 @@ def command(row: Any) -> Command:
         timeout_seconds=row.timeout_seconds,
         enable_parameter=bool(row.enable_parameter),
         parameter_names=tuple(json.loads(row.parameter_names)),
+        launcher=row.launcher,
     )
     return Command(
         command_id=row.command_id,
@@ -55,6 +56,7 @@ def invocation_spec(row: Any, instance_ids: tuple[str, ...]) -> InvocationSpec:
         working_dir=row.working_dir,
         username=row.username,
         env=json.loads(row.env),
+        launcher=row.launcher,
     )
 
 

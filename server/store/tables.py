@@ -94,6 +94,7 @@ class CommandRow(SQLModel, table=True):
     timeout_seconds: int = Field(sa_column=Column(BigInteger, nullable=False))
     enable_parameter: bool = False
     parameter_names: str = "[]"  # JSON list
+    launcher: str = Field(default="", max_length=1024)
     invoke_times: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     created_ms: int = Field(sa_column=_ms())
 
@@ -181,6 +182,7 @@ class InvocationRow(SQLModel, table=True):
     working_dir: str = Field(default="", max_length=4096)
     username: str = Field(default="", max_length=256)
     env: str = "{}"  # JSON object: the scripts' environment variables
+    launcher: str = Field(default="", max_length=1024)
     status: str = Field(max_length=16)
     # ONCE, or a schedule that fires once (at): instances mirror their only record.
     one_shot: bool = True

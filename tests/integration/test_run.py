@@ -269,6 +269,23 @@ async def test_environment_variables_reach_the_script(stub: Stub) -> None:
     assert dict((await invocation(stub, invoke_id)).env) == env
 
 
+async def test_a_launcher_runs_the_script_with_another_interpreter(stub: Stub) -> None:
+    invoke_id = await run(
+        stub,
+        "import sys\nprint('python', 6 * 7, sys.argv[1:])",
+        ["i-a"],
+        launcher="python3 -u {{ACS::ScriptFile}} one 'two words'",
+    )
+    seen = await watch(stub, invoke_id)
+    assert seen.states["i-a"].state == pb.EXECUTION_STATE_SUCCESS
+    assert bytes(seen.output["i-a"]) == b"python 42 ['one', 'two words']\n"
+
+    missing = await run(stub, "x", ["i-a"], launcher="no-such-interpreter {{ACS::ScriptFile}}")
+    seen = await watch(stub, missing)
+    assert seen.states["i-a"].state == pb.EXECUTION_STATE_INVALID
+    assert seen.states["i-a"].error_code == "LauncherNotFound"
+
+
 async def test_custom_parameters_are_filled_per_invocation(stub: Stub) -> None:
     created = await stub.CreateCommand(
         pb.CreateCommandRequest(

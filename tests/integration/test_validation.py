@@ -145,6 +145,8 @@ CASES: list[tuple[str, str, Callable[[Limited], Any], grpc.StatusCode, str, str]
      "MissingParameter.RegionId", "region_id"),
     ("malformed-region", "CreateCommand", fixed(create(region_id="CN_1")), INVALID,
      "InvalidRegionId.Malformed", "region_id"),
+    ("launcher-without-script-file", "CreateCommand", fixed(create(launcher="python3")),
+     INVALID, "InvalidParameter.Launcher", "launcher"),
     ("missing-name", "CreateCommand", fixed(create(name="")), INVALID,
      "MissingParameter.Name", "name"),
     ("name-too-long", "CreateCommand", fixed(create(name="n" * 129)), INVALID,

@@ -381,6 +381,7 @@ class Dispatch(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     OUTPUT_LIMIT_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    LAUNCHER_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     invoke_id: _builtins.str
     command_id: _builtins.str
@@ -395,6 +396,8 @@ class Dispatch(_message.Message):
     """Empty: the agent's own user."""
     output_limit: _builtins.int
     """The server stores at most this many bytes; the agent sends no more, but counts them."""
+    launcher: _builtins.str
+    """A command line with {{ACS::ScriptFile}}; empty: /bin/sh, or the script's #! line."""
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment variables for the script, on top of the agent's minimal environment."""
@@ -412,10 +415,11 @@ class Dispatch(_message.Message):
         username: _builtins.str = ...,
         output_limit: _builtins.int = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        launcher: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "invoke_id", b"invoke_id", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "invoke_id", b"invoke_id", "launcher", b"launcher", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

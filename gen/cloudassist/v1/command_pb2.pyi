@@ -180,6 +180,7 @@ class Command(_message.Message):
     INVOKE_TIMES_FIELD_NUMBER: _builtins.int
     CREATION_TIME_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    LAUNCHER_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     region_id: _builtins.str
     name: _builtins.str
@@ -193,6 +194,10 @@ class Command(_message.Message):
     enable_parameter: _builtins.bool
     invoke_times: _builtins.int
     """How many invocations have used this command."""
+    launcher: _builtins.str
+    """How the agent runs the script: a command line with {{ACS::ScriptFile}} where the script's
+    file goes (`python3 -u {{ACS::ScriptFile}}`). Empty: /bin/sh, or the script's #! line.
+    """
     @_builtins.property
     def parameter_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The custom parameter names found in the content, in order of first use."""
@@ -217,10 +222,11 @@ class Command(_message.Message):
         invoke_times: _builtins.int = ...,
         creation_time: _timestamp_pb2.Timestamp | None = ...,
         tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        launcher: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "creation_time", b"creation_time", "description", b"description", "enable_parameter", b"enable_parameter", "invoke_times", b"invoke_times", "name", b"name", "parameter_names", b"parameter_names", "region_id", b"region_id", "tags", b"tags", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "creation_time", b"creation_time", "description", b"description", "enable_parameter", b"enable_parameter", "invoke_times", b"invoke_times", "launcher", b"launcher", "name", b"name", "parameter_names", b"parameter_names", "region_id", b"region_id", "tags", b"tags", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,6 +246,7 @@ class CreateCommandRequest(_message.Message):
     ENABLE_PARAMETER_FIELD_NUMBER: _builtins.int
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    LAUNCHER_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """1 to 128 characters."""
@@ -255,6 +262,8 @@ class CreateCommandRequest(_message.Message):
     """Replace `{{name}}` with the values given at invocation."""
     client_token: _builtins.str
     """Retrying with the same token and request returns the same command."""
+    launcher: _builtins.str
+    """See Command.launcher."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
         """At most 20 (see Tag)."""
@@ -272,10 +281,11 @@ class CreateCommandRequest(_message.Message):
         enable_parameter: _builtins.bool = ...,
         client_token: _builtins.str = ...,
         tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        launcher: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "name", b"name", "region_id", b"region_id", "tags", b"tags", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "enable_parameter", b"enable_parameter", "launcher", b"launcher", "name", b"name", "region_id", b"region_id", "tags", b"tags", "timeout_seconds", b"timeout_seconds", "type", b"type", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -793,6 +803,7 @@ class RunCommandRequest(_message.Message):
     ENV_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     RESOURCE_TAGS_FIELD_NUMBER: _builtins.int
+    LAUNCHER_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """Empty: a name is generated."""
@@ -811,6 +822,8 @@ class RunCommandRequest(_message.Message):
     client_token: _builtins.str
     dry_run: _builtins.bool
     """See InvokeCommandRequest.dry_run."""
+    launcher: _builtins.str
+    """See Command.launcher."""
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -845,10 +858,11 @@ class RunCommandRequest(_message.Message):
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
         resource_tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        launcher: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "launcher", b"launcher", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,67 @@
+"""Launchers: the command line a script runs with."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from agent.executor import LaunchError, plan_launch, remove_script
+from server.domain import reasons
+from server.domain.errors import InvalidArgument
+from server.domain.validation import check_launcher
+
+
+@pytest.mark.parametrize(
+    "launcher", ["", "python3 -u {{ACS::ScriptFile}}", "bash -e '{{ACS::ScriptFile}}' arg"]
+)
+def test_valid_launchers_pass(launcher: str) -> None:
+    assert check_launcher(launcher) == launcher
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        "python3",  # no script file
+        "{{ACS::ScriptFile}}",  # no interpreter
+        "sh {{ACS::ScriptFile}} {{ACS::ScriptFile}}",
+        "sh 'unclosed {{ACS::ScriptFile}}",
+        "sh {{ACS::ScriptFile}} " + "x" * 1024,
+    ],
+)
+def test_invalid_launchers_are_refused(launcher: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        check_launcher(launcher)
+    assert caught.value.reason == reasons.INVALID_LAUNCHER
+    assert caught.value.field == "launcher"
+
+
+def _plan(launcher: str, script: bytes = b"print(1)") -> list[str]:
+    plan = plan_launch("RUN_SHELL_SCRIPT", script, "", "", {}, launcher)
+    assert Path(plan.script_dir, "script").read_bytes() == script
+    remove_script(plan.script_dir)
+    return plan.argv
+
+
+def test_the_script_file_takes_the_placeholders_place() -> None:
+    argv = _plan("python3 -u {{ACS::ScriptFile}} --flag")
+    assert argv[:2] == ["python3", "-u"]
+    assert argv[2].endswith("/script")
+    assert argv[3] == "--flag"
+
+
+def test_without_a_launcher_a_shebang_or_sh_decides() -> None:
+    assert _plan("", b"#!/usr/bin/env python3\n")[0].endswith("/script")
+    assert _plan("", b"echo hi")[0] == "/bin/sh"
+
+
+def test_a_missing_interpreter_leaves_no_script_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    launcher = "no-such-interpreter {{ACS::ScriptFile}}"
+    with pytest.raises(LaunchError) as caught:
+        plan_launch("RUN_SHELL_SCRIPT", b"x", "", "", {}, launcher)
+    assert caught.value.code == reasons.LAUNCHER_NOT_FOUND
+    assert list(tmp_path.iterdir()) == []
