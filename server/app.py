@@ -35,6 +35,7 @@ from server.clock import now_ms
 from server.config import ServerConfig
 from server.domain import ids
 from server.events import InvocationEvents
+from server.exporter import OutputExporter
 from server.hub import Hub
 from server.plane import CommandPlane, PlaneSettings
 from server.reaper import Reaper
@@ -262,6 +263,13 @@ class ServerApp:
                 self.hub.keepalive(self.config.heartbeat_seconds), name="agent-keepalive"
             ),
         ]
+        if self.config.output_dir is not None:
+            exporter = OutputExporter(
+                self.db,
+                self.config.output_dir,
+                grace_seconds=self.config.output_grace_seconds,
+            )
+            self._tasks.append(asyncio.create_task(exporter.run(), name="output-exporter"))
         for name in ["", *(s.full_name for s in (*served, AGENT_SERVICE))]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.config.ready_file is not None:

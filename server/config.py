@@ -18,6 +18,8 @@ ENV_PREFIX = "CLOUDASSIST_"
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path("var")
+    # Where finished records' output is copied (None: nowhere).
+    output_dir: Path | None = None
     db_url: str = ""
     default_timezone: tzinfo = field(default_factory=lambda: parse_timezone("UTC+08:00"))
     limits: Limits = field(default_factory=Limits)
@@ -50,6 +52,11 @@ class ServerConfig:
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def _path_env(name: str) -> Path | None:
+    value = _env(name, "")
+    return Path(value) if value else None
 
 
 def _timezone(text: str) -> tzinfo:
@@ -98,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(_env("data-dir", str(defaults.data_dir))),
         help="directory for the SQLite database and other state [%(default)s]",
+    )
+    add(
+        "--output-dir",
+        type=Path,
+        default=_path_env("output-dir"),
+        help="copy every finished record's output (and a JSON summary) here [off]",
     )
     add(
         "--db",
@@ -237,6 +250,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     return ServerConfig(
         listen=args.listen,
         data_dir=args.data_dir,
+        output_dir=args.output_dir,
         db_url=args.db,
         default_timezone=default_timezone,
         limits=limits,

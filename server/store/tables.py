@@ -219,7 +219,10 @@ class RecordRow(SQLModel, table=True):
     """One execution on one instance; its id is the task id the agent sees."""
 
     __tablename__ = "records"
-    __table_args__ = (Index("ix_records_instance_id_state", "instance_id", "state"),)
+    __table_args__ = (
+        Index("ix_records_instance_id_state", "instance_id", "state"),
+        Index("ix_records_delivered_state", "delivered", "state"),
+    )
 
     record_id: str = Field(primary_key=True, max_length=64)
     invoke_id: str = Field(max_length=64, index=True)
@@ -241,6 +244,8 @@ class RecordRow(SQLModel, table=True):
     # The next moment the reaper must look at this record: delivery deadline while PENDING,
     # execution deadline while RUNNING, stop confirmation deadline while STOPPING.
     deadline_ms: int | None = Field(default=None, sa_column=_ms(nullable=True, index=True))
+    # Its output has been copied to the server's --output-dir.
+    delivered: bool = False
 
 
 class OutputChunkRow(SQLModel, table=True):
