@@ -218,6 +218,24 @@ async def invoke(c: Client) -> int:
     return 0
 
 
+async def modify_invocation(c: Client) -> int:
+    a = c.args
+    request = pb.ModifyInvocationAttributeRequest(
+        region_id=c.region,
+        invoke_id=a.invoke_id,
+        instance_ids=a.instance,
+        parameters=_parameters(a.parameter),
+        replace_parameters=a.parameter is not None,
+    )
+    content = _content(a)
+    if content is not None:
+        request.command_content = content
+    if a.frequency is not None:
+        request.frequency = a.frequency
+    await c.commands.ModifyInvocationAttribute(request)
+    return 0
+
+
 def _print_dry_run(
     response: pb.InvokeCommandResponse | pb.RunCommandResponse, as_json: bool
 ) -> int:
@@ -773,6 +791,16 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--client-token", default="")
     inv.add_argument("--watch", action="store_true", help="print output until it ends")
     inv.set_defaults(handler=invoke)
+
+    mi = sub.add_parser(
+        "modify-invocation", help="change a periodic invocation's script, parameters or schedule"
+    )
+    mi.add_argument("invoke_id")
+    script_source(mi, required=False)
+    mi.add_argument("-p", "--parameter", action="append", help="KEY=VALUE: replaces them all")
+    mi.add_argument("--frequency", help="a new schedule: cron, rate(...) or at(...)")
+    mi.add_argument("-i", "--instance", action="append", default=[], help="add this instance")
+    mi.set_defaults(handler=modify_invocation)
 
     invs = sub.add_parser("invocations", help="list invocations, newest first")
     invs.add_argument("--id", default="")

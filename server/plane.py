@@ -42,6 +42,8 @@ from server.domain.tags import check_selector, check_tags
 from server.domain.tasks import Task, build_task
 from server.domain.timezones import day_start_ms
 from server.domain.validation import (
+    InvocationChange,
+    apply_invocation_change,
     apply_patch,
     check_client_token,
     check_instance_id,
@@ -453,6 +455,45 @@ class CommandPlane:
             offset,
             limit or DEFAULT_OUTPUT_READ,
         )
+
+    async def modify_invocation(
+        self, account_id: str, region_id: str, invoke_id: str, change: InvocationChange
+    ) -> None:
+        """ModifyInvocationAttribute: a periodic invocation's next fires run the new content,
+        parameters or frequency, and on the added instances too; nothing is stopped."""
+        check_region(region_id)
+        check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
+        for instance_id in change.added_instance_ids:
+            check_instance_id(instance_id, self._limits)
+        invocation = await self._db.read(
+            invocations_repo.get_invocation, account_id, region_id, invoke_id
+        )
+        if invocation.spec.repeat_mode is not RepeatMode.PERIOD:
+            raise FailedPrecondition(
+                reasons.NOT_PERIODIC,
+                f"invoke_id: invocation {invoke_id} is not periodic; only a periodic one can "
+                "be changed",
+                field="invoke_id",
+            )
+        spec = apply_invocation_change(invocation.spec, change, self._limits, self._check_frequency)
+        await self._check_targets(account_id, spec)
+        now = now_ms()
+        schedule = None
+        if change.frequency is not None:
+            # Anchored as the scheduler anchors it: at the invocation's creation.
+            new = self.schedule_for(spec.frequency, spec.timeout_seconds, invocation.created_ms)
+            schedule = (new.next_after(now), new.one_shot)
+        effects = await self._db.write(
+            invocations_repo.modify_periodic,
+            account_id,
+            region_id,
+            invoke_id,
+            spec,
+            change.added_instance_ids,
+            schedule,
+            now,
+        )
+        self._hub.carry_out(effects)
 
     async def stop(
         self, account_id: str, region_id: str, invoke_id: str, instance_ids: Sequence[str]

@@ -87,6 +87,18 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         )
 
     @unary_errors
+    async def ModifyInvocationAttribute(
+        self, request: pb.ModifyInvocationAttributeRequest, context: Context
+    ) -> pb.ModifyInvocationAttributeResponse:
+        await self._plane.modify_invocation(
+            principal().account_id,
+            request.region_id,
+            request.invoke_id,
+            convert.invocation_change(request),
+        )
+        return pb.ModifyInvocationAttributeResponse()
+
+    @unary_errors
     async def RunCommand(
         self, request: pb.RunCommandRequest, context: Context
     ) -> pb.RunCommandResponse:

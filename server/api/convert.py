@@ -23,6 +23,7 @@ from server.domain.model import (
     RepeatMode,
 )
 from server.domain.status import ExecutionState, InvokeStatus, coarse_status
+from server.domain.validation import InvocationChange
 from server.plane import DryRun
 
 
@@ -299,4 +300,19 @@ def dry_run_to(dry_run: DryRun | None) -> pb.DryRun | None:
             for t in dry_run.tasks
         ],
         first_fire_time=timestamp(dry_run.first_fire_ms),
+    )
+
+
+def invocation_change(request: pb.ModifyInvocationAttributeRequest) -> InvocationChange:
+    if request.parameters and not request.replace_parameters:
+        raise InvalidArgument(
+            reasons.INVALID_PARAMETERS_CHANGE,
+            "parameters: set replace_parameters to replace the invocation's parameters",
+            field="replace_parameters",
+        )
+    return InvocationChange(
+        content=request.command_content if request.HasField("command_content") else None,
+        parameters=dict(request.parameters) if request.replace_parameters else None,
+        frequency=request.frequency if request.HasField("frequency") else None,
+        added_instance_ids=tuple(request.instance_ids),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from server.domain import reasons
 from server.domain.environment import check_env
@@ -360,3 +361,75 @@ def validate_invocation(
         env=check_env(draft.env, limits),
         launcher=command.launcher,
     )
+
+
+@dataclass(frozen=True)
+class InvocationChange:
+    """What ModifyInvocationAttribute changes; None: unchanged."""
+
+    content: bytes | None = None
+    parameters: dict[str, str] | None = None
+    frequency: str | None = None
+    added_instance_ids: tuple[str, ...] = ()
+
+    def empty(self) -> bool:
+        return (
+            self.content is None
+            and self.parameters is None
+            and self.frequency is None
+            and not self.added_instance_ids
+        )
+
+
+def apply_invocation_change(
+    spec: InvocationSpec,
+    change: InvocationChange,
+    limits: Limits,
+    check_frequency: Callable[[str, int], None],
+) -> InvocationSpec:
+    """The periodic invocation after ModifyInvocationAttribute, checked by every rule an
+    invocation is made under."""
+    if change.empty():
+        raise InvalidArgument(
+            reasons.NOTHING_TO_MODIFY,
+            "command_content, parameters, frequency or instance_ids: give at least one change",
+            field="invoke_id",
+        )
+    for instance_id in change.added_instance_ids:
+        if instance_id in spec.instance_ids:
+            raise InvalidArgument(
+                reasons.INVALID_INSTANCE_IDS,
+                f"instance_ids: {instance_id!r} is already an instance of the invocation",
+                field="instance_ids",
+                metadata={"instance_id": instance_id},
+            )
+    content = spec.content if change.content is None else change.content
+    command = CommandSpec(
+        region_id=spec.region_id,
+        name=spec.command_name,
+        type=spec.command_type,
+        content=_check_content(content, limits),
+        description="",
+        working_dir=spec.working_dir,
+        timeout_seconds=spec.timeout_seconds,
+        enable_parameter=spec.enable_parameter,
+        parameter_names=tuple(
+            parse_parameter_names(content, limits.parameters_per_command)
+            if spec.enable_parameter
+            else ()
+        ),
+        launcher=spec.launcher,
+    )
+    draft = InvocationDraft(
+        region_id=spec.region_id,
+        command_id=spec.command_id,
+        instance_ids=(*spec.instance_ids, *change.added_instance_ids),
+        parameters=spec.parameters if change.parameters is None else change.parameters,
+        repeat_mode=spec.repeat_mode,
+        frequency=spec.frequency if change.frequency is None else change.frequency,
+        timeout_seconds=spec.timeout_seconds,
+        working_dir=spec.working_dir,
+        username=spec.username,
+        env=spec.env,
+    )
+    return validate_invocation(draft, spec.command_id, command, limits, check_frequency)

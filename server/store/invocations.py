@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
@@ -704,3 +704,66 @@ def watch_snapshot(
             data = read_range(conn, record.record_id, offset, end)
         progress.append(RecordProgress(record, bool(row.agent_done), data))
     return WatchSnapshot(status=invocation.status, records=progress)
+
+
+def modify_periodic(
+    conn: Connection,
+    account_id: str,
+    region_id: str,
+    invoke_id: str,
+    spec: InvocationSpec,
+    added_instance_ids: Sequence[str],
+    schedule: tuple[int | None, bool] | None,
+    now_ms: int,
+) -> Effects:
+    """Stores a changed periodic invocation (ModifyInvocationAttribute): its content,
+    parameters and frequency for the next fires, `schedule` = (next fire, one-shot) when the
+    frequency changed, and new instances that take part from the next fire."""
+    row = conn.execute(
+        select(INVOCATIONS.c.next_fire_ms)
+        .where(*_scope(account_id, region_id), INVOCATIONS.c.invoke_id == invoke_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise _not_found(invoke_id, region_id)
+    if row.next_fire_ms is None:
+        raise FailedPrecondition(
+            reasons.INVOCATION_NOT_RUNNING,
+            f"invoke_id: invocation {invoke_id} has no fire to come (it is stopped or over)",
+            field="invoke_id",
+        )
+    values: dict[str, object] = {
+        "content": spec.content,
+        "parameters": json.dumps(spec.parameters, sort_keys=True),
+        "frequency": spec.frequency,
+    }
+    if schedule is not None:
+        values["next_fire_ms"], values["one_shot"] = schedule
+    conn.execute(update(INVOCATIONS).where(INVOCATIONS.c.invoke_id == invoke_id).values(**values))
+    if added_instance_ids:
+        conn.execute(
+            insert(INVOCATION_INSTANCES),
+            [
+                {
+                    "invoke_id": invoke_id,
+                    "instance_id": instance_id,
+                    "state": ExecutionState.PENDING.value,
+                    "status": InvokeStatus.RUNNING.value,
+                    "repeats": 0,
+                    "stopped": False,
+                    "latest_record_id": None,
+                    "created_ms": now_ms,
+                    "updated_ms": now_ms,
+                }
+                for instance_id in added_instance_ids
+            ],
+        )
+        conn.execute(
+            update(INSTANCES)
+            .where(INSTANCES.c.instance_id.in_(list(added_instance_ids)))
+            .values(invocation_count=INSTANCES.c.invocation_count + 1)
+        )
+    refresh_statuses(conn, {invoke_id})
+    effects = Effects()
+    effects.changed_invocations.add(invoke_id)
+    return effects

@@ -620,6 +620,9 @@ def _templates(seeds: Seeds) -> dict[str, Message]:
         "GetInvocationOutput": c.GetInvocationOutputRequest(
             region_id=REGION, invoke_id=seeds.output_invocation, instance_id="i-fuzz"
         ),
+        "ModifyInvocationAttribute": c.ModifyInvocationAttributeRequest(
+            region_id=REGION, invoke_id=seeds.scheduled_invocation, frequency="rate(2h)"
+        ),
         "StopInvocation": c.StopInvocationRequest(
             region_id=REGION, invoke_id=seeds.scheduled_invocation
         ),

@@ -1546,3 +1546,92 @@ class WatchInvocationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___WatchInvocationResponse: _TypeAlias = WatchInvocationResponse  # noqa: Y015
+
+@_typing.final
+class ModifyInvocationAttributeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParametersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    INVOKE_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_CONTENT_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    REPLACE_PARAMETERS_FIELD_NUMBER: _builtins.int
+    FREQUENCY_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    invoke_id: _builtins.str
+    command_content: _builtins.bytes
+    """The script for the next fires."""
+    replace_parameters: _builtins.bool
+    frequency: _builtins.str
+    """A new schedule; the next fire is its first time from now on."""
+    @_builtins.property
+    def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """With replace_parameters: the custom parameter values for the next fires (a map cannot be
+        optional, hence the flag).
+        """
+
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Instances to add; they take part from the next fire."""
+
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        invoke_id: _builtins.str = ...,
+        command_content: _builtins.bytes | None = ...,
+        parameters: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        replace_parameters: _builtins.bool = ...,
+        frequency: _builtins.str | None = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_command_content", b"_command_content", "_frequency", b"_frequency", "command_content", b"command_content", "frequency", b"frequency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_command_content", b"_command_content", "_frequency", b"_frequency", "command_content", b"command_content", "frequency", b"frequency", "instance_ids", b"instance_ids", "invoke_id", b"invoke_id", "parameters", b"parameters", "region_id", b"region_id", "replace_parameters", b"replace_parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__command_content: _TypeAlias = _typing.Literal["command_content"]  # noqa: Y015
+    _WhichOneofArgType__command_content: _TypeAlias = _typing.Literal["_command_content", b"_command_content"]  # noqa: Y015
+    _WhichOneofReturnType__frequency: _TypeAlias = _typing.Literal["frequency"]  # noqa: Y015
+    _WhichOneofArgType__frequency: _TypeAlias = _typing.Literal["_frequency", b"_frequency"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__command_content) -> _WhichOneofReturnType__command_content | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__frequency) -> _WhichOneofReturnType__frequency | None: ...
+
+Global___ModifyInvocationAttributeRequest: _TypeAlias = ModifyInvocationAttributeRequest  # noqa: Y015
+
+@_typing.final
+class ModifyInvocationAttributeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModifyInvocationAttributeResponse: _TypeAlias = ModifyInvocationAttributeResponse  # noqa: Y015

@@ -87,6 +87,11 @@ class CommandServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_command__pb2.StopInvocationRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_command__pb2.StopInvocationResponse.FromString,
                 _registered_method=True)
+        self.ModifyInvocationAttribute = channel.unary_unary(
+                '/cloudassist.v1.CommandService/ModifyInvocationAttribute',
+                request_serializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeResponse.FromString,
+                _registered_method=True)
         self.WatchInvocation = channel.unary_stream(
                 '/cloudassist.v1.CommandService/WatchInvocation',
                 request_serializer=cloudassist_dot_v1_dot_command__pb2.WatchInvocationRequest.SerializeToString,
@@ -170,6 +175,14 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModifyInvocationAttribute(self, request, context):
+        """Changes a periodic invocation without stopping it: its next fires run the new content,
+        parameters or frequency, and on the added instances too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchInvocation(self, request, context):
         """Streams the stored output and state of an invocation, then live changes.
         """
@@ -229,6 +242,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.StopInvocation,
                     request_deserializer=cloudassist_dot_v1_dot_command__pb2.StopInvocationRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_command__pb2.StopInvocationResponse.SerializeToString,
+            ),
+            'ModifyInvocationAttribute': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModifyInvocationAttribute,
+                    request_deserializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeResponse.SerializeToString,
             ),
             'WatchInvocation': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchInvocation,
@@ -509,6 +527,33 @@ class CommandService:
             '/cloudassist.v1.CommandService/StopInvocation',
             cloudassist_dot_v1_dot_command__pb2.StopInvocationRequest.SerializeToString,
             cloudassist_dot_v1_dot_command__pb2.StopInvocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModifyInvocationAttribute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.CommandService/ModifyInvocationAttribute',
+            cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeRequest.SerializeToString,
+            cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,10 @@ class CommandServiceStub:
     """Reads the stored output of one record, whole, by byte range."""
     StopInvocation: _grpc.UnaryUnaryMultiCallable[_command_pb2.StopInvocationRequest, _command_pb2.StopInvocationResponse]
     """Stops an invocation on some or all of its instances."""
+    ModifyInvocationAttribute: _grpc.UnaryUnaryMultiCallable[_command_pb2.ModifyInvocationAttributeRequest, _command_pb2.ModifyInvocationAttributeResponse]
+    """Changes a periodic invocation without stopping it: its next fires run the new content,
+    parameters or frequency, and on the added instances too.
+    """
     WatchInvocation: _grpc.UnaryStreamMultiCallable[_command_pb2.WatchInvocationRequest, _command_pb2.WatchInvocationResponse]
     """Streams the stored output and state of an invocation, then live changes."""
 
@@ -87,6 +91,10 @@ class CommandServiceAsyncStub(CommandServiceStub):
     """Reads the stored output of one record, whole, by byte range."""
     StopInvocation: _aio.UnaryUnaryMultiCallable[_command_pb2.StopInvocationRequest, _command_pb2.StopInvocationResponse]  # type: ignore[assignment]
     """Stops an invocation on some or all of its instances."""
+    ModifyInvocationAttribute: _aio.UnaryUnaryMultiCallable[_command_pb2.ModifyInvocationAttributeRequest, _command_pb2.ModifyInvocationAttributeResponse]  # type: ignore[assignment]
+    """Changes a periodic invocation without stopping it: its next fires run the new content,
+    parameters or frequency, and on the added instances too.
+    """
     WatchInvocation: _aio.UnaryStreamMultiCallable[_command_pb2.WatchInvocationRequest, _command_pb2.WatchInvocationResponse]  # type: ignore[assignment]
     """Streams the stored output and state of an invocation, then live changes."""
 
@@ -175,6 +183,16 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_command_pb2.StopInvocationResponse, _abc.Awaitable[_command_pb2.StopInvocationResponse]]:
         """Stops an invocation on some or all of its instances."""
+
+    @_abc_1.abstractmethod
+    def ModifyInvocationAttribute(
+        self,
+        request: _command_pb2.ModifyInvocationAttributeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_pb2.ModifyInvocationAttributeResponse, _abc.Awaitable[_command_pb2.ModifyInvocationAttributeResponse]]:
+        """Changes a periodic invocation without stopping it: its next fires run the new content,
+        parameters or frequency, and on the added instances too.
+        """
 
     @_abc_1.abstractmethod
     def WatchInvocation(
