@@ -201,6 +201,8 @@ async def invoke(c: Client) -> int:
         client_token=a.client_token,
         env=_env(a.env),
         dry_run=a.dry_run,
+        max_concurrency=a.max_concurrency,
+        max_errors=a.max_errors,
     )
     if a.timeout is not None:
         request.timeout_seconds = a.timeout
@@ -605,6 +607,8 @@ async def run(c: Client) -> int:
             env=_env(a.env),
             dry_run=a.dry_run,
             launcher=a.launcher,
+            max_concurrency=a.max_concurrency,
+            max_errors=a.max_errors,
         )
     )
     if a.dry_run:
@@ -733,6 +737,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--page-size", type=int, default=0, help="1 to 50 [10]")
         p.add_argument("--page-token", default="", help="from the previous page")
 
+    def rate_control(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-concurrency", default="", help="targets at once: N or N%% [all]")
+        p.add_argument(
+            "--max-errors", default="", help="errors before the waiting targets are cancelled"
+        )
+
     def script_source(p: argparse.ArgumentParser, required: bool) -> None:
         group = p.add_mutually_exclusive_group(required=required)
         group.add_argument("--content", help="the script text")
@@ -788,6 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--username", default="")
     inv.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
     inv.add_argument("--dry-run", action="store_true", help="check and show, create nothing")
+    rate_control(inv)
     inv.add_argument("--client-token", default="")
     inv.add_argument("--watch", action="store_true", help="print output until it ends")
     inv.set_defaults(handler=invoke)
@@ -857,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
     rn.add_argument("--dry-run", action="store_true", help="check and show, create nothing")
     rn.add_argument("--launcher", default="", help=LAUNCHER_HELP)
+    rate_control(rn)
     rn.add_argument("--client-token", default="")
     rn.set_defaults(handler=run)
 

@@ -146,6 +146,8 @@ def invocation_draft(request: pb.InvokeCommandRequest) -> InvocationDraft:
         username=request.username,
         env=dict(request.env),
         resource_tags=tuple((t.key, t.value) for t in request.resource_tags),
+        max_concurrency=request.max_concurrency,
+        max_errors=request.max_errors,
     )
 
 
@@ -161,6 +163,8 @@ def run_invocation_draft(request: pb.RunCommandRequest) -> InvocationDraft:
         username=request.username,
         env=dict(request.env),
         resource_tags=tuple((t.key, t.value) for t in request.resource_tags),
+        max_concurrency=request.max_concurrency,
+        max_errors=request.max_errors,
     )
 
 
@@ -218,6 +222,8 @@ def invocation_to(invocation: Invocation) -> pb.Invocation:
         working_dir=spec.working_dir,
         username=spec.username,
         env=spec.env,
+        max_concurrency="" if spec.max_concurrency is None else str(spec.max_concurrency),
+        max_errors="" if spec.max_errors is None else str(spec.max_errors),
         invoke_status=invoke_status_to(invocation.status),
         creation_time=timestamp(invocation.created_ms),
         invoke_instances=[invoke_instance_to(m) for m in invocation.instances],

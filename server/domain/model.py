@@ -100,6 +100,9 @@ class InvocationDraft:
     env: dict[str, str] = field(default_factory=dict)
     # Instead of instance_ids: the instances with all of these tags ((key, value) pairs).
     resource_tags: tuple[tuple[str, str], ...] = ()
+    # Rate control: a number or a percentage of the targets ("" for none).
+    max_concurrency: str = ""
+    max_errors: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ class InvocationSpec:
     username: str
     env: dict[str, str] = field(default_factory=dict)
     launcher: str = ""
+    # Rate control, resolved to numbers of targets (None: no limit).
+    max_concurrency: int | None = None
+    max_errors: int | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ PARAMETER_MISSING_VALUE = "Parameter.MissingValue"
 PARAMETER_NOT_MATCHED = "Parameter.NotMatched"
 PARAMETERS_DISABLED = "Parameter.Disabled"
 
+# Rate control.
+INVALID_MAX_CONCURRENCY = "InvalidParameter.MaxConcurrency"
+INVALID_MAX_ERRORS = "InvalidParameter.MaxErrors"
+MAX_ERRORS_EXCEEDED = "MaxErrorsExceeded"
+
 # How a script is run.
 INVALID_LAUNCHER = "InvalidParameter.Launcher"
 

@@ -24,6 +24,7 @@ from server.domain.parameters import (
     parameters_size,
     parse_parameter_names,
 )
+from server.domain.rate_control import parse_max_concurrency, parse_max_errors
 from server.domain.tags import check_tags
 
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -344,6 +345,14 @@ def validate_invocation(
         if draft.working_dir is None
         else check_working_dir(draft.working_dir, limits)
     )
+    max_concurrency = parse_max_concurrency(draft.max_concurrency, len(instance_ids))
+    max_errors = parse_max_errors(draft.max_errors, len(instance_ids))
+    if repeat_mode is RepeatMode.PERIOD and (max_concurrency, max_errors) != (None, None):
+        raise InvalidArgument(
+            reasons.INVALID_MAX_CONCURRENCY if max_concurrency else reasons.INVALID_MAX_ERRORS,
+            "max_concurrency, max_errors: only for an invocation that runs once",
+            field="max_concurrency" if max_concurrency else "max_errors",
+        )
     return InvocationSpec(
         region_id=command.region_id,
         command_id=command_id,
@@ -360,6 +369,8 @@ def validate_invocation(
         username=_check_username(draft.username, limits),
         env=check_env(draft.env, limits),
         launcher=command.launcher,
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
     )
 
 

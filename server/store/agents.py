@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
@@ -16,9 +15,14 @@ from server.domain.model import Instance, OsType
 from server.domain.pagination import Page, split_time_cursor
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tags import TagPairs
-from server.domain.tasks import EndKind, Task, TaskEnd, build_task, outcome_of
+from server.domain.tasks import EndKind, Task, TaskEnd, outcome_of
 from server.store import convert
-from server.store.invocations import ACTIVE, instances_of, refresh_statuses, sync_invocations
+from server.store.invocations import (
+    ACTIVE,
+    refresh_statuses,
+    sync_invocations,
+    tasks_for,
+)
 from server.store.output import append_chunks
 from server.store.reports import (
     CancelOrder,
@@ -188,7 +192,7 @@ def deregister_instance(
             select(members.c.invoke_id).where(members.c.instance_id == instance_id)
         ).all()
     }
-    effects.changed_invocations |= sync_invocations(conn, active, now_ms)
+    effects.changed_invocations |= sync_invocations(conn, active, now_ms, effects)
     refresh_statuses(conn, touched)
     effects.changed_invocations |= touched
     return effects
@@ -207,31 +211,14 @@ def pending_tasks(conn: Connection, instance_id: str) -> list[Task]:
     """Every task of the instance that waits for delivery (PENDING), oldest first."""
     rows = conn.execute(
         select(RECORDS)
-        .where(RECORDS.c.instance_id == instance_id, RECORDS.c.state == PENDING)
+        .where(
+            RECORDS.c.instance_id == instance_id,
+            RECORDS.c.state == PENDING,
+            RECORDS.c.held.is_(False),  # waiting for a place under max_concurrency
+        )
         .order_by(RECORDS.c.record_id)
     ).all()
-    return _tasks_for(conn, rows)
-
-
-def _tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
-    if not rows:
-        return []
-    invocation_rows = {
-        r.invoke_id: r
-        for r in conn.execute(
-            select(INVOCATIONS).where(INVOCATIONS.c.invoke_id.in_({r.invoke_id for r in rows}))
-        ).all()
-    }
-    members = instances_of(conn, list(invocation_rows))
-    tasks = []
-    for row in rows:
-        inv = invocation_rows[row.invoke_id]
-        ids = tuple(m.instance_id for m in members[row.invoke_id])  # type: ignore[attr-defined]
-        spec = convert.invocation_spec(inv, ids)
-        tasks.append(
-            build_task(row.record_id, row.instance_id, row.invoke_id, spec, row.output_limit)
-        )
-    return tasks
+    return tasks_for(conn, rows)
 
 
 def agent_hello(
@@ -345,12 +332,13 @@ def agent_hello(
         .where(
             RECORDS.c.instance_id == instance_id,
             RECORDS.c.state == PENDING,
+            RECORDS.c.held.is_(False),
             RECORDS.c.record_id.not_in(held_ids),
         )
         .order_by(RECORDS.c.record_id)
     ).all()
-    effects.dispatches.extend((instance_id, task) for task in _tasks_for(conn, pending))
-    effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
+    effects.dispatches.extend((instance_id, task) for task in tasks_for(conn, pending))
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)
     return effects, acks
 
 
@@ -471,7 +459,7 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
         )
     effects.acks.extend(acks.values())
     effects.changed_invocations |= {progress[rid].invoke_id for rid in chunks}
-    effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)
     return effects
 
 
@@ -607,5 +595,5 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
             effects.cancels.pop()  # something else ended it first
             continue
         changed.append(record_id)
-    effects.changed_invocations |= sync_invocations(conn, changed, now_ms)
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)
     return effects

@@ -57,6 +57,8 @@ def invocation_spec(row: Any, instance_ids: tuple[str, ...]) -> InvocationSpec:
         username=row.username,
         env=json.loads(row.env),
         launcher=row.launcher,
+        max_concurrency=row.max_concurrency,
+        max_errors=row.max_errors,
     )
 
 

@@ -6,8 +6,9 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
@@ -21,6 +22,7 @@ from server.domain.model import (
     RepeatMode,
 )
 from server.domain.pagination import Page
+from server.domain.rate_control import ERROR_STATES, error_budget_spent, released
 from server.domain.status import (
     ACTIVE_STATES,
     ExecutionState,
@@ -134,6 +136,9 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
             username=spec.username,
             env=json.dumps(spec.env, sort_keys=True),
             launcher=spec.launcher,
+            max_concurrency=spec.max_concurrency,
+            max_errors=spec.max_errors,
+            delivery_timeout_ms=plan.delivery_deadline_ms - plan.now_ms,
             status=status,
             one_shot=plan.one_shot,
             next_fire_ms=plan.next_fire_ms,
@@ -158,8 +163,11 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
             for instance_id in spec.instance_ids
         ],
     )
+    # Under max_concurrency, the targets past the first ones wait, unsent (in instance order).
+    first = released(spec.max_concurrency, 0, len(plan.record_ids))
+    held = set(sorted(plan.record_ids)[first:])
     if plan.record_ids:
-        insert_records(conn, plan.invoke_id, plan.record_ids, 1, plan)
+        insert_records(conn, plan.invoke_id, plan.record_ids, 1, plan, held)
     count_invocation(conn, spec.command_id)
     conn.execute(
         update(INSTANCES)
@@ -171,6 +179,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     tasks = [
         build_task(record_id, instance_id, plan.invoke_id, spec, plan.output_limit)
         for instance_id, record_id in plan.record_ids.items()
+        if instance_id not in held
     ]
     return result, tasks
 
@@ -181,8 +190,10 @@ def insert_records(
     record_ids: dict[str, str],
     repeats: int | dict[str, int],
     plan: InvocationPlan | FirePlan,
+    held: set[str] | frozenset[str] = frozenset(),
 ) -> None:
-    """PENDING records (one per instance id in `record_ids`) with their delivery deadline."""
+    """PENDING records (one per instance id in `record_ids`) with their delivery deadline;
+    those of the instances in `held` wait unsent, with no deadline yet."""
     pending = ExecutionState.PENDING.value
     conn.execute(
         insert(RECORDS),
@@ -198,7 +209,8 @@ def insert_records(
                 "agent_done": False,
                 "repeats": repeats if isinstance(repeats, int) else repeats[instance_id],
                 "created_ms": plan.now_ms,
-                "deadline_ms": plan.delivery_deadline_ms,
+                "deadline_ms": None if instance_id in held else plan.delivery_deadline_ms,
+                "held": instance_id in held,
             }
             for instance_id, record_id in record_ids.items()
         ],
@@ -449,7 +461,12 @@ def read_output(
     )
 
 
-def sync_invocations(conn: Connection, record_ids: Iterable[str], now_ms: int) -> set[str]:
+def sync_invocations(
+    conn: Connection,
+    record_ids: Iterable[str],
+    now_ms: int,
+    effects: Effects | None = None,
+) -> set[str]:
     """Copies records' states to their invocation instances (when they are the instance's
     latest record) and recomputes the invocations' statuses. Returns the invocations touched.
 
@@ -508,8 +525,104 @@ def sync_invocations(conn: Connection, record_ids: Iterable[str], now_ms: int) -
             mirrored,
         )
     invoke_ids = {r.invoke_id for r in rows}
+    if effects is not None:
+        # Records that ended may free places (max_concurrency) or spend the error budget.
+        invoke_ids |= advance_rate_control(conn, invoke_ids, now_ms, effects)
     refresh_statuses(conn, invoke_ids)
     return invoke_ids
+
+
+def tasks_for(conn: Connection, rows: Sequence[Row[Any]]) -> list[Task]:
+    """The tasks of PENDING record rows, as their agents are sent them."""
+    if not rows:
+        return []
+    invocation_rows = {
+        r.invoke_id: r
+        for r in conn.execute(
+            select(INVOCATIONS).where(INVOCATIONS.c.invoke_id.in_({r.invoke_id for r in rows}))
+        ).all()
+    }
+    members = instances_of(conn, list(invocation_rows))
+    tasks = []
+    for row in rows:
+        inv = invocation_rows[row.invoke_id]
+        ids = tuple(m.instance_id for m in members[row.invoke_id])  # type: ignore[attr-defined]
+        spec = convert.invocation_spec(inv, ids)
+        tasks.append(
+            build_task(row.record_id, row.instance_id, row.invoke_id, spec, row.output_limit)
+        )
+    return tasks
+
+
+def advance_rate_control(
+    conn: Connection, invoke_ids: set[str], now_ms: int, effects: Effects
+) -> set[str]:
+    """Sends held tasks of rate-controlled invocations that now have a place, or cancels them
+    (`MaxErrorsExceeded`) once too many records have ended in error. Returns the invocations
+    whose records changed."""
+    if not invoke_ids:
+        return set()
+    # Locked (in one order, as refresh_statuses locks them): servers sharing PostgreSQL that
+    # end records of one invocation at once must not both hand out the same free place.
+    controlled = conn.execute(
+        select(INVOCATIONS)
+        .where(
+            INVOCATIONS.c.invoke_id.in_(invoke_ids),
+            (INVOCATIONS.c.max_concurrency.is_not(None) | INVOCATIONS.c.max_errors.is_not(None)),
+        )
+        .order_by(INVOCATIONS.c.invoke_id)
+        .with_for_update()
+    ).all()
+    touched: set[str] = set()
+    errors_states = {s.value for s in ERROR_STATES}
+    active = set(ACTIVE)
+    for inv in controlled:
+        records = conn.execute(
+            select(RECORDS.c.record_id, RECORDS.c.instance_id, RECORDS.c.state, RECORDS.c.held)
+            .where(RECORDS.c.invoke_id == inv.invoke_id)
+            .order_by(RECORDS.c.instance_id)
+        ).all()
+        waiting = [r for r in records if r.held and r.state == ExecutionState.PENDING.value]
+        if not waiting:
+            continue
+        errors = sum(1 for r in records if r.state in errors_states)
+        if error_budget_spent(inv.max_errors, errors):
+            ids = [r.record_id for r in waiting]
+            conn.execute(
+                update(RECORDS)
+                .where(RECORDS.c.record_id.in_(ids), RECORDS.c.held.is_(True))
+                .values(
+                    state=ExecutionState.CANCELLED.value,
+                    held=False,
+                    error_code=reasons.MAX_ERRORS_EXCEEDED,
+                    error_info=f"{errors} records ended in error; max_errors is {inv.max_errors}",
+                    stop_ms=now_ms,
+                    finish_ms=now_ms,
+                    agent_done=True,
+                )
+            )
+            sync_invocations(conn, ids, now_ms)
+            touched.add(inv.invoke_id)
+            continue
+        running = sum(1 for r in records if not r.held and r.state in active)
+        start = waiting[: released(inv.max_concurrency, running, len(waiting))]
+        if not start:
+            continue
+        conn.execute(
+            update(RECORDS)
+            .where(RECORDS.c.record_id.in_([r.record_id for r in start]))
+            .values(held=False, deadline_ms=now_ms + inv.delivery_timeout_ms)
+        )
+        rows = conn.execute(
+            select(RECORDS)
+            .where(RECORDS.c.record_id.in_([r.record_id for r in start]))
+            .order_by(RECORDS.c.record_id)
+        ).all()
+        effects.dispatches += [
+            (row.instance_id, task) for row, task in zip(rows, tasks_for(conn, rows), strict=True)
+        ]
+        touched.add(inv.invoke_id)
+    return touched
 
 
 def refresh_statuses(conn: Connection, invoke_ids: set[str]) -> None:
@@ -645,7 +758,7 @@ def stop_invocation(
                 .values(state=ExecutionState.STOPPING.value, deadline_ms=stop_deadline_ms)
             )
         effects.cancels.append(CancelOrder(instance_id, record_id))
-    effects.changed_invocations |= sync_invocations(conn, [r[0] for r in rows], now_ms)
+    effects.changed_invocations |= sync_invocations(conn, [r[0] for r in rows], now_ms, effects)
     refresh_statuses(conn, {invoke_id})
     effects.changed_invocations.add(invoke_id)
     return effects

@@ -183,6 +183,11 @@ class InvocationRow(SQLModel, table=True):
     username: str = Field(default="", max_length=256)
     env: str = "{}"  # JSON object: the scripts' environment variables
     launcher: str = Field(default="", max_length=1024)
+    # Rate control (targets at once, errors tolerated); NULL: no limit.
+    max_concurrency: int | None = None
+    max_errors: int | None = None
+    # How long a task waits for its agent once it is sent (held tasks start the wait later).
+    delivery_timeout_ms: int = Field(default=60_000, sa_column=_ms(nullable=False))
     status: str = Field(max_length=16)
     # ONCE, or a schedule that fires once (at): instances mirror their only record.
     one_shot: bool = True
@@ -246,6 +251,8 @@ class RecordRow(SQLModel, table=True):
     deadline_ms: int | None = Field(default=None, sa_column=_ms(nullable=True, index=True))
     # Its output has been copied to the server's --output-dir.
     delivered: bool = False
+    # PENDING but not sent yet: waiting for a place under the invocation's max_concurrency.
+    held: bool = False
 
 
 class OutputChunkRow(SQLModel, table=True):

@@ -547,6 +547,8 @@ class InvokeCommandRequest(_message.Message):
     ENV_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     RESOURCE_TAGS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_ERRORS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     command_id: _builtins.str
     repeat_mode: Global___RepeatMode.ValueType
@@ -565,6 +567,14 @@ class InvokeCommandRequest(_message.Message):
     dry_run: _builtins.bool
     """Check everything and answer what would run, creating nothing (no invocation, no quota
     used, the client token not remembered).
+    """
+    max_concurrency: _builtins.str
+    """Rate control (an invocation that runs once): how many targets run at once, a number or a
+    percentage of the targets ("10", "25%"); the others wait PENDING and start as others end.
+    """
+    max_errors: _builtins.str
+    """Once more records than this ("0", "10%") end in error (FAILED, TIMEOUT, ERROR, INVALID,
+    ABORTED), the targets still waiting become CANCELLED (error_code MaxErrorsExceeded).
     """
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -603,10 +613,12 @@ class InvokeCommandRequest(_message.Message):
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
         resource_tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        max_concurrency: _builtins.str = ...,
+        max_errors: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "timeout_seconds", b"timeout_seconds", "working_dir", b"working_dir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "dry_run", b"dry_run", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "_working_dir", b"_working_dir", "client_token", b"client_token", "command_id", b"command_id", "dry_run", b"dry_run", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "max_concurrency", b"max_concurrency", "max_errors", b"max_errors", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
@@ -804,6 +816,8 @@ class RunCommandRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     RESOURCE_TAGS_FIELD_NUMBER: _builtins.int
     LAUNCHER_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_ERRORS_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
     """Empty: a name is generated."""
@@ -824,6 +838,9 @@ class RunCommandRequest(_message.Message):
     """See InvokeCommandRequest.dry_run."""
     launcher: _builtins.str
     """See Command.launcher."""
+    max_concurrency: _builtins.str
+    """See InvokeCommandRequest.max_concurrency and max_errors."""
+    max_errors: _builtins.str
     @_builtins.property
     def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -859,10 +876,12 @@ class RunCommandRequest(_message.Message):
         dry_run: _builtins.bool = ...,
         resource_tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
         launcher: _builtins.str = ...,
+        max_concurrency: _builtins.str = ...,
+        max_errors: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "launcher", b"launcher", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "command_content", b"command_content", "description", b"description", "dry_run", b"dry_run", "enable_parameter", b"enable_parameter", "env", b"env", "frequency", b"frequency", "instance_ids", b"instance_ids", "keep_command", b"keep_command", "launcher", b"launcher", "max_concurrency", b"max_concurrency", "max_errors", b"max_errors", "name", b"name", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "resource_tags", b"resource_tags", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "type", b"type", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1021,6 +1040,8 @@ class Invocation(_message.Message):
     CREATION_TIME_FIELD_NUMBER: _builtins.int
     INVOKE_INSTANCES_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_ERRORS_FIELD_NUMBER: _builtins.int
     invoke_id: _builtins.str
     region_id: _builtins.str
     command_id: _builtins.str
@@ -1035,6 +1056,9 @@ class Invocation(_message.Message):
     working_dir: _builtins.str
     username: _builtins.str
     invoke_status: Global___InvokeStatus.ValueType
+    max_concurrency: _builtins.str
+    """Rate control, as numbers of targets (empty: no limit)."""
+    max_errors: _builtins.str
     @_builtins.property
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -1063,10 +1087,12 @@ class Invocation(_message.Message):
         creation_time: _timestamp_pb2.Timestamp | None = ...,
         invoke_instances: _abc.Iterable[Global___InvokeInstance] | None = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_concurrency: _builtins.str = ...,
+        max_errors: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "command_name", b"command_name", "command_type", b"command_type", "creation_time", b"creation_time", "env", b"env", "frequency", b"frequency", "invoke_id", b"invoke_id", "invoke_instances", b"invoke_instances", "invoke_status", b"invoke_status", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_content", b"command_content", "command_id", b"command_id", "command_name", b"command_name", "command_type", b"command_type", "creation_time", b"creation_time", "env", b"env", "frequency", b"frequency", "invoke_id", b"invoke_id", "invoke_instances", b"invoke_instances", "invoke_status", b"invoke_status", "max_concurrency", b"max_concurrency", "max_errors", b"max_errors", "parameters", b"parameters", "region_id", b"region_id", "repeat_mode", b"repeat_mode", "timed", b"timed", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
