@@ -72,15 +72,16 @@ async def _invoke(stub: Stub, periodic: Periodic, frequency: str = "rate(10s)") 
     return invoked.invoke_id
 
 
-async def _next_runs(stub: Stub, invoke_id: str, instances: set[str]) -> dict[str, str]:
-    """Follows the invocation until each of `instances` has a new finished run; returns the
-    record id of each."""
+async def _next_runs(
+    stub: Stub, invoke_id: str, instances: set[str], old: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Follows the invocation until each of `instances` has a finished run whose record is
+    not in `old`; returns the record id of each."""
     done: dict[str, str] = {}
-    seen: set[str] = set()
     stream = stub.WatchInvocation(pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoke_id))
     async for event in stream:
         change = event.state_change
-        if not event.HasField("state_change") or change.record_id in seen:
+        if not event.HasField("state_change") or change.record_id in old:
             continue
         if change.state == pb.EXECUTION_STATE_SUCCESS and change.instance_id in instances:
             done[change.instance_id] = change.record_id
@@ -114,7 +115,7 @@ async def test_the_next_fire_runs_the_new_script_on_the_added_instance(
     assert sorted(i.instance_id for i in invocation.invoke_instances) == ["m-1", "m-2"]
 
     # The next fire: the new script and values, on both instances.
-    later = await _waiting_for_new_runs(stub, invoke_id, {"m-1", "m-2"}, old={first})
+    later = await _next_runs(stub, invoke_id, {"m-1", "m-2"}, old=frozenset({first}))
     for instance_id, record_id in later.items():
         result = await stub.DescribeInvocationResults(
             pb.DescribeInvocationResultsRequest(
@@ -127,15 +128,6 @@ async def test_the_next_fire_runs_the_new_script_on_the_added_instance(
     assert stored == b"second changed\n", "the latest run of m-1"
     await stub.StopInvocation(pb.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
     await watch(stub, invoke_id)
-
-
-async def _waiting_for_new_runs(
-    stub: Stub, invoke_id: str, instances: set[str], old: set[str]
-) -> dict[str, str]:
-    while True:
-        runs = await _next_runs(stub, invoke_id, instances)
-        if not old & set(runs.values()):
-            return runs
 
 
 async def test_a_new_frequency_moves_the_next_fire(stub: Stub, periodic: Periodic) -> None:
