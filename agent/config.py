@@ -34,6 +34,8 @@ class AgentConfig:
     log_level: str = "INFO"
     # Reported in every hello; the server lets tags set through its API win.
     tags: dict[str, str] = field(default_factory=dict)
+    # Where the machine's boot id is read (it changes at every boot).
+    boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -128,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a tag of this instance, repeatable (CLOUDASSIST_AGENT_TAGS: comma-separated)",
     )
     add(
+        "--boot-id-file",
+        type=Path,
+        default=Path(_env("boot-id-file", str(defaults.boot_id_file))),
+        help="the file that holds this boot's id; reboot-mode invocations run when it "
+        "changes [%(default)s]",
+    )
+    add(
         "--log-level",
         default=_env("log-level", defaults.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -152,4 +161,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         max_backoff_seconds=args.max_backoff,
         log_level=args.log_level,
         tags=dict(args.tag),
+        boot_id_file=args.boot_id_file,
     )

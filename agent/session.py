@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import grpc
@@ -131,6 +132,8 @@ class Agent:
         self._stopping = asyncio.Event()
         self._call: aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse] | None = None
         self.connected = asyncio.Event()
+        # Read once: a boot id cannot change while the agent runs.
+        self.boot_id = _boot_id(config.boot_id_file)
 
     async def _disk(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -283,6 +286,7 @@ class Agent:
             hostname=socket.gethostname(),
             agent_version=__version__,
             tags=[tag_pb2.Tag(key=k, value=v) for k, v in sorted(self.config.tags.items())],
+            boot_id=self.boot_id,
             tasks=[
                 pb.TaskProgress(
                     task_id=task_id,
@@ -618,6 +622,15 @@ def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
 
 class RegistrationError(Exception):
     """The agent cannot register (no activation, or the server refused it)."""
+
+
+def _boot_id(path: Path) -> str:
+    """This boot's id, or "" where the system does not say (reboot modes never fire then)."""
+    try:
+        return path.read_text().strip()[:64]
+    except OSError:
+        log.warning("no boot id in %s: reboot-mode invocations will not run here", path)
+        return ""
 
 
 def _os_type() -> instance_pb2.OsType.ValueType:

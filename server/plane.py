@@ -298,10 +298,11 @@ class CommandPlane:
             account_id=account_id,
             invoke_id=ids.invoke_id(),
             spec=spec,
-            # A scheduled invocation gets its records when it fires.
+            # A scheduled invocation gets its records when it fires, a reboot-mode one when
+            # its instances boot.
             record_ids=(
                 {}
-                if schedule is not None
+                if schedule is not None or spec.repeat_mode.on_reboot
                 else {instance_id: ids.record_id() for instance_id in spec.instance_ids}
             ),
             now_ms=now,
@@ -312,7 +313,10 @@ class CommandPlane:
             idempotency=key,
             new_command=new_command,
             command_quota=self._limits.commands_per_region,
-            one_shot=schedule is None or schedule.one_shot,
+            one_shot=(
+                spec.repeat_mode is not RepeatMode.EVERY_REBOOT
+                and (schedule is None or schedule.one_shot)
+            ),
             next_fire_ms=schedule.first_fire(now) if schedule is not None else None,
         )
         if dry_run:

@@ -58,6 +58,7 @@ def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
         hostname=hello.hostname[:255],
         agent_version=hello.agent_version[:64],
         tags=check_tags(((t.key, t.value) for t in hello.tags), "hello.tags"),
+        boot_id=hello.boot_id[:64],
     )
 
 

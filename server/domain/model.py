@@ -22,6 +22,12 @@ class OsType(StrEnum):
 class RepeatMode(StrEnum):
     ONCE = "ONCE"
     PERIOD = "PERIOD"
+    NEXT_REBOOT_ONLY = "NEXT_REBOOT_ONLY"
+    EVERY_REBOOT = "EVERY_REBOOT"
+
+    @property
+    def on_reboot(self) -> bool:
+        return self in (RepeatMode.NEXT_REBOOT_ONLY, RepeatMode.EVERY_REBOOT)
 
 
 def runs_on(command_type: CommandType, os_type: OsType) -> bool:

@@ -347,7 +347,7 @@ def validate_invocation(
     )
     max_concurrency = parse_max_concurrency(draft.max_concurrency, len(instance_ids))
     max_errors = parse_max_errors(draft.max_errors, len(instance_ids))
-    if repeat_mode is RepeatMode.PERIOD and (max_concurrency, max_errors) != (None, None):
+    if repeat_mode is not RepeatMode.ONCE and (max_concurrency, max_errors) != (None, None):
         raise InvalidArgument(
             reasons.INVALID_MAX_CONCURRENCY if max_concurrency else reasons.INVALID_MAX_ERRORS,
             "max_concurrency, max_errors: only for an invocation that runs once",

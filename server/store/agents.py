@@ -11,7 +11,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from server.domain import reasons
 from server.domain.credentials import secret_matches
 from server.domain.errors import NotFound, Unauthenticated
-from server.domain.model import Instance, OsType
+from server.domain.ids import new_id
+from server.domain.model import Instance, OsType, RepeatMode
 from server.domain.pagination import Page, split_time_cursor
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tags import TagPairs
@@ -19,6 +20,8 @@ from server.domain.tasks import EndKind, Task, TaskEnd, outcome_of
 from server.store import convert
 from server.store.invocations import (
     ACTIVE,
+    FirePlan,
+    insert_records,
     refresh_statuses,
     sync_invocations,
     tasks_for,
@@ -57,6 +60,7 @@ class AgentIdentity:
     hostname: str
     agent_version: str
     tags: dict[str, str] = field(default_factory=dict)
+    boot_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -255,9 +259,11 @@ def agent_hello(
             online=True,
             server_id=server_id,
             last_heartbeat_ms=now_ms,
+            boot_id=agent.boot_id,
         )
     )
     replace_agent_tags(conn, instance_id, agent.tags)
+    booted = fire_on_boot(conn, instance_id, agent.boot_id, now_ms)
     effects = Effects()
     held_ids = [t.record_id for t in held]
     known = {
@@ -338,8 +344,55 @@ def agent_hello(
         .order_by(RECORDS.c.record_id)
     ).all()
     effects.dispatches.extend((instance_id, task) for task in tasks_for(conn, pending))
-    effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)
+    effects.changed_invocations |= sync_invocations(conn, [*changed, *booted], now_ms, effects)
     return effects, acks
+
+
+def fire_on_boot(conn: Connection, instance_id: str, boot_id: str, now_ms: int) -> list[str]:
+    """Records for the reboot-mode invocations of an instance whose agent reports a boot id
+    other than the one they last saw (the instance has booted since). A member that has seen
+    none yet (its agent never said) takes this one without running. Returns the new records'
+    ids (PENDING: the hello sends them)."""
+    if not boot_id:
+        return []
+    members = INVOCATION_INSTANCES
+    rows = conn.execute(
+        select(
+            members.c.invoke_id,
+            members.c.boot_id,
+            members.c.repeats,
+            members.c.latest_record_id,
+            INVOCATIONS.c.repeat_mode,
+            INVOCATIONS.c.delivery_timeout_ms,
+            INVOCATIONS.c.output_limit,
+        )
+        .select_from(members.join(INVOCATIONS, INVOCATIONS.c.invoke_id == members.c.invoke_id))
+        .where(
+            members.c.instance_id == instance_id,
+            members.c.stopped.is_(False),
+            members.c.boot_id != boot_id,
+            INVOCATIONS.c.repeat_mode.in_(
+                [RepeatMode.NEXT_REBOOT_ONLY.value, RepeatMode.EVERY_REBOOT.value]
+            ),
+        )
+    ).all()
+    created: list[str] = []
+    for row in rows:
+        values: dict[str, object] = {"boot_id": boot_id, "updated_ms": now_ms}
+        first_run_done = row.latest_record_id is not None
+        once = row.repeat_mode == RepeatMode.NEXT_REBOOT_ONLY.value
+        if row.boot_id and not (once and first_run_done):
+            record_id = new_id("r", now_ms)
+            plan = FirePlan(now_ms, now_ms + row.delivery_timeout_ms, row.output_limit)
+            insert_records(conn, row.invoke_id, {instance_id: record_id}, row.repeats + 1, plan)
+            values |= {"latest_record_id": record_id, "repeats": row.repeats + 1}
+            created.append(record_id)
+        conn.execute(
+            update(members)
+            .where(members.c.invoke_id == row.invoke_id, members.c.instance_id == instance_id)
+            .values(**values)
+        )
+    return created
 
 
 @dataclass

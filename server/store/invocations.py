@@ -139,6 +139,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
             max_concurrency=spec.max_concurrency,
             max_errors=spec.max_errors,
             delivery_timeout_ms=plan.delivery_deadline_ms - plan.now_ms,
+            output_limit=plan.output_limit,
             status=status,
             one_shot=plan.one_shot,
             next_fire_ms=plan.next_fire_ms,
@@ -146,6 +147,13 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
         )
     )
     pending = ExecutionState.PENDING.value
+    boot_ids = dict(
+        conn.execute(
+            select(INSTANCES.c.instance_id, INSTANCES.c.boot_id).where(
+                INSTANCES.c.instance_id.in_(spec.instance_ids)
+            )
+        ).all()
+    )
     conn.execute(
         insert(INVOCATION_INSTANCES),
         [
@@ -157,6 +165,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
                 "repeats": 1 if plan.record_ids else 0,
                 "stopped": False,
                 "latest_record_id": plan.record_ids.get(instance_id),
+                "boot_id": boot_ids.get(instance_id, ""),
                 "created_ms": plan.now_ms,
                 "updated_ms": plan.now_ms,
             }
@@ -682,8 +691,17 @@ def stop_invocation(
         )
     ).one()
     table = INVOCATION_INSTANCES
-    # Instances with runs still to come: every one of a periodic invocation, and those of an
-    # at() schedule that has not fired yet.
+    mode = invocation.spec.repeat_mode
+
+    def runs_to_come(latest_record_id: str | None) -> bool:
+        """Every instance of a periodic or every-reboot invocation, those of an at() schedule
+        that has not fired, and those of a next-reboot one that has not run yet."""
+        if mode is RepeatMode.PERIOD:
+            return not schedule.one_shot or schedule.next_fire_ms is not None
+        if mode is RepeatMode.EVERY_REBOOT:
+            return True
+        return mode is RepeatMode.NEXT_REBOOT_ONLY and latest_record_id is None
+
     scheduled = [
         row
         for row in conn.execute(
@@ -693,8 +711,7 @@ def stop_invocation(
                 table.c.stopped.is_(False),
             )
         ).all()
-        if invocation.spec.repeat_mode is RepeatMode.PERIOD
-        and (not schedule.one_shot or schedule.next_fire_ms is not None)
+        if runs_to_come(row.latest_record_id)
     ]
     rows = conn.execute(
         select(RECORDS.c.record_id, RECORDS.c.instance_id, RECORDS.c.state).where(

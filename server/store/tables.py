@@ -136,6 +136,8 @@ class InstanceRow(SQLModel, table=True):
     registered_ms: int = Field(sa_column=_ms())
     invocation_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     last_invoked_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
+    # The boot id its agent last reported.
+    boot_id: str = Field(default="", max_length=64)
 
 
 class CommandTagRow(SQLModel, table=True):
@@ -188,6 +190,8 @@ class InvocationRow(SQLModel, table=True):
     max_errors: int | None = None
     # How long a task waits for its agent once it is sent (held tasks start the wait later).
     delivery_timeout_ms: int = Field(default=60_000, sa_column=_ms(nullable=False))
+    # The output stored per record, for records made after the invocation (reboot modes).
+    output_limit: int = Field(default=10 * 1024 * 1024, sa_column=_ms(nullable=False))
     status: str = Field(max_length=16)
     # ONCE, or a schedule that fires once (at): instances mirror their only record.
     one_shot: bool = True
@@ -210,6 +214,9 @@ class InvocationInstanceRow(SQLModel, table=True):
     # Stopped by StopInvocation: no more scheduled runs on this instance.
     stopped: bool = False
     latest_record_id: str | None = Field(default=None, max_length=64)
+    # Reboot modes: the instance's boot id when it last ran (or was invoked); a hello with
+    # another one means the instance has booted since.
+    boot_id: str = Field(default="", max_length=64)
     exit_code: int | None = None
     error_code: str = Field(default="", max_length=64)
     error_info: str = Field(default="", max_length=1024)

@@ -237,6 +237,7 @@ class Hello(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     INSTANCE_SECRET_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    BOOT_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: _instance_pb2.OsType.ValueType
@@ -244,6 +245,10 @@ class Hello(_message.Message):
     agent_version: _builtins.str
     instance_secret: _builtins.str
     """From Register."""
+    boot_id: _builtins.str
+    """Changes when the machine boots (Linux: /proc/sys/kernel/random/boot_id); reboot-mode
+    invocations run when it does.
+    """
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskProgress]:
         """Every task the agent holds; a task the server thinks running that is not here was lost."""
@@ -263,10 +268,11 @@ class Hello(_message.Message):
         tasks: _abc.Iterable[Global___TaskProgress] | None = ...,
         instance_secret: _builtins.str = ...,
         tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        boot_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

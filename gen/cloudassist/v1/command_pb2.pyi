@@ -150,6 +150,10 @@ class _RepeatModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RepeatMode
     """Once, now."""
     REPEAT_MODE_PERIOD: _RepeatMode.ValueType  # 2
     """On the schedule given by `frequency`."""
+    REPEAT_MODE_NEXT_REBOOT_ONLY: _RepeatMode.ValueType  # 3
+    """Once, after the instance's next boot (its agent reports a new boot id)."""
+    REPEAT_MODE_EVERY_REBOOT: _RepeatMode.ValueType  # 4
+    """After every boot of the instance, until stopped."""
 
 class RepeatMode(_RepeatMode, metaclass=_RepeatModeEnumTypeWrapper):
     """When an invocation runs."""
@@ -159,6 +163,10 @@ REPEAT_MODE_ONCE: RepeatMode.ValueType  # 1
 """Once, now."""
 REPEAT_MODE_PERIOD: RepeatMode.ValueType  # 2
 """On the schedule given by `frequency`."""
+REPEAT_MODE_NEXT_REBOOT_ONLY: RepeatMode.ValueType  # 3
+"""Once, after the instance's next boot (its agent reports a new boot id)."""
+REPEAT_MODE_EVERY_REBOOT: RepeatMode.ValueType  # 4
+"""After every boot of the instance, until stopped."""
 Global___RepeatMode: _TypeAlias = RepeatMode  # noqa: Y015
 
 @_typing.final
