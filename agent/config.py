@@ -36,6 +36,8 @@ class AgentConfig:
     tags: dict[str, str] = field(default_factory=dict)
     # Where the machine's boot id is read (it changes at every boot).
     boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
+    # The pwsh that runs PowerShell scripts; empty: PowerShell is not run here.
+    powershell: str = ""
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -130,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a tag of this instance, repeatable (CLOUDASSIST_AGENT_TAGS: comma-separated)",
     )
     add(
+        "--powershell",
+        default=_env("powershell", ""),
+        metavar="PWSH",
+        help="run PowerShell scripts with this pwsh (a name on PATH or a path) [off]",
+    )
+    add(
         "--boot-id-file",
         type=Path,
         default=Path(_env("boot-id-file", str(defaults.boot_id_file))),
@@ -162,4 +170,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         log_level=args.log_level,
         tags=dict(args.tag),
         boot_id_file=args.boot_id_file,
+        powershell=args.powershell,
     )

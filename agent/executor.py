@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READ_SIZE = 64 * 1024
+SCRIPT_FILE = "{{ACS::ScriptFile}}"
+PWSH_FLAGS = "-NoLogo -NoProfile -NonInteractive -File"
 # After the script exits, how long to wait for background children to close the pipe.
 DRAIN_SECONDS = 1.0
 
@@ -86,9 +88,13 @@ def plan_launch(
     username: str,
     task_env: dict[str, str],
     launcher: str = "",
+    powershell: str = "",
 ) -> LaunchPlan:
     """Checks the task can run here and writes its script to a private temporary directory."""
-    if command_type != "RUN_SHELL_SCRIPT":
+    if command_type == "RUN_POWERSHELL_SCRIPT" and powershell:
+        if not launcher:
+            launcher = f"{shlex.quote(powershell)} {PWSH_FLAGS} {SCRIPT_FILE}"
+    elif command_type != "RUN_SHELL_SCRIPT":
         raise LaunchError(
             "CommandNotApplicable", f"{command_type} scripts do not run on this instance"
         )
@@ -107,7 +113,9 @@ def plan_launch(
             shell=account.pw_shell or "/bin/sh",
         )
     script_dir = tempfile.mkdtemp(prefix="cloudassist-")
-    path = Path(script_dir) / "script"
+    # pwsh -File runs only files named *.ps1.
+    name = "script.ps1" if command_type == "RUN_POWERSHELL_SCRIPT" else "script"
+    path = Path(script_dir) / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
     with os.fdopen(fd, "wb") as out:
         out.write(script)
@@ -132,9 +140,6 @@ def plan_launch(
     # The invocation's variables (and the task's built-ins) go on top of that.
     env.update(task_env)
     return LaunchPlan(argv=argv, cwd=cwd, env=env, run_as=run_as, script_dir=script_dir)
-
-
-SCRIPT_FILE = "{{ACS::ScriptFile}}"
 
 
 def _argv(launcher: str, script: bytes, path: str) -> list[str]:

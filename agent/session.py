@@ -13,11 +13,12 @@ import contextlib
 import logging
 import platform
 import random
+import shutil
 import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -80,6 +81,7 @@ class Script:
     content: bytes
     env: dict[str, str]
     launcher: str = ""
+    powershell: str = ""  # the agent's pwsh, when it runs PowerShell
 
 
 @dataclass
@@ -134,6 +136,7 @@ class Agent:
         self.connected = asyncio.Event()
         # Read once: a boot id cannot change while the agent runs.
         self.boot_id = _boot_id(config.boot_id_file)
+        self.powershell = _powershell(config.powershell)
 
     async def _disk(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -287,6 +290,9 @@ class Agent:
             agent_version=__version__,
             tags=[tag_pb2.Tag(key=k, value=v) for k, v in sorted(self.config.tags.items())],
             boot_id=self.boot_id,
+            extra_command_types=(
+                [command_pb2.COMMAND_TYPE_RUN_POWERSHELL_SCRIPT] if self.powershell else []
+            ),
             tasks=[
                 pb.TaskProgress(
                     task_id=task_id,
@@ -415,7 +421,10 @@ class Agent:
         held = HeldTask(self.spool.prepare(meta))
         self.tasks[task_id] = held
         held.runner = asyncio.create_task(
-            self._run(held, Script(dispatch.script, dict(dispatch.env), dispatch.launcher))
+            self._run(
+                held,
+                Script(dispatch.script, dict(dispatch.env), dispatch.launcher, self.powershell),
+            )
         )
         self._changed.set()
 
@@ -471,7 +480,7 @@ class Agent:
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
             )
         builtins = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
-        script = Script(script.content, {**script.env, **builtins}, script.launcher)
+        script = replace(script, env={**script.env, **builtins})
         plan = await self._disk(_spool_and_plan, held.spooled, script)
         process = TaskProcess(plan, meta.timeout_seconds, self.config.kill_grace_seconds)
         held.process = process
@@ -569,6 +578,7 @@ def _spool_and_plan(spooled: SpooledTask, script: Script) -> LaunchPlan:
         meta.username,
         script.env,
         script.launcher,
+        script.powershell,
     )
     meta.script_dir = plan.script_dir
     return plan
@@ -622,6 +632,14 @@ def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
 
 class RegistrationError(Exception):
     """The agent cannot register (no activation, or the server refused it)."""
+
+
+def _powershell(pwsh: str) -> str:
+    """The pwsh to run PowerShell scripts with, if one is configured and present."""
+    if pwsh and shutil.which(pwsh) is None:
+        log.warning("--powershell %s: not found; PowerShell scripts will not run here", pwsh)
+        return ""
+    return pwsh
 
 
 def _boot_id(path: Path) -> str:

@@ -363,7 +363,7 @@ class CommandPlane:
             )
         for instance_id in spec.instance_ids:
             instance = found[instance_id]
-            if not runs_on(spec.command_type, instance.os_type):
+            if not runs_on(spec.command_type, instance.os_type, instance.extra_command_types):
                 raise FailedPrecondition(
                     reasons.INSTANCE_NOT_MATCH,
                     f"instance_ids: {instance_id} is a {instance.os_type.value} instance and "

@@ -59,6 +59,14 @@ def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
         agent_version=hello.agent_version[:64],
         tags=check_tags(((t.key, t.value) for t in hello.tags), "hello.tags"),
         boot_id=hello.boot_id[:64],
+        extra_command_types=frozenset(
+            t
+            for t in (
+                convert.command_type_from(v, "hello.extra_command_types")
+                for v in hello.extra_command_types
+            )
+            if t is not None
+        ),
     )
 
 

@@ -30,8 +30,13 @@ class RepeatMode(StrEnum):
         return self in (RepeatMode.NEXT_REBOOT_ONLY, RepeatMode.EVERY_REBOOT)
 
 
-def runs_on(command_type: CommandType, os_type: OsType) -> bool:
-    """Shell scripts run on Linux; Bat and PowerShell scripts on Windows (the seed)."""
+def runs_on(
+    command_type: CommandType, os_type: OsType, extra: frozenset[CommandType] = frozenset()
+) -> bool:
+    """Shell scripts run on Linux; Bat and PowerShell scripts on Windows (the seed); and what
+    the instance's agent says it runs besides (PowerShell through pwsh on Linux)."""
+    if command_type in extra:
+        return True
     if command_type is CommandType.RUN_SHELL_SCRIPT:
         return os_type is OsType.LINUX
     return os_type is OsType.WINDOWS
@@ -149,6 +154,7 @@ class Instance:
     last_invoked_ms: int | None
     active_task_count: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    extra_command_types: frozenset[CommandType] = frozenset()
 
 
 @dataclass(frozen=True)

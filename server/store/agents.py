@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from server.domain import reasons
 from server.domain.credentials import secret_matches
 from server.domain.errors import NotFound, Unauthenticated
 from server.domain.ids import new_id
-from server.domain.model import Instance, OsType, RepeatMode
+from server.domain.model import CommandType, Instance, OsType, RepeatMode
 from server.domain.pagination import Page, split_time_cursor
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tags import TagPairs
@@ -61,6 +62,7 @@ class AgentIdentity:
     agent_version: str
     tags: dict[str, str] = field(default_factory=dict)
     boot_id: str = ""
+    extra_command_types: frozenset[CommandType] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ def agent_hello(
             server_id=server_id,
             last_heartbeat_ms=now_ms,
             boot_id=agent.boot_id,
+            extra_command_types=json.dumps(sorted(t.value for t in agent.extra_command_types)),
         )
     )
     replace_agent_tags(conn, instance_id, agent.tags)

@@ -115,4 +115,5 @@ def instance(row: Any, active_task_count: int, tags: dict[str, str] | None = Non
         last_invoked_ms=row.last_invoked_ms,
         active_task_count=active_task_count,
         tags=dict(tags or {}),
+        extra_command_types=frozenset(CommandType(t) for t in json.loads(row.extra_command_types)),
     )

@@ -138,6 +138,8 @@ class InstanceRow(SQLModel, table=True):
     last_invoked_ms: int | None = Field(default=None, sa_column=_ms(nullable=True))
     # The boot id its agent last reported.
     boot_id: str = Field(default="", max_length=64)
+    # JSON list: command types its agent runs beyond its OS's own.
+    extra_command_types: str = "[]"
 
 
 class CommandTagRow(SQLModel, table=True):

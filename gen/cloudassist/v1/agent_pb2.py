@@ -28,7 +28,7 @@ from cloudassist.v1 import tag_pb2 as cloudassist_dot_v1_dot_tag__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63loudassist/v1/agent.proto\x12\x0e\x63loudassist.v1\x1a\x1c\x63loudassist/v1/command.proto\x1a\x1d\x63loudassist/v1/instance.proto\x1a\x18\x63loudassist/v1/tag.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0fRegisterRequest\x12\x15\n\ractivation_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tivation_code\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\'\n\x07os_type\x18\x04 \x01(\x0e\x32\x16.cloudassist.v1.OsType\x12\x10\n\x08hostname\x18\x05 \x01(\t\"S\n\x10RegisterResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x17\n\x0finstance_secret\x18\x02 \x01(\t\x12\x11\n\tregion_id\x18\x03 \x01(\t\"\xf5\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.cloudassist.v1.HelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.cloudassist.v1.HeartbeatH\x00\x12\x35\n\rtask_accepted\x18\x03 \x01(\x0b\x32\x1c.cloudassist.v1.TaskAcceptedH\x00\x12,\n\x06output\x18\x04 \x01(\x0b\x32\x1a.cloudassist.v1.TaskOutputH\x00\x12\x35\n\rtask_finished\x18\x05 \x01(\x0b\x32\x1c.cloudassist.v1.TaskFinishedH\x00\x12\x33\n\x0ctask_stopped\x18\x06 \x01(\x0b\x32\x1b.cloudassist.v1.TaskStoppedH\x00\x12/\n\ntask_error\x18\x07 \x01(\x0b\x32\x19.cloudassist.v1.TaskErrorH\x00\x42\t\n\x07message\"\xa4\x02\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.cloudassist.v1.WelcomeH\x00\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x18.cloudassist.v1.DispatchH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.cloudassist.v1.CancelH\x00\x12\"\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x13.cloudassist.v1.AckH\x00\x12.\n\treconnect\x18\x05 \x01(\x0b\x32\x19.cloudassist.v1.ReconnectH\x00\x12.\n\theartbeat\x18\x06 \x01(\x0b\x32\x19.cloudassist.v1.HeartbeatH\x00\x42\t\n\x07message\"F\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0boutput_size\x18\x02 \x01(\x03\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\"\xfb\x01\n\x05Hello\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12\'\n\x07os_type\x18\x03 \x01(\x0e\x32\x16.cloudassist.v1.OsType\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12+\n\x05tasks\x18\x06 \x03(\x0b\x32\x1c.cloudassist.v1.TaskProgress\x12\x17\n\x0finstance_secret\x18\x07 \x01(\t\x12!\n\x04tags\x18\x08 \x03(\x0b\x32\x13.cloudassist.v1.Tag\x12\x0f\n\x07\x62oot_id\x18\t \x01(\t\"A\n\x07TaskAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x15\n\rresult_stored\x18\x03 \x01(\x08\"T\n\x07Welcome\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05\x12%\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x17.cloudassist.v1.TaskAck\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x02\n\x08\x44ispatch\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tinvoke_id\x18\x02 \x01(\t\x12\x12\n\ncommand_id\x18\x03 \x01(\t\x12\x31\n\x0c\x63ommand_type\x18\x04 \x01(\x0e\x32\x1b.cloudassist.v1.CommandType\x12\x0e\n\x06script\x18\x05 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x03\x12\x13\n\x0bworking_dir\x18\x07 \x01(\t\x12\x10\n\x08username\x18\x08 \x01(\t\x12\x14\n\x0coutput_limit\x18\t \x01(\x03\x12.\n\x03\x65nv\x18\n \x03(\x0b\x32!.cloudassist.v1.Dispatch.EnvEntry\x12\x10\n\x08launcher\x18\x0b \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x06\x43\x61ncel\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.cloudassist.v1.StopReason\"M\n\x03\x41\x63k\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x15\n\rresult_stored\x18\x03 \x01(\x08\x12\x0e\n\x06rewind\x18\x04 \x01(\x08\"\x1b\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\"O\n\x0cTaskAccepted\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\nTaskOutput\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa8\x01\n\x0cTaskFinished\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0boutput_size\x18\x03 \x01(\x03\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x0bTaskStopped\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.cloudassist.v1.StopReason\x12\x0f\n\x07started\x18\x03 \x01(\x08\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x13\n\x0boutput_size\x18\x05 \x01(\x03\x12-\n\tstop_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\tTaskError\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\x12\n\nerror_info\x18\x03 \x01(\t\x12\x13\n\x0boutput_size\x18\x04 \x01(\x03*X\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10STOP_REASON_STOP\x10\x01\x12\x17\n\x13STOP_REASON_TIMEOUT\x10\x02\x32\xad\x01\n\x0c\x41gentService\x12M\n\x08Register\x12\x1f.cloudassist.v1.RegisterRequest\x1a .cloudassist.v1.RegisterResponse\x12N\n\x07\x43onnect\x12\x1e.cloudassist.v1.ConnectRequest\x1a\x1f.cloudassist.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63loudassist/v1/agent.proto\x12\x0e\x63loudassist.v1\x1a\x1c\x63loudassist/v1/command.proto\x1a\x1d\x63loudassist/v1/instance.proto\x1a\x18\x63loudassist/v1/tag.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0fRegisterRequest\x12\x15\n\ractivation_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tivation_code\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\'\n\x07os_type\x18\x04 \x01(\x0e\x32\x16.cloudassist.v1.OsType\x12\x10\n\x08hostname\x18\x05 \x01(\t\"S\n\x10RegisterResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x17\n\x0finstance_secret\x18\x02 \x01(\t\x12\x11\n\tregion_id\x18\x03 \x01(\t\"\xf5\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.cloudassist.v1.HelloH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.cloudassist.v1.HeartbeatH\x00\x12\x35\n\rtask_accepted\x18\x03 \x01(\x0b\x32\x1c.cloudassist.v1.TaskAcceptedH\x00\x12,\n\x06output\x18\x04 \x01(\x0b\x32\x1a.cloudassist.v1.TaskOutputH\x00\x12\x35\n\rtask_finished\x18\x05 \x01(\x0b\x32\x1c.cloudassist.v1.TaskFinishedH\x00\x12\x33\n\x0ctask_stopped\x18\x06 \x01(\x0b\x32\x1b.cloudassist.v1.TaskStoppedH\x00\x12/\n\ntask_error\x18\x07 \x01(\x0b\x32\x19.cloudassist.v1.TaskErrorH\x00\x42\t\n\x07message\"\xa4\x02\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.cloudassist.v1.WelcomeH\x00\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x18.cloudassist.v1.DispatchH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.cloudassist.v1.CancelH\x00\x12\"\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x13.cloudassist.v1.AckH\x00\x12.\n\treconnect\x18\x05 \x01(\x0b\x32\x19.cloudassist.v1.ReconnectH\x00\x12.\n\theartbeat\x18\x06 \x01(\x0b\x32\x19.cloudassist.v1.HeartbeatH\x00\x42\t\n\x07message\"F\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0boutput_size\x18\x02 \x01(\x03\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\"\xb5\x02\n\x05Hello\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12\'\n\x07os_type\x18\x03 \x01(\x0e\x32\x16.cloudassist.v1.OsType\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12+\n\x05tasks\x18\x06 \x03(\x0b\x32\x1c.cloudassist.v1.TaskProgress\x12\x17\n\x0finstance_secret\x18\x07 \x01(\t\x12!\n\x04tags\x18\x08 \x03(\x0b\x32\x13.cloudassist.v1.Tag\x12\x0f\n\x07\x62oot_id\x18\t \x01(\t\x12\x38\n\x13\x65xtra_command_types\x18\n \x03(\x0e\x32\x1b.cloudassist.v1.CommandType\"A\n\x07TaskAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x15\n\rresult_stored\x18\x03 \x01(\x08\"T\n\x07Welcome\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x05\x12%\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x17.cloudassist.v1.TaskAck\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x02\n\x08\x44ispatch\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tinvoke_id\x18\x02 \x01(\t\x12\x12\n\ncommand_id\x18\x03 \x01(\t\x12\x31\n\x0c\x63ommand_type\x18\x04 \x01(\x0e\x32\x1b.cloudassist.v1.CommandType\x12\x0e\n\x06script\x18\x05 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x03\x12\x13\n\x0bworking_dir\x18\x07 \x01(\t\x12\x10\n\x08username\x18\x08 \x01(\t\x12\x14\n\x0coutput_limit\x18\t \x01(\x03\x12.\n\x03\x65nv\x18\n \x03(\x0b\x32!.cloudassist.v1.Dispatch.EnvEntry\x12\x10\n\x08launcher\x18\x0b \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x06\x43\x61ncel\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.cloudassist.v1.StopReason\"M\n\x03\x41\x63k\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x15\n\rresult_stored\x18\x03 \x01(\x08\x12\x0e\n\x06rewind\x18\x04 \x01(\x08\"\x1b\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\"O\n\x0cTaskAccepted\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\nTaskOutput\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa8\x01\n\x0cTaskFinished\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x13\n\x0boutput_size\x18\x03 \x01(\x03\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x01\n\x0bTaskStopped\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12*\n\x06reason\x18\x02 \x01(\x0e\x32\x1a.cloudassist.v1.StopReason\x12\x0f\n\x07started\x18\x03 \x01(\x08\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x13\n\x0boutput_size\x18\x05 \x01(\x03\x12-\n\tstop_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\tTaskError\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\x12\n\nerror_info\x18\x03 \x01(\t\x12\x13\n\x0boutput_size\x18\x04 \x01(\x03*X\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10STOP_REASON_STOP\x10\x01\x12\x17\n\x13STOP_REASON_TIMEOUT\x10\x02\x32\xad\x01\n\x0c\x41gentService\x12M\n\x08Register\x12\x1f.cloudassist.v1.RegisterRequest\x1a .cloudassist.v1.RegisterResponse\x12N\n\x07\x43onnect\x12\x1e.cloudassist.v1.ConnectRequest\x1a\x1f.cloudassist.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DISPATCH_ENVENTRY']._loaded_options = None
   _globals['_DISPATCH_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_STOPREASON']._serialized_start=2700
-  _globals['_STOPREASON']._serialized_end=2788
+  _globals['_STOPREASON']._serialized_start=2758
+  _globals['_STOPREASON']._serialized_end=2846
   _globals['_REGISTERREQUEST']._serialized_start=167
   _globals['_REGISTERREQUEST']._serialized_end=312
   _globals['_REGISTERRESPONSE']._serialized_start=314
@@ -50,33 +50,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKPROGRESS']._serialized_start=1070
   _globals['_TASKPROGRESS']._serialized_end=1140
   _globals['_HELLO']._serialized_start=1143
-  _globals['_HELLO']._serialized_end=1394
-  _globals['_TASKACK']._serialized_start=1396
-  _globals['_TASKACK']._serialized_end=1461
-  _globals['_WELCOME']._serialized_start=1463
-  _globals['_WELCOME']._serialized_end=1547
-  _globals['_HEARTBEAT']._serialized_start=1549
-  _globals['_HEARTBEAT']._serialized_end=1602
-  _globals['_DISPATCH']._serialized_start=1605
-  _globals['_DISPATCH']._serialized_end=1934
-  _globals['_DISPATCH_ENVENTRY']._serialized_start=1892
-  _globals['_DISPATCH_ENVENTRY']._serialized_end=1934
-  _globals['_CANCEL']._serialized_start=1936
-  _globals['_CANCEL']._serialized_end=2005
-  _globals['_ACK']._serialized_start=2007
-  _globals['_ACK']._serialized_end=2084
-  _globals['_RECONNECT']._serialized_start=2086
-  _globals['_RECONNECT']._serialized_end=2113
-  _globals['_TASKACCEPTED']._serialized_start=2115
-  _globals['_TASKACCEPTED']._serialized_end=2194
-  _globals['_TASKOUTPUT']._serialized_start=2196
-  _globals['_TASKOUTPUT']._serialized_end=2255
-  _globals['_TASKFINISHED']._serialized_start=2258
-  _globals['_TASKFINISHED']._serialized_end=2426
-  _globals['_TASKSTOPPED']._serialized_start=2429
-  _globals['_TASKSTOPPED']._serialized_end=2607
-  _globals['_TASKERROR']._serialized_start=2609
-  _globals['_TASKERROR']._serialized_end=2698
-  _globals['_AGENTSERVICE']._serialized_start=2791
-  _globals['_AGENTSERVICE']._serialized_end=2964
+  _globals['_HELLO']._serialized_end=1452
+  _globals['_TASKACK']._serialized_start=1454
+  _globals['_TASKACK']._serialized_end=1519
+  _globals['_WELCOME']._serialized_start=1521
+  _globals['_WELCOME']._serialized_end=1605
+  _globals['_HEARTBEAT']._serialized_start=1607
+  _globals['_HEARTBEAT']._serialized_end=1660
+  _globals['_DISPATCH']._serialized_start=1663
+  _globals['_DISPATCH']._serialized_end=1992
+  _globals['_DISPATCH_ENVENTRY']._serialized_start=1950
+  _globals['_DISPATCH_ENVENTRY']._serialized_end=1992
+  _globals['_CANCEL']._serialized_start=1994
+  _globals['_CANCEL']._serialized_end=2063
+  _globals['_ACK']._serialized_start=2065
+  _globals['_ACK']._serialized_end=2142
+  _globals['_RECONNECT']._serialized_start=2144
+  _globals['_RECONNECT']._serialized_end=2171
+  _globals['_TASKACCEPTED']._serialized_start=2173
+  _globals['_TASKACCEPTED']._serialized_end=2252
+  _globals['_TASKOUTPUT']._serialized_start=2254
+  _globals['_TASKOUTPUT']._serialized_end=2313
+  _globals['_TASKFINISHED']._serialized_start=2316
+  _globals['_TASKFINISHED']._serialized_end=2484
+  _globals['_TASKSTOPPED']._serialized_start=2487
+  _globals['_TASKSTOPPED']._serialized_end=2665
+  _globals['_TASKERROR']._serialized_start=2667
+  _globals['_TASKERROR']._serialized_end=2756
+  _globals['_AGENTSERVICE']._serialized_start=2849
+  _globals['_AGENTSERVICE']._serialized_end=3022
 # @@protoc_insertion_point(module_scope)

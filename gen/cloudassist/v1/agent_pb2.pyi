@@ -238,6 +238,7 @@ class Hello(_message.Message):
     INSTANCE_SECRET_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     BOOT_ID_FIELD_NUMBER: _builtins.int
+    EXTRA_COMMAND_TYPES_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: _instance_pb2.OsType.ValueType
@@ -257,6 +258,12 @@ class Hello(_message.Message):
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
         """Tags from the agent's configuration; they replace what the agent reported before."""
 
+    @_builtins.property
+    def extra_command_types(self) -> _containers.RepeatedScalarFieldContainer[_command_pb2.CommandType.ValueType]:
+        """Command types the agent runs beyond its OS's own (a Linux agent with pwsh enabled:
+        COMMAND_TYPE_RUN_POWERSHELL_SCRIPT).
+        """
+
     def __init__(
         self,
         *,
@@ -269,10 +276,11 @@ class Hello(_message.Message):
         instance_secret: _builtins.str = ...,
         tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
         boot_id: _builtins.str = ...,
+        extra_command_types: _abc.Iterable[_command_pb2.CommandType.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "extra_command_types", b"extra_command_types", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
