@@ -19,6 +19,7 @@ from server.store import convert
 from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
 from server.store.tables import COMMAND_TAGS, COMMANDS
+from server.store.tags import tagged_with
 
 
 def command_values(
@@ -68,13 +69,7 @@ def _with_tags(conn: Connection, commands: list[Command]) -> list[Command]:
 
 
 def _having_tags(selector: TagPairs) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    for key, value in selector:
-        matching = select(COMMAND_TAGS.c.command_id).where(COMMAND_TAGS.c.key == key)
-        if value:
-            matching = matching.where(COMMAND_TAGS.c.value == value)
-        conditions.append(COMMANDS.c.command_id.in_(matching))
-    return conditions
+    return tagged_with(selector, COMMANDS.c.command_id, COMMAND_TAGS, COMMAND_TAGS.c.command_id)
 
 
 def check_command_quota(conn: Connection, account_id: str, region_id: str, quota: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Column, Connection, Table, delete, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
@@ -32,15 +32,25 @@ def tags_of(conn: Connection, instance_ids: Sequence[str]) -> dict[str, dict[str
     return found
 
 
-def having_tags(selector: TagPairs) -> list[ColumnElement[bool]]:
-    """Conditions on INSTANCES: the instance has every tag of `selector`."""
+def tagged_with(
+    selector: TagPairs, owner: Column[str], tags: Table, tag_owner: Column[str]
+) -> list[ColumnElement[bool]]:
+    """Conditions: the row whose id is `owner` has every tag of `selector` in the table
+    `tags` (key, value, and `tag_owner` naming the row)."""
     conditions: list[ColumnElement[bool]] = []
     for key, value in selector:
-        matching = select(INSTANCE_TAGS.c.instance_id).where(INSTANCE_TAGS.c.key == key)
+        matching = select(tag_owner).where(tags.c.key == key)
         if value:
-            matching = matching.where(INSTANCE_TAGS.c.value == value)
-        conditions.append(INSTANCES.c.instance_id.in_(matching))
+            matching = matching.where(tags.c.value == value)
+        conditions.append(owner.in_(matching))
     return conditions
+
+
+def having_tags(selector: TagPairs) -> list[ColumnElement[bool]]:
+    """Conditions on INSTANCES: the instance has every tag of `selector`."""
+    return tagged_with(
+        selector, INSTANCES.c.instance_id, INSTANCE_TAGS, INSTANCE_TAGS.c.instance_id
+    )
 
 
 def _owned(conn: Connection, account_id: str, region_id: str, instance_ids: Sequence[str]) -> None:
