@@ -37,6 +37,7 @@ from agent.executor import (
     process_start_time,
     remove_script,
 )
+from agent.files import FileToWrite, write_file
 from agent.spool import Credentials, Spool, SpooledTask, TaskMeta, TaskResult
 from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2, tag_pb2
@@ -82,6 +83,7 @@ class Script:
     env: dict[str, str]
     launcher: str = ""
     powershell: str = ""  # the agent's pwsh, when it runs PowerShell
+    file: FileToWrite | None = None  # SendFile: write the content here instead of running it
 
 
 @dataclass
@@ -423,7 +425,13 @@ class Agent:
         held.runner = asyncio.create_task(
             self._run(
                 held,
-                Script(dispatch.script, dict(dispatch.env), dispatch.launcher, self.powershell),
+                Script(
+                    dispatch.script,
+                    dict(dispatch.env),
+                    dispatch.launcher,
+                    self.powershell,
+                    _file_to_write(dispatch),
+                ),
             )
         )
         self._changed.set()
@@ -479,6 +487,11 @@ class Agent:
             return TaskResult(
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
             )
+        if script.file is not None:
+            meta.started = True
+            meta.start_ms = now_ms()
+            await self._disk(_spool_and_write, held.spooled, script.content, script.file)
+            return TaskResult("finished", now_ms(), exit_code=0)
         builtins = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
         script = replace(script, env={**script.env, **builtins})
         plan = await self._disk(_spool_and_plan, held.spooled, script)
@@ -582,6 +595,18 @@ def _spool_and_plan(spooled: SpooledTask, script: Script) -> LaunchPlan:
     )
     meta.script_dir = plan.script_dir
     return plan
+
+
+def _spool_and_write(spooled: SpooledTask, content: bytes, file: FileToWrite) -> None:
+    spooled.create()
+    write_file(file, content)
+
+
+def _file_to_write(dispatch: pb.Dispatch) -> FileToWrite | None:
+    if not dispatch.HasField("file"):
+        return None
+    f = dispatch.file
+    return FileToWrite(f.name, f.target_dir, f.mode, f.owner, f.group, f.overwrite)
 
 
 def _record_start(spooled: SpooledTask, pid: int) -> None:

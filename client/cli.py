@@ -220,6 +220,65 @@ async def invoke(c: Client) -> int:
     return 0
 
 
+async def send_file(c: Client) -> int:
+    a = c.args
+    instance_ids, resource_tags = _targets(a)
+    content = _content(a) or b""
+    response = await c.commands.SendFile(
+        pb.SendFileRequest(
+            region_id=c.region,
+            name=a.name,
+            target_dir=a.target_dir,
+            content=content,
+            file_mode=a.mode,
+            file_owner=a.owner,
+            file_group=a.group,
+            overwrite=a.overwrite,
+            timeout_seconds=a.timeout,
+            instance_ids=instance_ids,
+            resource_tags=resource_tags,
+            client_token=a.client_token,
+        )
+    )
+    if a.json:
+        render.print_json(response)
+    else:
+        print(response.invoke_id)
+    return 0
+
+
+async def file_results(c: Client) -> int:
+    a = c.args
+    response = await c.commands.DescribeSendFileResults(
+        pb.DescribeSendFileResultsRequest(
+            region_id=c.region,
+            invoke_id=a.invoke_id or "",
+            instance_id=a.instance_id,
+            page_size=a.page_size,
+            page_token=a.page_token,
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["INVOKE_ID", "INSTANCE_ID", "FILE", "STATE", "ERROR", "FINISHED"],
+        [
+            [
+                r.invoke_id,
+                r.instance_id,
+                f"{r.target_dir.rstrip('/')}/{r.name}",
+                render.enum_suffix(pb.ExecutionState.Name(r.state)),
+                r.error_code,
+                render.when(r.finish_time),
+            ]
+            for r in response.results
+        ],
+    )
+    _footer(response.total_count, len(response.results), response.next_page_token)
+    return 0
+
+
 async def modify_invocation(c: Client) -> int:
     a = c.args
     request = pb.ModifyInvocationAttributeRequest(
@@ -802,6 +861,26 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--client-token", default="")
     inv.add_argument("--watch", action="store_true", help="print output until it ends")
     inv.set_defaults(handler=invoke)
+
+    sf = sub.add_parser("send-file", help="write a file on instances (at most 32 KB)")
+    sf.add_argument("-i", "--instance", action="append", help="repeatable")
+    sf.add_argument("-t", "--tag", action="append", help="KEY=VALUE: every instance with the tag")
+    sf.add_argument("--name", required=True, help="the file's name")
+    sf.add_argument("--target-dir", required=True, help="absolute; created when missing")
+    script_source(sf, required=True)
+    sf.add_argument("--mode", default="", help="octal [0644]")
+    sf.add_argument("--owner", default="")
+    sf.add_argument("--group", default="")
+    sf.add_argument("--overwrite", action="store_true", help="replace a file that is there")
+    sf.add_argument("--timeout", type=int, default=0, help="seconds [60]")
+    sf.add_argument("--client-token", default="")
+    sf.set_defaults(handler=send_file)
+
+    fr = sub.add_parser("file-results", help="per-instance results of send-file, newest first")
+    fr.add_argument("invoke_id", nargs="?")
+    fr.add_argument("--instance-id", default="")
+    paged(fr)
+    fr.set_defaults(handler=file_results)
 
     mi = sub.add_parser(
         "modify-invocation", help="change a periodic invocation's script, parameters or schedule"

@@ -19,6 +19,7 @@ from typing import TypeVar
 from server.clock import now_ms
 from server.domain import ids, reasons
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.files import FileDraft, FileSpec, check_file
 from server.domain.limits import Limits
 from server.domain.model import (
     Command,
@@ -50,6 +51,7 @@ from server.domain.validation import (
     check_region,
     check_required,
     validate_command,
+    validate_file_invocation,
     validate_invocation,
 )
 from server.hub import Hub
@@ -423,6 +425,53 @@ class CommandPlane:
             command_id,
             status,
             include_history,
+            page,
+        )
+        return listing(page, items, total, lambda r: r[0].record_id)
+
+    async def send_file(
+        self,
+        account_id: str,
+        draft: FileDraft,
+        targets: InvocationDraft,
+        timeout_seconds: int,
+        client_token: str,
+    ) -> str:
+        """SendFile: an invocation whose tasks write the file on each instance."""
+        check_region(targets.region_id)
+        key = self._idempotency_key(
+            account_id, targets.region_id, "SendFile", client_token, draft, targets, timeout_seconds
+        )
+        previous = await self._db.read(replay, key)
+        if previous is not None:
+            return previous["invoke_id"]
+        file, content = check_file(draft)
+        targets = await self._targets_of(account_id, targets)
+        spec = validate_file_invocation(
+            targets.region_id, targets.instance_ids, file, content, timeout_seconds, self._limits
+        )
+        started = await self._start(account_id, spec, key)
+        return started.invoke_id
+
+    async def describe_file_results(
+        self,
+        account_id: str,
+        region_id: str,
+        invoke_id: str,
+        instance_id: str,
+        page_size: int,
+        page_token: str,
+    ) -> Listing[tuple[Record, FileSpec]]:
+        check_region(region_id)
+        page = parse_page(
+            "file-results", (region_id, invoke_id, instance_id), page_size, page_token
+        )
+        items, total = await self._db.read(
+            invocations_repo.list_file_results,
+            account_id,
+            region_id,
+            invoke_id,
+            instance_id,
             page,
         )
         return listing(page, items, total, lambda r: r[0].record_id)

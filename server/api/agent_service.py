@@ -70,6 +70,20 @@ def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
     )
 
 
+def _file_push(task: Task) -> pb.FilePush | None:
+    file = task.file
+    if file is None:
+        return None
+    return pb.FilePush(
+        name=file.name,
+        target_dir=file.target_dir,
+        mode=file.mode,
+        owner=file.owner,
+        group=file.group,
+        overwrite=file.overwrite,
+    )
+
+
 def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
     if isinstance(item, Task):
         return pb.ConnectResponse(
@@ -85,6 +99,7 @@ def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
                 output_limit=item.output_limit,
                 env=item.env,
                 launcher=item.launcher,
+                file=_file_push(item),
             )
         )
     if isinstance(item, CancelOrder):

@@ -87,6 +87,32 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
         )
 
     @unary_errors
+    async def SendFile(self, request: pb.SendFileRequest, context: Context) -> pb.SendFileResponse:
+        draft, targets = convert.file_draft(request)
+        invoke_id = await self._plane.send_file(
+            principal().account_id, draft, targets, request.timeout_seconds, request.client_token
+        )
+        return pb.SendFileResponse(invoke_id=invoke_id)
+
+    @unary_errors
+    async def DescribeSendFileResults(
+        self, request: pb.DescribeSendFileResultsRequest, context: Context
+    ) -> pb.DescribeSendFileResultsResponse:
+        listing = await self._plane.describe_file_results(
+            principal().account_id,
+            request.region_id,
+            request.invoke_id,
+            request.instance_id,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.DescribeSendFileResultsResponse(
+            results=[convert.file_result_to(record, file) for record, file in listing.items],
+            total_count=listing.total_count,
+            next_page_token=listing.next_page_token,
+        )
+
+    @unary_errors
     async def ModifyInvocationAttribute(
         self, request: pb.ModifyInvocationAttributeRequest, context: Context
     ) -> pb.ModifyInvocationAttributeResponse:

@@ -9,6 +9,7 @@ from cloudassist.v1 import instance_pb2 as instance_pb
 from cloudassist.v1 import tag_pb2 as tag_pb
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
+from server.domain.files import FileDraft, FileSpec
 from server.domain.model import (
     Command,
     CommandDraft,
@@ -321,4 +322,45 @@ def invocation_change(request: pb.ModifyInvocationAttributeRequest) -> Invocatio
         parameters=dict(request.parameters) if request.replace_parameters else None,
         frequency=request.frequency if request.HasField("frequency") else None,
         added_instance_ids=tuple(request.instance_ids),
+    )
+
+
+def file_draft(request: pb.SendFileRequest) -> tuple[FileDraft, InvocationDraft]:
+    if request.content_type not in pb.ContentType.values():
+        raise InvalidArgument(
+            reasons.FILE_CONTENT_INVALID,
+            f"content_type: unknown content type {request.content_type}",
+            field="content_type",
+        )
+    draft = FileDraft(
+        name=request.name,
+        target_dir=request.target_dir,
+        content=request.content,
+        base64=request.content_type == pb.CONTENT_TYPE_BASE64,
+        mode=request.file_mode,
+        owner=request.file_owner,
+        group=request.file_group,
+        overwrite=request.overwrite,
+    )
+    targets = InvocationDraft(
+        region_id=request.region_id,
+        command_id="",
+        instance_ids=tuple(request.instance_ids),
+        resource_tags=tuple((t.key, t.value) for t in request.resource_tags),
+    )
+    return draft, targets
+
+
+def file_result_to(record: Record, file: FileSpec) -> pb.SendFileResult:
+    return pb.SendFileResult(
+        invoke_id=record.invoke_id,
+        instance_id=record.instance_id,
+        name=file.name,
+        target_dir=file.target_dir,
+        state=state_to(record.state),
+        invoke_record_status=invoke_status_to(coarse_status(record.state)),
+        error_code=record.error_code,
+        error_info=record.error_info,
+        creation_time=timestamp(record.created_ms),
+        finish_time=timestamp(record.finish_ms or record.stop_ms),
     )

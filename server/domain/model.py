@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from server.domain.files import FileSpec
 from server.domain.status import ExecutionState, InvokeStatus, coarse_status
 
 
@@ -138,6 +139,8 @@ class InvocationSpec:
     # Rate control, resolved to numbers of targets (None: no limit).
     max_concurrency: int | None = None
     max_errors: int | None = None
+    # SendFile: the file to write (its content is `content`); None for a command.
+    file: FileSpec | None = None
 
 
 @dataclass(frozen=True)

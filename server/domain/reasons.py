@@ -43,6 +43,15 @@ PARAMETER_MISSING_VALUE = "Parameter.MissingValue"
 PARAMETER_NOT_MATCHED = "Parameter.NotMatched"
 PARAMETERS_DISABLED = "Parameter.Disabled"
 
+# SendFile.
+FILE_NAME_INVALID = "InvalidParameter.FileName"
+FILE_DIR_INVALID = "InvalidParameter.TargetDir"
+FILE_CONTENT_INVALID = "InvalidParameter.Content"
+FILE_CONTENT_EXCEED_LIMIT = "Content.ExceedLimit"
+FILE_MODE_INVALID = "InvalidParameter.FileMode"
+FILE_ACCOUNT_INVALID = "InvalidParameter.FileOwner"
+FILE_ALREADY_EXISTS = "FileAlreadyExists"
+
 # Rate control.
 INVALID_MAX_CONCURRENCY = "InvalidParameter.MaxConcurrency"
 INVALID_MAX_ERRORS = "InvalidParameter.MaxErrors"
@@ -101,7 +110,13 @@ INSTANCE_DEREGISTERED = "InstanceDeregistered"
 # Error codes an agent reports that make a record INVALID rather than ERROR.
 LAUNCHER_NOT_FOUND = "LauncherNotFound"
 INVALID_ON_INSTANCE = frozenset(
-    {DIRECTORY_NOT_EXISTS, ACCOUNT_NOT_EXISTS, COMMAND_NOT_APPLICABLE, LAUNCHER_NOT_FOUND}
+    {
+        DIRECTORY_NOT_EXISTS,
+        ACCOUNT_NOT_EXISTS,
+        COMMAND_NOT_APPLICABLE,
+        LAUNCHER_NOT_FOUND,
+        FILE_ALREADY_EXISTS,
+    }
 )
 
 # Authentication and authorisation.

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from server.domain import reasons
+from server.domain.files import FileSpec
 from server.domain.model import CommandType, InvocationSpec
 from server.domain.parameters import BuiltinValues, fill_parameters
 from server.domain.status import ExecutionState
@@ -26,6 +27,7 @@ class Task:
     output_limit: int
     env: dict[str, str] = field(default_factory=dict)
     launcher: str = ""
+    file: FileSpec | None = None
 
 
 def build_task(
@@ -52,6 +54,7 @@ def build_task(
         output_limit=output_limit,
         env=spec.env,
         launcher=spec.launcher,
+        file=spec.file,
     )
 
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from server.domain import reasons
 from server.domain.environment import check_env
 from server.domain.errors import InvalidArgument
+from server.domain.files import FileSpec
 from server.domain.limits import Limits
 from server.domain.model import (
     CommandDraft,
     CommandPatch,
     CommandSpec,
+    CommandType,
     InvocationDraft,
     InvocationSpec,
     RepeatMode,
@@ -444,3 +446,31 @@ def apply_invocation_change(
         env=spec.env,
     )
     return validate_invocation(draft, spec.command_id, command, limits, check_frequency)
+
+
+def validate_file_invocation(
+    region_id: str,
+    instance_ids: Sequence[str],
+    file: FileSpec,
+    content: bytes,
+    timeout_seconds: int,
+    limits: Limits,
+) -> InvocationSpec:
+    """A SendFile as an invocation: each instance's task writes the file instead of running
+    a script (agents on Linux)."""
+    return InvocationSpec(
+        region_id=check_region(region_id),
+        command_id="",
+        command_name=file.name,
+        command_type=CommandType.RUN_SHELL_SCRIPT,
+        content=content,
+        enable_parameter=False,
+        parameters={},
+        instance_ids=_check_instance_ids(instance_ids, limits),
+        repeat_mode=RepeatMode.ONCE,
+        frequency="",
+        timeout_seconds=check_timeout(timeout_seconds, limits),
+        working_dir="",
+        username="",
+        file=file,
+    )

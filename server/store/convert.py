@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from server.domain.files import FileSpec
 from server.domain.model import (
     Command,
     CommandSpec,
@@ -59,6 +60,7 @@ def invocation_spec(row: Any, instance_ids: tuple[str, ...]) -> InvocationSpec:
         launcher=row.launcher,
         max_concurrency=row.max_concurrency,
         max_errors=row.max_errors,
+        file=FileSpec(**json.loads(row.file)) if row.file else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
@@ -13,6 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
 from server.domain.errors import FailedPrecondition, NotFound, ResourceExhausted
+from server.domain.files import FileSpec
 from server.domain.model import (
     CommandSpec,
     Invocation,
@@ -140,6 +141,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
             max_errors=spec.max_errors,
             delivery_timeout_ms=plan.delivery_deadline_ms - plan.now_ms,
             output_limit=plan.output_limit,
+            file=json.dumps(asdict(spec.file)) if spec.file is not None else "",
             status=status,
             one_shot=plan.one_shot,
             next_fire_ms=plan.next_fire_ms,
@@ -286,7 +288,8 @@ def list_invocations(
     status: InvokeStatus | None,
     page: Page,
 ) -> tuple[list[Invocation], int]:
-    conditions = _scope(account_id, region_id)
+    # SendFile invocations are listed by DescribeSendFileResults, not here.
+    conditions = [*_scope(account_id, region_id), INVOCATIONS.c.file == ""]
     if invoke_id:
         conditions.append(INVOCATIONS.c.invoke_id == invoke_id)
     if command_id:
@@ -342,9 +345,14 @@ def list_results(
     status: InvokeStatus | None,
     include_history: bool,
     page: Page,
+    files: bool = False,
 ) -> tuple[list[tuple[Record, bytes]], int]:
-    """Records (newest first) with the last 24 KiB of each one's output."""
-    conditions = _scope(account_id, region_id)
+    """Records (newest first) with the last 24 KiB of each one's output: those of commands,
+    or with `files` those of SendFile calls."""
+    conditions = [
+        *_scope(account_id, region_id),
+        INVOCATIONS.c.file != "" if files else INVOCATIONS.c.file == "",
+    ]
     if invoke_id:
         conditions.append(RECORDS.c.invoke_id == invoke_id)
     if instance_id:
@@ -897,3 +905,21 @@ def modify_periodic(
     effects = Effects()
     effects.changed_invocations.add(invoke_id)
     return effects
+
+
+def list_file_results(
+    conn: Connection, account_id: str, region_id: str, invoke_id: str, instance_id: str, page: Page
+) -> tuple[list[tuple[Record, FileSpec]], int]:
+    """The records of SendFile invocations (newest first), each with its file."""
+    results, total = list_results(
+        conn, account_id, region_id, invoke_id, instance_id, "", None, False, page, files=True
+    )
+    files = {
+        row.invoke_id: FileSpec(**json.loads(row.file))
+        for row in conn.execute(
+            select(INVOCATIONS.c.invoke_id, INVOCATIONS.c.file).where(
+                INVOCATIONS.c.invoke_id.in_({r.invoke_id for r, _ in results})
+            )
+        ).all()
+    }
+    return [(record, files[record.invoke_id]) for record, _ in results], total

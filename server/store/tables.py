@@ -192,6 +192,8 @@ class InvocationRow(SQLModel, table=True):
     max_errors: int | None = None
     # How long a task waits for its agent once it is sent (held tasks start the wait later).
     delivery_timeout_ms: int = Field(default=60_000, sa_column=_ms(nullable=False))
+    # SendFile: JSON of the file its tasks write ("" for a command).
+    file: str = ""
     # The output stored per record, for records made after the invocation (reboot modes).
     output_limit: int = Field(default=10 * 1024 * 1024, sa_column=_ms(nullable=False))
     status: str = Field(max_length=16)

@@ -261,6 +261,8 @@ class Seeds:
     page_tokens: dict[str, str] = field(default_factory=dict)
     # Registered instances whose agent stream the tests play: id -> secret.
     stream_instances: dict[str, str] = field(default_factory=dict)
+    # The only directory SendFile may write to (its agent runs as root).
+    files_dir: str = ""
 
 
 class Fuzz:
@@ -368,7 +370,9 @@ def _page_tokens(channel: grpc.Channel, metadata: Metadata) -> dict[str, str]:
 
 def _seed(server: ServerProcess, channel: grpc.Channel) -> Seeds:
     md = tuple(server.metadata)
-    seeds = Seeds(activation=server.activation(REGION))
+    seeds = Seeds(
+        activation=server.activation(REGION), files_dir=str(server.workdir / "sent-files")
+    )
     admin = admin_pb2_grpc.AdminServiceStub(channel)
     commands = command_pb2_grpc.CommandServiceStub(channel)
 
@@ -442,7 +446,20 @@ def _seed(server: ServerProcess, channel: grpc.Channel) -> Seeds:
         b"echo daily", ["i-fuzz"], repeat_mode=command_pb2.REPEAT_MODE_PERIOD,
         frequency="rate(1d)",
     )  # fmt: skip
-    for invoke_id in finished:
+    sent_files = [
+        commands.SendFile(
+            command_pb2.SendFileRequest(
+                region_id=REGION,
+                name=f"seed-{n}.txt",
+                target_dir=seeds.files_dir,
+                content=b"seed",
+                instance_ids=["i-fuzz"],
+            ),
+            metadata=md,
+        ).invoke_id
+        for n in range(2)
+    ]
+    for invoke_id in [*finished, *sent_files]:
         _wait_over(channel, md, invoke_id)
     seeds.invocations = [*finished, offline, seeds.scheduled_invocation, periodic]
     results = commands.DescribeInvocationResults(
@@ -579,6 +596,7 @@ def _hints(seeds: Seeds) -> Hints:
         },
         replace={
             "command_content": safe_scripts(),
+            "SendFileRequest.target_dir": st.just(seeds.files_dir),
             # Instead of mixed with random text: tokens are where the bugs hide.
             **{
                 f"{listing}.page_token": page_tokens(token)
@@ -620,6 +638,14 @@ def _templates(seeds: Seeds) -> dict[str, Message]:
         "GetInvocationOutput": c.GetInvocationOutputRequest(
             region_id=REGION, invoke_id=seeds.output_invocation, instance_id="i-fuzz"
         ),
+        "SendFile": c.SendFileRequest(
+            region_id=REGION,
+            name="fuzz.txt",
+            target_dir=seeds.files_dir,
+            content=b"fuzz",
+            instance_ids=["i-fuzz"],
+        ),
+        "DescribeSendFileResults": c.DescribeSendFileResultsRequest(region_id=REGION),
         "ModifyInvocationAttribute": c.ModifyInvocationAttributeRequest(
             region_id=REGION, invoke_id=seeds.scheduled_invocation, frequency="rate(2h)"
         ),

@@ -396,6 +396,7 @@ class Dispatch(_message.Message):
     OUTPUT_LIMIT_FIELD_NUMBER: _builtins.int
     ENV_FIELD_NUMBER: _builtins.int
     LAUNCHER_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     invoke_id: _builtins.str
     command_id: _builtins.str
@@ -416,6 +417,10 @@ class Dispatch(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment variables for the script, on top of the agent's minimal environment."""
 
+    @_builtins.property
+    def file(self) -> Global___FilePush:
+        """Set for a SendFile: write `script` to this file instead of running it."""
+
     def __init__(
         self,
         *,
@@ -430,14 +435,50 @@ class Dispatch(_message.Message):
         output_limit: _builtins.int = ...,
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         launcher: _builtins.str = ...,
+        file: Global___FilePush | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "invoke_id", b"invoke_id", "launcher", b"launcher", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "file", b"file", "invoke_id", b"invoke_id", "launcher", b"launcher", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Dispatch: _TypeAlias = Dispatch  # noqa: Y015
+
+@_typing.final
+class FilePush(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TARGET_DIR_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    OVERWRITE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    target_dir: _builtins.str
+    mode: _builtins.int
+    owner: _builtins.str
+    """Empty: the agent's own user and group."""
+    group: _builtins.str
+    overwrite: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        target_dir: _builtins.str = ...,
+        mode: _builtins.int = ...,
+        owner: _builtins.str = ...,
+        group: _builtins.str = ...,
+        overwrite: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "mode", b"mode", "name", b"name", "overwrite", b"overwrite", "owner", b"owner", "target_dir", b"target_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilePush: _TypeAlias = FilePush  # noqa: Y015
 
 @_typing.final
 class Cancel(_message.Message):

@@ -169,6 +169,28 @@ REPEAT_MODE_EVERY_REBOOT: RepeatMode.ValueType  # 4
 """After every boot of the instance, until stopped."""
 Global___RepeatMode: _TypeAlias = RepeatMode  # noqa: Y015
 
+class _ContentType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContentTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContentType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTENT_TYPE_UNSPECIFIED: _ContentType.ValueType  # 0
+    """As it is (the same as CONTENT_TYPE_PLAIN_TEXT)."""
+    CONTENT_TYPE_PLAIN_TEXT: _ContentType.ValueType  # 1
+    CONTENT_TYPE_BASE64: _ContentType.ValueType  # 2
+    """The bytes are Base64 text, decoded by the server."""
+
+class ContentType(_ContentType, metaclass=_ContentTypeEnumTypeWrapper):
+    """How SendFile's content is given."""
+
+CONTENT_TYPE_UNSPECIFIED: ContentType.ValueType  # 0
+"""As it is (the same as CONTENT_TYPE_PLAIN_TEXT)."""
+CONTENT_TYPE_PLAIN_TEXT: ContentType.ValueType  # 1
+CONTENT_TYPE_BASE64: ContentType.ValueType  # 2
+"""The bytes are Base64 text, decoded by the server."""
+Global___ContentType: _TypeAlias = ContentType  # noqa: Y015
+
 @_typing.final
 class Command(_message.Message):
     """A saved script template."""
@@ -1669,3 +1691,197 @@ class ModifyInvocationAttributeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModifyInvocationAttributeResponse: _TypeAlias = ModifyInvocationAttributeResponse  # noqa: Y015
+
+@_typing.final
+class SendFileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TARGET_DIR_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FILE_MODE_FIELD_NUMBER: _builtins.int
+    FILE_OWNER_FIELD_NUMBER: _builtins.int
+    FILE_GROUP_FIELD_NUMBER: _builtins.int
+    OVERWRITE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    RESOURCE_TAGS_FIELD_NUMBER: _builtins.int
+    CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    name: _builtins.str
+    """The file's name: 1 to 255 characters, no "/"."""
+    target_dir: _builtins.str
+    """An absolute directory; created (with its parents) when missing."""
+    content: _builtins.bytes
+    """At most 32 KB (after decoding, with CONTENT_TYPE_BASE64)."""
+    content_type: Global___ContentType.ValueType
+    file_mode: _builtins.str
+    """Octal permission bits; empty: 0644."""
+    file_owner: _builtins.str
+    """User and group names; empty: the agent's own."""
+    file_group: _builtins.str
+    overwrite: _builtins.bool
+    """Replace a file that is there; without it, that instance's result is INVALID
+    (FileAlreadyExists).
+    """
+    timeout_seconds: _builtins.int
+    """0: the default (60 s)."""
+    client_token: _builtins.str
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def resource_tags(self) -> _containers.RepeatedCompositeFieldContainer[_tag_pb2.Tag]:
+        """Instead of instance_ids (see InvokeCommandRequest.resource_tags)."""
+
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        target_dir: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+        content_type: Global___ContentType.ValueType = ...,
+        file_mode: _builtins.str = ...,
+        file_owner: _builtins.str = ...,
+        file_group: _builtins.str = ...,
+        overwrite: _builtins.bool = ...,
+        timeout_seconds: _builtins.int = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+        resource_tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        client_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "content", b"content", "content_type", b"content_type", "file_group", b"file_group", "file_mode", b"file_mode", "file_owner", b"file_owner", "instance_ids", b"instance_ids", "name", b"name", "overwrite", b"overwrite", "region_id", b"region_id", "resource_tags", b"resource_tags", "target_dir", b"target_dir", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendFileRequest: _TypeAlias = SendFileRequest  # noqa: Y015
+
+@_typing.final
+class SendFileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOKE_ID_FIELD_NUMBER: _builtins.int
+    invoke_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        invoke_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoke_id", b"invoke_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendFileResponse: _TypeAlias = SendFileResponse  # noqa: Y015
+
+@_typing.final
+class DescribeSendFileResultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    INVOKE_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    invoke_id: _builtins.str
+    instance_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        invoke_id: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "invoke_id", b"invoke_id", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeSendFileResultsRequest: _TypeAlias = DescribeSendFileResultsRequest  # noqa: Y015
+
+@_typing.final
+class SendFileResult(_message.Message):
+    """One instance's result of a SendFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOKE_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TARGET_DIR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    INVOKE_RECORD_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_INFO_FIELD_NUMBER: _builtins.int
+    CREATION_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    invoke_id: _builtins.str
+    instance_id: _builtins.str
+    name: _builtins.str
+    target_dir: _builtins.str
+    state: Global___ExecutionState.ValueType
+    invoke_record_status: Global___InvokeStatus.ValueType
+    error_code: _builtins.str
+    error_info: _builtins.str
+    @_builtins.property
+    def creation_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        invoke_id: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        target_dir: _builtins.str = ...,
+        state: Global___ExecutionState.ValueType = ...,
+        invoke_record_status: Global___InvokeStatus.ValueType = ...,
+        error_code: _builtins.str = ...,
+        error_info: _builtins.str = ...,
+        creation_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "finish_time", b"finish_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "error_code", b"error_code", "error_info", b"error_info", "finish_time", b"finish_time", "instance_id", b"instance_id", "invoke_id", b"invoke_id", "invoke_record_status", b"invoke_record_status", "name", b"name", "state", b"state", "target_dir", b"target_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendFileResult: _TypeAlias = SendFileResult  # noqa: Y015
+
+@_typing.final
+class DescribeSendFileResultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    total_count: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendFileResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SendFileResult] | None = ...,
+        total_count: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeSendFileResultsResponse: _TypeAlias = DescribeSendFileResultsResponse  # noqa: Y015

@@ -92,6 +92,16 @@ class CommandServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeResponse.FromString,
                 _registered_method=True)
+        self.SendFile = channel.unary_unary(
+                '/cloudassist.v1.CommandService/SendFile',
+                request_serializer=cloudassist_dot_v1_dot_command__pb2.SendFileRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_command__pb2.SendFileResponse.FromString,
+                _registered_method=True)
+        self.DescribeSendFileResults = channel.unary_unary(
+                '/cloudassist.v1.CommandService/DescribeSendFileResults',
+                request_serializer=cloudassist_dot_v1_dot_command__pb2.DescribeSendFileResultsRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_command__pb2.DescribeSendFileResultsResponse.FromString,
+                _registered_method=True)
         self.WatchInvocation = channel.unary_stream(
                 '/cloudassist.v1.CommandService/WatchInvocation',
                 request_serializer=cloudassist_dot_v1_dot_command__pb2.WatchInvocationRequest.SerializeToString,
@@ -183,6 +193,20 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendFile(self, request, context):
+        """Pushes a file to instances: each agent writes it (a temporary file, then a rename).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeSendFileResults(self, request, context):
+        """The per-instance results of SendFile calls, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchInvocation(self, request, context):
         """Streams the stored output and state of an invocation, then live changes.
         """
@@ -247,6 +271,16 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.ModifyInvocationAttribute,
                     request_deserializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeResponse.SerializeToString,
+            ),
+            'SendFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendFile,
+                    request_deserializer=cloudassist_dot_v1_dot_command__pb2.SendFileRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_command__pb2.SendFileResponse.SerializeToString,
+            ),
+            'DescribeSendFileResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSendFileResults,
+                    request_deserializer=cloudassist_dot_v1_dot_command__pb2.DescribeSendFileResultsRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_command__pb2.DescribeSendFileResultsResponse.SerializeToString,
             ),
             'WatchInvocation': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchInvocation,
@@ -554,6 +588,60 @@ class CommandService:
             '/cloudassist.v1.CommandService/ModifyInvocationAttribute',
             cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeRequest.SerializeToString,
             cloudassist_dot_v1_dot_command__pb2.ModifyInvocationAttributeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.CommandService/SendFile',
+            cloudassist_dot_v1_dot_command__pb2.SendFileRequest.SerializeToString,
+            cloudassist_dot_v1_dot_command__pb2.SendFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeSendFileResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.CommandService/DescribeSendFileResults',
+            cloudassist_dot_v1_dot_command__pb2.DescribeSendFileResultsRequest.SerializeToString,
+            cloudassist_dot_v1_dot_command__pb2.DescribeSendFileResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,10 @@ class CommandServiceStub:
     """Changes a periodic invocation without stopping it: its next fires run the new content,
     parameters or frequency, and on the added instances too.
     """
+    SendFile: _grpc.UnaryUnaryMultiCallable[_command_pb2.SendFileRequest, _command_pb2.SendFileResponse]
+    """Pushes a file to instances: each agent writes it (a temporary file, then a rename)."""
+    DescribeSendFileResults: _grpc.UnaryUnaryMultiCallable[_command_pb2.DescribeSendFileResultsRequest, _command_pb2.DescribeSendFileResultsResponse]
+    """The per-instance results of SendFile calls, newest first."""
     WatchInvocation: _grpc.UnaryStreamMultiCallable[_command_pb2.WatchInvocationRequest, _command_pb2.WatchInvocationResponse]
     """Streams the stored output and state of an invocation, then live changes."""
 
@@ -95,6 +99,10 @@ class CommandServiceAsyncStub(CommandServiceStub):
     """Changes a periodic invocation without stopping it: its next fires run the new content,
     parameters or frequency, and on the added instances too.
     """
+    SendFile: _aio.UnaryUnaryMultiCallable[_command_pb2.SendFileRequest, _command_pb2.SendFileResponse]  # type: ignore[assignment]
+    """Pushes a file to instances: each agent writes it (a temporary file, then a rename)."""
+    DescribeSendFileResults: _aio.UnaryUnaryMultiCallable[_command_pb2.DescribeSendFileResultsRequest, _command_pb2.DescribeSendFileResultsResponse]  # type: ignore[assignment]
+    """The per-instance results of SendFile calls, newest first."""
     WatchInvocation: _aio.UnaryStreamMultiCallable[_command_pb2.WatchInvocationRequest, _command_pb2.WatchInvocationResponse]  # type: ignore[assignment]
     """Streams the stored output and state of an invocation, then live changes."""
 
@@ -193,6 +201,22 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         """Changes a periodic invocation without stopping it: its next fires run the new content,
         parameters or frequency, and on the added instances too.
         """
+
+    @_abc_1.abstractmethod
+    def SendFile(
+        self,
+        request: _command_pb2.SendFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_pb2.SendFileResponse, _abc.Awaitable[_command_pb2.SendFileResponse]]:
+        """Pushes a file to instances: each agent writes it (a temporary file, then a rename)."""
+
+    @_abc_1.abstractmethod
+    def DescribeSendFileResults(
+        self,
+        request: _command_pb2.DescribeSendFileResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_pb2.DescribeSendFileResultsResponse, _abc.Awaitable[_command_pb2.DescribeSendFileResultsResponse]]:
+        """The per-instance results of SendFile calls, newest first."""
 
     @_abc_1.abstractmethod
     def WatchInvocation(
