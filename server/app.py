@@ -35,7 +35,12 @@ from server.clock import now_ms
 from server.config import ServerConfig
 from server.domain import ids
 from server.events import InvocationEvents
-from server.exporter import OutputExporter
+from server.exporter import (
+    BucketDestination,
+    Destination,
+    DirectoryDestination,
+    OutputExporter,
+)
 from server.hub import Hub
 from server.plane import CommandPlane, PlaneSettings
 from server.reaper import Reaper
@@ -108,6 +113,7 @@ class ServerApp:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._check_transport()
+        self.destinations = self._output_destinations()
         self.db = Database.open(config.database_url)
         self.server_id = ids.new_id("s")
         self.events = InvocationEvents()
@@ -171,6 +177,20 @@ class ServerApp:
             raise ConfigError("--tls-cert and --tls-key go together")
         if config.agent_ca is not None and (config.tls_cert is None or not config.agent_listen):
             raise ConfigError("--agent-ca needs --tls-cert, --tls-key and --agent-listen")
+
+    def _output_destinations(self) -> list[Destination]:
+        config = self.config
+        destinations: list[Destination] = []
+        if config.output_dir is not None:
+            destinations.append(DirectoryDestination(config.output_dir))
+        if config.output_bucket:
+            try:
+                destinations.append(
+                    BucketDestination(config.output_bucket, config.output_s3_endpoint)
+                )
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+        return destinations
 
     def _credentials(self, agents: bool) -> grpc.ServerCredentials | None:
         config = self.config
@@ -263,11 +283,9 @@ class ServerApp:
                 self.hub.keepalive(self.config.heartbeat_seconds), name="agent-keepalive"
             ),
         ]
-        if self.config.output_dir is not None:
+        if self.destinations:
             exporter = OutputExporter(
-                self.db,
-                self.config.output_dir,
-                grace_seconds=self.config.output_grace_seconds,
+                self.db, self.destinations, grace_seconds=self.config.output_grace_seconds
             )
             self._tasks.append(asyncio.create_task(exporter.run(), name="output-exporter"))
         for name in ["", *(s.full_name for s in (*served, AGENT_SERVICE))]:

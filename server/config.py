@@ -20,6 +20,8 @@ class ServerConfig:
     data_dir: Path = Path("var")
     # Where finished records' output is copied (None: nowhere).
     output_dir: Path | None = None
+    output_bucket: str = ""  # s3://BUCKET/PREFIX
+    output_s3_endpoint: str = ""  # an S3-compatible service's URL; empty: AWS
     db_url: str = ""
     default_timezone: tzinfo = field(default_factory=lambda: parse_timezone("UTC+08:00"))
     limits: Limits = field(default_factory=Limits)
@@ -111,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=_path_env("output-dir"),
         help="copy every finished record's output (and a JSON summary) here [off]",
+    )
+    add(
+        "--output-bucket",
+        default=_env("output-bucket", ""),
+        metavar="s3://BUCKET/PREFIX",
+        help="copy every finished record's output (and a JSON summary) to this bucket [off]",
+    )
+    add(
+        "--output-s3-endpoint",
+        default=_env("output-s3-endpoint", ""),
+        metavar="URL",
+        help="the S3-compatible service of --output-bucket (MinIO, ...) [AWS]",
     )
     add(
         "--db",
@@ -251,6 +265,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         listen=args.listen,
         data_dir=args.data_dir,
         output_dir=args.output_dir,
+        output_bucket=args.output_bucket,
+        output_s3_endpoint=args.output_s3_endpoint,
         db_url=args.db,
         default_timezone=default_timezone,
         limits=limits,
