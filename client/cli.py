@@ -66,6 +66,12 @@ def _content(args: argparse.Namespace) -> bytes | None:
     return None
 
 
+REPEAT_MODES = {
+    "once": pb.REPEAT_MODE_ONCE,
+    "period": pb.REPEAT_MODE_PERIOD,
+    "next-reboot": pb.REPEAT_MODE_NEXT_REBOOT_ONLY,
+    "every-reboot": pb.REPEAT_MODE_EVERY_REBOOT,
+}
 LAUNCHER_HELP = "run the script with this, e.g. 'python3 -u {{ACS::ScriptFile}}'"
 
 
@@ -203,6 +209,14 @@ async def invoke(c: Client) -> int:
         dry_run=a.dry_run,
         max_concurrency=a.max_concurrency,
         max_errors=a.max_errors,
+        frequency=a.frequency or "",
+        repeat_mode=(
+            REPEAT_MODES[a.repeat_mode]
+            if a.repeat_mode
+            else pb.REPEAT_MODE_PERIOD
+            if a.frequency
+            else pb.REPEAT_MODE_UNSPECIFIED
+        ),
     )
     if a.timeout is not None:
         request.timeout_seconds = a.timeout
@@ -856,6 +870,12 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--working-dir")
     inv.add_argument("--username", default="")
     inv.add_argument("-e", "--env", action="append", help="NAME=VALUE for the script, repeatable")
+    inv.add_argument("--frequency", help="run on a schedule: cron, rate(30s|5m|2h|1d) or at(...)")
+    inv.add_argument(
+        "--repeat-mode",
+        choices=sorted(REPEAT_MODES),
+        help="[once; period with --frequency]",
+    )
     inv.add_argument("--dry-run", action="store_true", help="check and show, create nothing")
     rate_control(inv)
     inv.add_argument("--client-token", default="")

@@ -80,6 +80,25 @@ async def test_run_dry_run_prints_the_script_and_runs_nothing(cluster: Cluster) 
     assert cluster.server.row_counts() == before
 
 
+async def test_invoke_on_a_schedule_or_at_the_next_boot(cluster: Cluster) -> None:
+    code, out, _ = await cli(
+        cluster, "commands", "create", "--name", "cli-scheduled", "--content", "echo tick"
+    )
+    assert code == 0
+    command_id = out.decode().strip()
+    for flags, mode in (
+        (["--frequency", "rate(1h)"], "REPEAT_MODE_PERIOD"),
+        (["--repeat-mode", "next-reboot"], "REPEAT_MODE_NEXT_REBOOT_ONLY"),
+    ):
+        code, out, err = await cli(cluster, "invoke", command_id, "-i", "i-c", *flags)
+        assert code == 0, err
+        invoke_id = out.decode().strip()
+        code, listed, _ = await cli(cluster, "--json", "invocations", "--id", invoke_id)
+        (invocation,) = json.loads(listed)["invocations"]
+        assert invocation["repeat_mode"] == mode
+        assert (await cli(cluster, "stop", invoke_id))[0] == 0
+
+
 async def test_command_lifecycle_with_json(cluster: Cluster) -> None:
     code, out, err = await cli(
         cluster, "--json", "commands", "create", "--name", "cli-cmd",
