@@ -195,6 +195,11 @@ class ServerProcess(Process):
         ]
         return {t: self.query(f"SELECT count(*) FROM {t}")[0][0] for t in tables}
 
+    def resource_counts(self) -> dict[str, int]:
+        """Rows per table of what a request creates, leaving out output, which invocations
+        made before may still be storing."""
+        return {t: n for t, n in self.row_counts().items() if t != "output_chunks"}
+
 
 class AgentProcess(Process):
     def __init__(

@@ -76,6 +76,7 @@ async def test_invoke_and_run_with_a_client_token_run_once(stub: Stub, cluster: 
     ran_again = await stub.RunCommand(run)
     assert (ran_again.command_id, ran_again.invoke_id) == (ran.command_id, ran.invoke_id)
     run.command_content = b"echo twice"
+    await watch(stub, ran.invoke_id)  # its output is stored: the counts below hold still
     before = cluster.server.row_counts()
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.RunCommand(run)
@@ -257,7 +258,7 @@ async def test_a_dry_run_shows_what_would_run_and_creates_nothing(
         )
     )
     marker = cluster.workdir / "dry-run-ran"
-    before = cluster.server.row_counts()
+    before = cluster.server.resource_counts()
     response = await stub.InvokeCommand(
         pb.InvokeCommandRequest(
             region_id=REGION,
@@ -278,7 +279,7 @@ async def test_a_dry_run_shows_what_would_run_and_creates_nothing(
         assert task.timeout_seconds == 30
         assert dict(task.env) == {"MODE": "dry"}
     assert not response.dry_run.HasField("first_fire_time")
-    assert cluster.server.row_counts() == before
+    assert cluster.server.resource_counts() == before
 
     # RunCommand too: no command kept, no invocation, nothing runs on the agent.
     ran = await stub.RunCommand(
@@ -296,7 +297,7 @@ async def test_a_dry_run_shows_what_would_run_and_creates_nothing(
     assert (ran.command_id, ran.invoke_id) == ("", "")
     assert [t.instance_id for t in ran.dry_run.tasks] == ["i-c"]
     assert ran.dry_run.first_fire_time.seconds > 0
-    assert cluster.server.row_counts() == before
+    assert cluster.server.resource_counts() == before
     # The token of the dry run was not taken: a real invocation may use it.
     real = await stub.InvokeCommand(
         pb.InvokeCommandRequest(
@@ -314,7 +315,7 @@ async def test_a_dry_run_shows_what_would_run_and_creates_nothing(
 
 async def test_a_dry_run_is_refused_like_the_real_thing(stub: Stub, cluster: Cluster) -> None:
     created = await stub.CreateCommand(command(name="dry-refused"))
-    before = cluster.server.row_counts()
+    before = cluster.server.resource_counts()
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.InvokeCommand(
             pb.InvokeCommandRequest(
@@ -326,4 +327,4 @@ async def test_a_dry_run_is_refused_like_the_real_thing(stub: Stub, cluster: Clu
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_details(caught.value)[0].reason == "InvalidInstance.NotFound"
-    assert cluster.server.row_counts() == before
+    assert cluster.server.resource_counts() == before

@@ -65,7 +65,7 @@ async def test_run_passes_environment_variables(cluster: Cluster) -> None:
 
 
 async def test_run_dry_run_prints_the_script_and_runs_nothing(cluster: Cluster) -> None:
-    before = cluster.server.row_counts()
+    before = cluster.server.resource_counts()
     code, out, err = await cli(
         cluster, "run", "--dry-run", "-i", "i-a", "-i", "i-b", "--timeout", "30", "echo hi"
     )
@@ -77,7 +77,7 @@ async def test_run_dry_run_prints_the_script_and_runs_nothing(cluster: Cluster) 
         "echo hi",
     ]
     assert "nothing was created" in err
-    assert cluster.server.row_counts() == before
+    assert cluster.server.resource_counts() == before
 
 
 async def test_invoke_on_a_schedule_or_at_the_next_boot(cluster: Cluster) -> None:
