@@ -48,6 +48,7 @@ from server.domain.validation import (
     apply_patch,
     check_client_token,
     check_instance_id,
+    check_instances_found,
     check_region,
     check_required,
     validate_command,
@@ -355,14 +356,7 @@ class CommandPlane:
         found = await self._db.read(
             agents_repo.find_instances, account_id, spec.region_id, spec.instance_ids
         )
-        missing = [i for i in spec.instance_ids if i not in found]
-        if missing:
-            raise NotFound(
-                reasons.INSTANCE_NOT_FOUND,
-                f"instance_ids: no instance {', '.join(missing)} in region {spec.region_id}",
-                field="instance_ids",
-                metadata={"instance_ids": ",".join(missing)},
-            )
+        check_instances_found(spec.instance_ids, found, spec.region_id)
         for instance_id in spec.instance_ids:
             instance = found[instance_id]
             if not runs_on(spec.command_type, instance.os_type, instance.extra_command_types):

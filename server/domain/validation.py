@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from server.domain import reasons
 from server.domain.environment import check_env
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, NotFound
 from server.domain.files import FileSpec
 from server.domain.limits import Limits
 from server.domain.model import (
@@ -61,6 +61,18 @@ def check_required(value: str, field: str, reason: str) -> str:
     if not value:
         raise InvalidArgument(reason, f"{field}: required", field=field)
     return value
+
+
+def check_instances_found(wanted: Sequence[str], found: Collection[str], region_id: str) -> None:
+    """NotFound naming every wanted instance the region (and account) does not have."""
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise NotFound(
+            reasons.INSTANCE_NOT_FOUND,
+            f"instance_ids: no instance {', '.join(missing)} in region {region_id}",
+            field="instance_ids",
+            metadata={"instance_ids": ",".join(missing)},
+        )
 
 
 def check_instance_id(instance_id: str, limits: Limits, field: str = "instance_ids") -> str:

@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import Column, Connection, Table, delete, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.domain import reasons
-from server.domain.errors import NotFound
 from server.domain.tags import TagPairs, merged_tags
+from server.domain.validation import check_instances_found
 from server.store.tables import INSTANCE_TAGS, INSTANCES
 
 API = "api"
@@ -63,14 +62,7 @@ def _owned(conn: Connection, account_id: str, region_id: str, instance_ids: Sequ
             )
         ).scalars()
     )
-    missing = [i for i in instance_ids if i not in found]
-    if missing:
-        raise NotFound(
-            reasons.INSTANCE_NOT_FOUND,
-            f"instance_ids: no instance {', '.join(missing)} in region {region_id}",
-            field="instance_ids",
-            metadata={"instance_ids": ",".join(missing)},
-        )
+    check_instances_found(instance_ids, found, region_id)
 
 
 def tag_instances(
