@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "CLOUDASSIST_AGENT_<FLAG> (e.g. CLOUDASSIST_AGENT_SERVER).",
     )
     add = parser.add_argument
+    add(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('cloudassist')}",
+    )
     add(
         "--server",
         default=_env("server", defaults.server),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. CLOUDASSIST_LISTEN).",
     )
     add = parser.add_argument
+    add(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('cloudassist')}",
+    )
     add(
         "--listen",
         default=_env("listen", defaults.listen),
