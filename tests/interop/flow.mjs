@@ -154,7 +154,6 @@ async function watch(invokeId) {
         invoke_status: change.invoke_status,
         exit_code: change.exit_code ?? null,
         error_code: change.error_code,
-        output_size: change.output_size,
       };
     }
   }
