@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/cloudassist/v1/*.proto)
 
-.PHONY: install run test gen check-gen lint bench clean
+.PHONY: install interop-deps run test gen check-gen lint lint-protos bench clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: install
 	./deploy/run-local.sh
 
-test: install
+test: install interop-deps
 	$(PY) -m pytest
 	CLOUDASSIST_TEST_DB=postgres $(PY) -m pytest tests/integration \
 	  --ignore tests/integration/test_cluster.py
@@ -34,10 +34,32 @@ check-gen: install
 	diff -r -x __pycache__ .gen-check/cloudassist gen/cloudassist
 	rm -rf .gen-check
 
-lint: install
+lint: install lint-protos
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy server agent client
+
+# The Node.js packages of the interop test, and buf, exactly as the lockfile pins them.
+INTEROP := tests/interop
+INTEROP_STAMP := $(INTEROP)/node_modules/.installed
+BUF := $(INTEROP)/node_modules/.bin/buf
+
+interop-deps: $(INTEROP_STAMP)
+
+$(INTEROP_STAMP): $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund
+	touch $(INTEROP_STAMP)
+
+# buf lint on protos/; buf breaking against the latest tag, once there is one.
+lint-protos: interop-deps
+	$(BUF) lint protos
+	@tag=$$(git describe --tags --abbrev=0 2>/dev/null || true); \
+	if [ -n "$$tag" ]; then \
+	  echo "buf breaking protos against tag $$tag"; \
+	  $(BUF) breaking protos --against ".git#tag=$$tag,subdir=protos"; \
+	else \
+	  echo "buf breaking skipped: no git tag to compare protos/ against"; \
+	fi
 
 # Every benchmark at a small size; bench/RESULTS.md has the full-size commands and figures.
 bench: install
