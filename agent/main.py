@@ -1,4 +1,5 @@
-"""`cloudassist-agent`: connects to the server and runs what it is sent until SIGINT/SIGTERM."""
+"""`cloudassist-agent`: connects to the server and runs what it is sent until SIGINT/SIGTERM;
+`cloudassist-agent install-service …` installs it as a systemd service instead."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import sys
 
 from agent.config import parse_config
+from agent.install_service import install_service
 from agent.session import Agent, RegistrationError
 
 
@@ -33,6 +35,9 @@ async def run_agent(argv: list[str] | None = None) -> None:
 def main() -> None:
     if os.name != "posix":
         sys.exit("cloudassist-agent runs on Linux and other POSIX systems only, for now")
+    if sys.argv[1:2] == ["install-service"]:
+        # A step before the agent runs: no event loop, and the agent's flags are parsed there.
+        sys.exit(install_service(sys.argv[2:]))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_agent())
 
