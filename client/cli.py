@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from google.protobuf.message import Message
 from grpc import aio
 
-from client import auth, render
+from client import auth, completion, render, style
+from client.follow import EXIT_NOT_RUN, EXIT_STOPPED, EXIT_TIMEOUT, Mode, follow
+from client.style import paint_state
 from cloudassist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -27,11 +31,19 @@ from cloudassist.v1 import (
 )
 from cloudassist.v1 import command_pb2 as pb
 
-# Exit codes of `cloudassist run` beside the remote script's own.
-EXIT_TIMEOUT = 124
-EXIT_NOT_RUN = 125
-EXIT_STOPPED = 130
+# Exit codes beside the remote script's own (run, watch, invoke --watch; see client/follow.py)
+# and EXIT_TIMEOUT, EXIT_NOT_RUN, EXIT_STOPPED.
+EXIT_OK = 0
+EXIT_LOCAL_ERROR = 1
 EXIT_API_ERROR = 2
+EXIT_CODES_HELP = (
+    f"Exit status: {EXIT_OK} on success; {EXIT_LOCAL_ERROR} for a problem found before calling "
+    f"the server (a bad KEY=VALUE, a file that cannot be read); {EXIT_API_ERROR} for a bad "
+    "command line or when the server refused the request or could not be reached. run, watch "
+    "and invoke --watch exit with the script's exit code (the first failing instance's when "
+    f"there are several), {EXIT_TIMEOUT} on timeout, {EXIT_NOT_RUN} when it could not run, "
+    f"{EXIT_STOPPED} when it was stopped (or on Ctrl-C)."
+)
 
 TYPES = {
     "shell": pb.COMMAND_TYPE_RUN_SHELL_SCRIPT,
@@ -51,6 +63,8 @@ class Client:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.region = args.region
+        # Colours for what goes to stdout: tables and the live view.
+        self.palette = style.Palette(style.use_color(args.color, sys.stdout.isatty(), os.environ))
         token = auth.find_api_key(args.api_key, args.server, auth.load_config())
         self.channel = auth.channel(args.server, token, args.ca)
         self.commands = command_pb2_grpc.CommandServiceStub(self.channel)
@@ -161,6 +175,7 @@ async def commands_list(c: Client) -> int:
             ]
             for cmd in response.commands
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.commands), response.next_page_token)
     return 0
@@ -180,15 +195,14 @@ async def commands_modify(c: Client) -> int:
     content = _content(a)
     if content is not None:
         request.command_content = content
-    await c.commands.ModifyCommand(request)
-    return 0
+    return _done(c, await c.commands.ModifyCommand(request))
 
 
 async def commands_delete(c: Client) -> int:
-    await c.commands.DeleteCommand(
+    response = await c.commands.DeleteCommand(
         pb.DeleteCommandRequest(region_id=c.region, command_id=c.args.command_id)
     )
-    return 0
+    return _done(c, response)
 
 
 # Invocations ----------------------------------------------------------------------------
@@ -225,12 +239,15 @@ async def invoke(c: Client) -> int:
     response = await c.commands.InvokeCommand(request)
     if a.dry_run:
         return _print_dry_run(response, a.json)
-    if a.json:
+    if a.json and a.watch:
+        # JSON lines, as run prints them.
+        render.print_json_line({"invocation": render.message_dict(response)})
+    elif a.json:
         render.print_json(response)
     else:
         print(response.invoke_id)
     if a.watch:
-        return await _follow(c, response.invoke_id, prefix=len(instance_ids) != 1)
+        return await _follow(c, response.invoke_id, instance_ids)
     return 0
 
 
@@ -282,12 +299,13 @@ async def file_results(c: Client) -> int:
                 r.invoke_id,
                 r.instance_id,
                 f"{r.target_dir.rstrip('/')}/{r.name}",
-                render.enum_suffix(pb.ExecutionState.Name(r.state)),
+                paint_state(c.palette, render.enum_suffix(pb.ExecutionState.Name(r.state))),
                 r.error_code,
                 render.when(r.finish_time),
             ]
             for r in response.results
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.results), response.next_page_token)
     return 0
@@ -307,8 +325,7 @@ async def modify_invocation(c: Client) -> int:
         request.command_content = content
     if a.frequency is not None:
         request.frequency = a.frequency
-    await c.commands.ModifyInvocationAttribute(request)
-    return 0
+    return _done(c, await c.commands.ModifyInvocationAttribute(request))
 
 
 def _print_dry_run(
@@ -350,15 +367,17 @@ async def invocations(c: Client) -> int:
             [
                 inv.invoke_id,
                 inv.command_name,
-                render.enum_suffix(pb.InvokeStatus.Name(inv.invoke_status)),
+                paint_state(c.palette, render.enum_suffix(pb.InvokeStatus.Name(inv.invoke_status))),
                 " ".join(
-                    f"{m.instance_id}:{render.enum_suffix(pb.ExecutionState.Name(m.state))}"
+                    f"{m.instance_id}:"
+                    + paint_state(c.palette, render.enum_suffix(pb.ExecutionState.Name(m.state)))
                     for m in inv.invoke_instances
                 ),
                 render.when(inv.creation_time),
             ]
             for inv in response.invocations
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.invocations), response.next_page_token)
     return 0
@@ -387,8 +406,10 @@ async def results(c: Client) -> int:
             [
                 r.invoke_id,
                 r.instance_id,
-                render.enum_suffix(pb.ExecutionState.Name(r.state)),
-                render.enum_suffix(pb.InvokeStatus.Name(r.invoke_record_status)),
+                paint_state(c.palette, render.enum_suffix(pb.ExecutionState.Name(r.state))),
+                paint_state(
+                    c.palette, render.enum_suffix(pb.InvokeStatus.Name(r.invoke_record_status))
+                ),
                 r.exit_code if r.HasField("exit_code") else "-",
                 f"{r.output_size} B" + (f" (+{r.dropped} dropped)" if r.dropped else ""),
                 r.error_code or "-",
@@ -396,6 +417,7 @@ async def results(c: Client) -> int:
             ]
             for r in response.invocation_results
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.invocation_results), response.next_page_token)
     return 0
@@ -406,6 +428,7 @@ async def output(c: Client) -> int:
     a = c.args
     offset = 0
     out = sys.stdout.buffer
+    whole = pb.GetInvocationOutputResponse()
     while True:
         response = await c.commands.GetInvocationOutput(
             pb.GetInvocationOutputRequest(
@@ -416,21 +439,29 @@ async def output(c: Client) -> int:
                 offset=offset,
             )
         )
-        out.write(response.data)
+        if a.json:
+            data = whole.data + response.data
+            whole.CopyFrom(response)
+            whole.data = data
+        else:
+            out.write(response.data)
         offset = response.next_offset
         if not response.data or offset >= response.total_size:
             break
+    if a.json:
+        # One response holding all of it (data is Base64 in JSON).
+        render.print_json(whole)
     out.flush()
     return 0
 
 
 async def stop(c: Client) -> int:
-    await c.commands.StopInvocation(
+    response = await c.commands.StopInvocation(
         pb.StopInvocationRequest(
             region_id=c.region, invoke_id=c.args.invoke_id, instance_ids=c.args.instance
         )
     )
-    return 0
+    return _done(c, response)
 
 
 async def instances(c: Client) -> int:
@@ -462,7 +493,7 @@ async def instances(c: Client) -> int:
         [
             [
                 i.instance_id,
-                "yes" if i.online else "no",
+                c.palette.paint("yes", "green") if i.online else c.palette.paint("no", "red"),
                 render.enum_suffix(instance_pb2.OsType.Name(i.os_type)),
                 i.hostname,
                 i.agent_version,
@@ -473,34 +504,35 @@ async def instances(c: Client) -> int:
             ]
             for i in response.instances
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.instances), response.next_page_token)
     return 0
 
 
 async def tag(c: Client) -> int:
-    await c.instances.TagInstances(
+    response = await c.instances.TagInstances(
         instance_pb2.TagInstancesRequest(
             region_id=c.region, instance_ids=c.args.instance, tags=_tags(c.args.tag)
         )
     )
-    return 0
+    return _done(c, response)
 
 
 async def untag(c: Client) -> int:
-    await c.instances.UntagInstances(
+    response = await c.instances.UntagInstances(
         instance_pb2.UntagInstancesRequest(
             region_id=c.region, instance_ids=c.args.instance, keys=c.args.key
         )
     )
-    return 0
+    return _done(c, response)
 
 
 async def deregister(c: Client) -> int:
-    await c.instances.DeregisterInstance(
+    response = await c.instances.DeregisterInstance(
         instance_pb2.DeregisterInstanceRequest(region_id=c.region, instance_id=c.args.instance_id)
     )
-    return 0
+    return _done(c, response)
 
 
 # Administration -------------------------------------------------------------------------
@@ -531,6 +563,7 @@ async def accounts_list(c: Client) -> int:
             [x.account_id, x.name, "yes" if x.admin else "no", render.when(x.creation_time)]
             for x in response.accounts
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.accounts), response.next_page_token)
     return 0
@@ -569,14 +602,14 @@ async def keys_list(c: Client) -> int:
             ]
             for k in response.keys
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.keys), response.next_page_token)
     return 0
 
 
 async def keys_revoke(c: Client) -> int:
-    await c.admin.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id=c.args.key_id))
-    return 0
+    return _done(c, await c.admin.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id=c.args.key_id)))
 
 
 async def activations_create(c: Client) -> int:
@@ -617,6 +650,7 @@ async def activations_list(c: Client) -> int:
             ]
             for x in response.activations
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.activations), response.next_page_token)
     return 0
@@ -645,8 +679,16 @@ async def audit(c: Client) -> int:
             ]
             for e in response.events
         ],
+        c.palette,
     )
     _footer(response.total_count, len(response.events), response.next_page_token)
+    return 0
+
+
+def _done(c: Client, response: Message) -> int:
+    """For calls that answer nothing but success: with --json, the (empty) response."""
+    if c.args.json:
+        render.print_json(response)
     return 0
 
 
@@ -686,88 +728,45 @@ async def run(c: Client) -> int:
     )
     if a.dry_run:
         return _print_dry_run(response, a.json)
-    if not a.json:
+    if a.json:
+        render.print_json_line({"invocation": render.message_dict(response)})
+    else:
         print(f"invocation {response.invoke_id}", file=sys.stderr)
-    return await _follow(c, response.invoke_id, prefix=len(instance_ids) != 1)
+    return await _follow(c, response.invoke_id, instance_ids)
 
 
 async def watch(c: Client) -> int:
-    return await _follow(c, c.args.invoke_id, prefix=None)
+    return await _follow(c, c.args.invoke_id, None)
 
 
-class _Printer:
-    """Writes output as it arrives; with several instances, each line gets its instance id."""
-
-    def __init__(self, prefix: bool | None) -> None:
-        self.prefix = prefix
-        self.partial: dict[str, bytes] = {}
-        self.out = sys.stdout.buffer
-
-    def write(self, instance_id: str, data: bytes) -> None:
-        if not self.prefix:
-            self.out.write(data)
-            self.out.flush()
-            return
-        text = self.partial.pop(instance_id, b"") + data
-        *lines, rest = text.split(b"\n")
-        for line in lines:
-            self.out.write(instance_id.encode() + b" | " + line + b"\n")
-        if rest:
-            self.partial[instance_id] = rest
-        self.out.flush()
-
-    def close(self) -> None:
-        for instance_id, rest in self.partial.items():
-            self.out.write(instance_id.encode() + b" | " + rest + b"\n")
-        self.out.flush()
+def _mode(c: Client, several: bool) -> Mode:
+    """JSON lines with --json; the live view for several instances on a terminal."""
+    if c.args.json:
+        return "json"
+    return "live" if several and sys.stdout.isatty() else "plain"
 
 
-def exit_code_of(states: dict[str, pb.StateChange]) -> int:
-    """0 when every record succeeded; else the first failing instance's code (by id)."""
-    for instance_id in sorted(states):
-        change = states[instance_id]
-        if change.state == pb.EXECUTION_STATE_SUCCESS:
-            continue
-        if change.state == pb.EXECUTION_STATE_FAILED:
-            return change.exit_code
-        if change.state == pb.EXECUTION_STATE_TIMEOUT:
-            return EXIT_TIMEOUT
-        if change.state in (pb.EXECUTION_STATE_CANCELLED, pb.EXECUTION_STATE_TERMINATED):
-            return EXIT_STOPPED
-        return EXIT_NOT_RUN
-    return 0
-
-
-async def _follow(c: Client, invoke_id: str, prefix: bool | None) -> int:
-    states: dict[str, pb.StateChange] = {}
-    instances_seen: set[str] = set()
-    printer = _Printer(prefix)
-    stream = c.commands.WatchInvocation(
-        pb.WatchInvocationRequest(region_id=c.region, invoke_id=invoke_id)
+async def _follow(c: Client, invoke_id: str, instance_ids: list[str] | None) -> int:
+    """Follows an invocation to its end. `instance_ids`: those named with -i (none when they
+    were chosen by tag); None when not known (watch)."""
+    known = list(instance_ids or [])
+    if instance_ids is None and not c.args.json and sys.stdout.isatty():
+        # Whether it is the live view depends on how many instances there are.
+        listed = await c.commands.DescribeInvocations(
+            pb.DescribeInvocationsRequest(region_id=c.region, invoke_id=invoke_id)
+        )
+        known = [m.instance_id for inv in listed.invocations for m in inv.invoke_instances]
+    several = len(known) != 1
+    return await follow(
+        c.commands,
+        c.region,
+        invoke_id,
+        mode=_mode(c, several),
+        # For watch, plain output is prefixed once a second instance writes.
+        prefix=None if instance_ids is None else several,
+        palette=c.palette,
+        instance_ids=known,
     )
-    async for event in stream:
-        if c.args.json:
-            render.print_json(event)
-        if event.HasField("output"):
-            instances_seen.add(event.output.instance_id)
-            if prefix is None:
-                printer.prefix = len(instances_seen) > 1
-            if not c.args.json:
-                printer.write(event.output.instance_id, event.output.data)
-        else:
-            change = event.state_change
-            states[change.instance_id] = change
-            if change.error_code and change.state not in (
-                pb.EXECUTION_STATE_FAILED,
-                pb.EXECUTION_STATE_SUCCESS,
-            ):
-                render.error(
-                    f"{change.instance_id}: "
-                    f"{render.enum_suffix(pb.ExecutionState.Name(change.state))} "
-                    f"({change.error_code}) {change.error_info}"
-                )
-    printer.close()
-    return exit_code_of(states)
 
 
 # Argument parsing -----------------------------------------------------------------------
@@ -780,6 +779,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run scripts on machines through a cloudassist server. Settings come from "
         "flags, then environment variables, then the config file "
         f"({auth.config_path()}; TOML with server, region, api_key, ca).",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"cloudassist {importlib.metadata.version('cloudassist')}",
     )
     parser.add_argument(
         "--server",
@@ -803,7 +808,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(ca_default) if ca_default else None,
         help="connect with TLS, trusting this PEM CA bundle (env CLOUDASSIST_CA)",
     )
-    parser.add_argument("--json", action="store_true", help="print responses as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print machine-readable JSON (also accepted after the command)",
+    )
+    parser.add_argument(
+        "--color",
+        choices=style.COLOR_CHOICES,
+        default="auto",
+        help="colours: auto means on a terminal unless NO_COLOR is set [%(default)s]",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def paged(p: argparse.ArgumentParser) -> None:
@@ -949,9 +964,12 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser(
         "run",
         help="run a one-off script, print its output live, exit with its exit code",
-        description="Exit status: the script's exit code (the first failing instance's when "
-        f"there are several), {EXIT_TIMEOUT} on timeout, {EXIT_STOPPED} when stopped, "
-        f"{EXIT_NOT_RUN} when it could not run, {EXIT_API_ERROR} when the server refused.",
+        description="Runs a script and prints its output as it arrives. On a terminal, several "
+        "instances get a live view: a status line, a line per instance as it ends, a summary "
+        'table. With --json: JSON lines, {"invocation": ...} first, then each '
+        'WatchInvocation event ({"output": ...} or {"state_change": ...}), then '
+        '{"summary": {"exit_code": ..., "instances": [...]}}.',
+        epilog=EXIT_CODES_HELP,
     )
     rn.add_argument("script", nargs="?", help="the script text")
     rn.add_argument("-i", "--instance", action="append", help="repeatable")
@@ -971,7 +989,13 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--client-token", default="")
     rn.set_defaults(handler=run)
 
-    wt = sub.add_parser("watch", help="print an invocation's output live until it ends")
+    wt = sub.add_parser(
+        "watch",
+        help="print an invocation's output live until it ends",
+        description="Stored output first, then live until the invocation ends; the live view "
+        "on a terminal, JSON lines with --json (as run prints them).",
+        epilog=EXIT_CODES_HELP,
+    )
     wt.add_argument("invoke_id")
     wt.set_defaults(handler=watch)
 
@@ -1032,6 +1056,22 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--method", default="", help="e.g. /cloudassist.v1.CommandService/RunCommand")
     paged(au)
     au.set_defaults(handler=audit)
+
+    for leaf in completion.leaf_parsers(parser).values():
+        # SUPPRESS: not given after the command, the global flag's value stays.
+        leaf.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+        )
+
+    comp = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Prints a completion script for the shell, e.g. "
+        "`cloudassist completion bash > /etc/bash_completion.d/cloudassist`, "
+        "`cloudassist completion zsh > ~/.zfunc/_cloudassist` (a directory in $fpath), "
+        "`cloudassist completion fish > ~/.config/fish/completions/cloudassist.fish`.",
+    )
+    comp.add_argument("shell", choices=completion.SHELLS)
     return parser
 
 
@@ -1041,16 +1081,21 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         return await handler(client)
     except aio.AioRpcError as error:
-        render.error(render.describe_rpc_error(error))
+        palette = style.Palette(style.use_color(args.color, sys.stderr.isatty(), os.environ))
+        print(render.describe_rpc_error(error, args.server, palette), file=sys.stderr)
         return EXIT_API_ERROR
     finally:
         await client.channel.close()
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        sys.stdout.write(completion.script(args.shell, parser))
+        return
     if args.command == "run" and not args.script and not args.file:
-        build_parser().error("run: give the script as an argument or with --file")
+        parser.error("run: give the script as an argument or with --file")
     try:
         sys.exit(asyncio.run(_main(args)))
     except KeyboardInterrupt:

@@ -6,26 +6,54 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
+from client.style import PLAIN, Palette, visible
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """A message as JSON data, with the proto field names (`invoke_id`, not `invokeId`)."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
 
 def print_json(message: Message) -> None:
-    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    print(json.dumps(data, indent=2, sort_keys=True))
+    print(json.dumps(message_dict(message), indent=2, sort_keys=True))
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+def print_json_line(data: dict[str, Any]) -> None:
+    """One JSON object on one line (JSON lines), flushed: for streams of events."""
+    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], palette: Palette = PLAIN
+) -> list[str]:
+    """Columns padded to their widest cell; cells may be painted (widths ignore the colour)."""
+    cells = [[palette.paint(str(h), "bold") for h in headers]]
+    cells += [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(visible(row[i])) for row in cells) for i in range(len(headers))]
+    lines = []
     for index, row in enumerate(cells):
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        padded = [cell + " " * (widths[i] - len(visible(cell))) for i, cell in enumerate(row)]
+        lines.append("  ".join(padded).rstrip())
         if index == 0:
-            print("  ".join("-" * w for w in widths))
+            lines.append(palette.paint("  ".join("-" * w for w in widths), "dim"))
+    return lines
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], palette: Palette = PLAIN
+) -> None:
+    for line in format_table(headers, rows, palette):
+        print(line)
 
 
 def when(ts: Timestamp, present: bool = True) -> str:
@@ -48,26 +76,66 @@ def enum_suffix(name: str) -> str:
     return name
 
 
-def describe_rpc_error(error: aio.AioRpcError) -> str:
-    """`CODE (reason): message`, then each field violation on its own line."""
-    lines = [f"{error.code().name}: {error.details()}"]
+# What to try next, for the failures a user can fix on their side.
+_HINTS = {
+    grpc.StatusCode.UNAVAILABLE: "is a server listening on {server}? "
+    "(see --server, CLOUDASSIST_SERVER)",
+    grpc.StatusCode.UNAUTHENTICATED: "give a valid API key with --api-key or CLOUDASSIST_API_KEY",
+    grpc.StatusCode.PERMISSION_DENIED: "this needs the key of an admin account",
+}
+
+
+def _violation_line(field: str, description: str) -> str:
+    # The server's descriptions usually start with the field already.
+    if not field or description.startswith(f"{field}:"):
+        return description
+    return f"{field}: {description}"
+
+
+def describe_status(
+    code: grpc.StatusCode,
+    message: str,
+    details: bytes | None,
+    server: str = "",
+    palette: Palette = PLAIN,
+) -> str:
+    """`error: CODE Reason`, then every field violation (or the message) on its own
+    indented line, then when to retry and what to try, if anything."""
+    reason = ""
+    problems: list[str] = []
+    extras: list[str] = []
+    status = status_pb2.Status.FromString(details) if details else status_pb2.Status()
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            problems += [_violation_line(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            extras.append(f"retry in {retry.retry_delay.ToTimedelta().total_seconds():g} s")
+    if message and message not in problems:
+        problems.insert(0, message)
+    hint = _HINTS.get(code)
+    if hint:
+        extras.append("hint: " + hint.format(server=server or "the address given"))
+    head = f"{palette.paint('error:', 'red', 'bold')} {code.name}"
+    if reason:
+        head += f" {palette.paint(reason, 'bold')}"
+    return "\n".join([head] + [f"  {p}" for p in problems] + [f"  {e}" for e in extras])
+
+
+def describe_rpc_error(error: aio.AioRpcError, server: str = "", palette: Palette = PLAIN) -> str:
+    """A failed call, readably: see describe_status."""
+    details = None
     for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                lines[0] = f"{error.code().name} ({info.reason}): {error.details()}"
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                for violation in bad.field_violations:
-                    if violation.description == error.details():
-                        continue
-                    lines.append(f"  field {violation.field}: {violation.description}")
-    return "\n".join(lines)
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            details = value
+    return describe_status(error.code(), error.details() or "", details, server, palette)
 
 
 def error(text: str) -> None:

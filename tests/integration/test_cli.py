@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
+from client.cli import build_parser
+from client.completion import leaf_parsers
 from tests.integration.conftest import Cluster
+from tests.support import AgentProcess, free_port
 
 CLI = str(Path(sys.executable).parent / "cloudassist")
+COMMAND_WORDS = {word for path in leaf_parsers(build_parser()) for word in path}
 
 
 async def cli(cluster: Cluster, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, str]:
@@ -143,7 +150,129 @@ async def test_server_errors_are_printed_readably(cluster: Cluster) -> None:
     code, out, err = await cli(cluster, "invoke", "c-nope", "-i", "i-a")
     assert code == 2
     assert out == b""
-    assert "NOT_FOUND (InvalidCmdId.NotFound): command_id: no command 'c-nope'" in err
+    assert err.splitlines()[:2] == [
+        "error: NOT_FOUND InvalidCmdId.NotFound",
+        "  command_id: no command 'c-nope' in region cn-hangzhou",
+    ]
+
+    code, out, err = await cli(cluster, "run", "-i", "i-a", "--timeout", "999999", "true")
+    assert (code, out) == (2, b"")
+    head, violation = err.splitlines()[:2]
+    assert head == "error: INVALID_ARGUMENT InvalidTimeout.ExceedLimit"
+    assert violation.startswith("  timeout_seconds: ")
+    # Piped stderr: no colours.
+    assert "\x1b[" not in err
+
+
+async def test_an_unreachable_server_says_where_it_looked(cluster: Cluster) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "--server", f"127.0.0.1:{free_port()}", "instances",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert (proc.returncode, out) == (2, b"")
+    lines = err.decode().splitlines()
+    assert lines[0] == "error: UNAVAILABLE"
+    assert "is a server listening on 127.0.0.1:" in lines[-1]
+
+
+async def test_colours_only_on_a_terminal_or_when_asked(cluster: Cluster) -> None:
+    args = ("run", "-i", "i-a", "-i", "i-b", "echo x")
+    code, out, _ = await cli(cluster, *args)
+    assert (code, sorted(out.splitlines())) == (0, [b"i-a | x", b"i-b | x"])
+    code, out, _ = await cli(cluster, "--color", "always", *args)
+    assert code == 0
+    assert sorted(out.splitlines()) == [b"\x1b[36mi-a\x1b[0m | x", b"\x1b[36mi-b\x1b[0m | x"]
+    code, out, _ = await cli(cluster, "--color", "always", "instances", "-i", "i-a")
+    assert "\x1b[32myes\x1b[0m" in out.decode()
+    code, out, _ = await cli(cluster, "instances", "-i", "i-a")
+    assert b"\x1b" not in out
+
+
+async def test_version() -> None:
+    proc = await asyncio.create_subprocess_exec(CLI, "--version", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert (proc.returncode, out.decode()) == (0, f"cloudassist {version('cloudassist')}\n")
+
+
+async def test_every_command_prints_json_that_parses(cluster: Cluster, tmp_path: Path) -> None:
+    """Each command with --json after it; the set of commands is the parser's."""
+    covered: set[tuple[str, ...]] = set()
+
+    async def json_of(*args: str) -> Any:
+        code, out, err = await cli(cluster, *args, "--json")
+        assert code == 0, (args, err)
+        covered.add(tuple(a for a in args if a in COMMAND_WORDS)[:2])
+        return json.loads(out)
+
+    async def json_lines_of(*args: str) -> list[Any]:
+        code, out, err = await cli(cluster, *args, "--json")
+        assert code == 0, (args, err)
+        covered.add((args[0],))
+        return [json.loads(line) for line in out.splitlines()]
+
+    command_id = (
+        await json_of("commands", "create", "--name", "cli-json", "--enable-parameter",
+                      "--content", "echo {{who}}")
+    )["command_id"]  # fmt: skip
+    assert (await json_of("commands", "list", "--id", command_id))["commands"][0]["name"] == (
+        "cli-json"
+    )
+    assert await json_of("commands", "modify", command_id, "--description", "d") == {}
+
+    ran = await json_lines_of("run", "-i", "i-a", "-i", "i-b", "echo hi")
+    assert list(ran[0]) == ["invocation"]
+    assert {next(iter(line)) for line in ran[1:-1]} == {"output", "state_change"}
+    summary = ran[-1]["summary"]
+    assert summary["exit_code"] == 0
+    assert [i["instance_id"] for i in summary["instances"]] == ["i-a", "i-b"]
+    invoke_id = ran[0]["invocation"]["invoke_id"]
+    watched = await json_lines_of("watch", invoke_id)
+    assert watched[-1]["summary"]["invoke_id"] == invoke_id
+    assert b"hi\n" in {base64.b64decode(w["output"]["data"]) for w in watched if "output" in w}
+
+    output = await json_of("output", invoke_id, "-i", "i-a")
+    assert base64.b64decode(output["data"]) == b"hi\n"
+    assert (await json_of("results", invoke_id))["total_count"] == "2"
+    assert (await json_of("invocations", "--id", invoke_id))["invocations"][0]["invoke_id"] == (
+        invoke_id
+    )
+
+    periodic = (
+        await json_of("invoke", command_id, "-i", "i-c", "-p", "who=j", "--frequency", "rate(1h)")
+    )["invoke_id"]
+    assert await json_of("modify-invocation", periodic, "--frequency", "rate(2h)") == {}
+    assert await json_of("stop", periodic) == {}
+
+    sent = await json_of("send-file", "-i", "i-a", "--name", "f.txt", "--target-dir",
+                         str(tmp_path), "--content", "hello")  # fmt: skip
+    assert "total_count" in await json_of("file-results", sent["invoke_id"])
+
+    assert await json_of("tag", "-i", "i-a", "-t", "cli-json=1") == {}
+    tagged = await json_of("instances", "-t", "cli-json=")
+    assert [i["instance_id"] for i in tagged["instances"]] == ["i-a"]
+    assert await json_of("untag", "-i", "i-a", "-k", "cli-json") == {}
+    leaving = AgentProcess(cluster.server, "i-cli-json", tmp_path)
+    leaving.start()
+    try:
+        assert await json_of("deregister", "i-cli-json") == {}
+    finally:
+        leaving.stop()
+
+    account = (await json_of("accounts", "create", "cli-json"))["account"]["account_id"]
+    assert "accounts" in await json_of("accounts", "list")
+    key = await json_of("keys", "create", "--account", account)
+    assert key["token"].startswith(key["key"]["key_id"])
+    assert "keys" in await json_of("keys", "list", "--account", account)
+    assert await json_of("keys", "revoke", key["key"]["key_id"]) == {}
+    assert "activation_code" in await json_of("activations", "create")
+    assert "activations" in await json_of("activations", "list")
+    assert "events" in await json_of("audit", "--page-size", "5")
+    assert await json_of("commands", "delete", command_id) == {}
+
+    # `completion` prints a shell script, not results.
+    leaves = set(leaf_parsers(build_parser())) - {("completion",)}
+    assert covered == leaves
 
 
 async def test_instances_lists_the_agents(cluster: Cluster) -> None:
