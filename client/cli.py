@@ -424,7 +424,8 @@ async def results(c: Client) -> int:
 
 
 async def output(c: Client) -> int:
-    """Writes a record's whole stored output to stdout, byte for byte."""
+    """Writes a record's whole stored output to stdout, byte for byte (with --json, one
+    GetInvocationOutputResponse holding all of it)."""
     a = c.args
     offset = 0
     out = sys.stdout.buffer
@@ -757,16 +758,21 @@ async def _follow(c: Client, invoke_id: str, instance_ids: list[str] | None) -> 
         )
         known = [m.instance_id for inv in listed.invocations for m in inv.invoke_instances]
     several = len(known) != 1
-    return await follow(
-        c.commands,
-        c.region,
-        invoke_id,
-        mode=_mode(c, several),
-        # For watch, plain output is prefixed once a second instance writes.
-        prefix=None if instance_ids is None else several,
-        palette=c.palette,
-        instance_ids=known,
-    )
+    try:
+        return await follow(
+            c.commands,
+            c.region,
+            invoke_id,
+            mode=_mode(c, several),
+            # For watch, plain output is prefixed once a second instance writes.
+            prefix=None if instance_ids is None else several,
+            palette=c.palette,
+            instance_ids=known,
+        )
+    except asyncio.CancelledError:
+        # Ctrl-C stops the watching, not the invocation.
+        render.error(f"stopped following {invoke_id}; to stop it: cloudassist stop {invoke_id}")
+        raise
 
 
 # Argument parsing -----------------------------------------------------------------------

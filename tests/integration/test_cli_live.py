@@ -35,7 +35,11 @@ class Terminal:
         self.tmux = tmux
         self.socket = f"cloudassist-test-{uuid.uuid4().hex[:12]}"
         settings = [f"{k}={v}" for k, v in env.items()]
-        shell = f'env -u NO_COLOR {shlex.join(settings + command)}; echo "{EXIT_MARK}$?"; exec cat'
+        # `trap : INT`: Ctrl-C reaches the command, and the shell lives on to say how it ended.
+        shell = (
+            f"trap : INT; env -u NO_COLOR {shlex.join(settings + command)}; "
+            f'echo "{EXIT_MARK}$?"; exec cat'
+        )
         self._run("new-session", "-d", "-x", "160", "-y", "50", "-s", "live", "sh", "-c", shell)
 
     def _run(self, *args: str) -> str:
@@ -65,6 +69,9 @@ class Terminal:
         except TimeoutError as error:
             raise AssertionError(f"{error}; the screen shows:\n{seen[0]}") from None
         return seen[0]
+
+    def press(self, *keys: str) -> None:
+        self._run("send-keys", "-t", "live", *keys)
 
     def close(self) -> None:
         subprocess.run(
@@ -131,6 +138,28 @@ def test_run_shows_live_progress_then_a_summary_table(cluster: Cluster, tmp_path
         assert re.search(r"\x1b\[[0-9;]*31m" + "FAILED", colored), colored
     finally:
         terminal.close()
+        for instance_id in ("i-b", "i-c"):
+            (gates / instance_id).touch()
+
+
+def test_ctrl_c_stops_following_and_says_how_to_stop_the_run(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    command, env = cli_command(
+        cluster, "run", "-i", "i-a", "-i", "i-b", "-p", f"gates={tmp_path}", GATED
+    )
+    terminal = Terminal(command, env)
+    try:
+        terminal.wait_for(lambda s: "1 done, 1 running" in s, "i-b running")
+        terminal.press("C-c")
+        screen = terminal.wait_for(lambda s: EXIT_MARK in s, "the CLI to exit")
+        assert f"{EXIT_MARK}130" in screen
+        assert re.search(r"to stop it: cloudassist stop t-\S+$", screen, re.M), screen
+        # The status line was left as it was, and the terminal on a line of its own.
+        assert re.search(r"^1 done, 1 running, 0 failed, 0 pending  \[[0-9.ms]+\]", screen, re.M)
+    finally:
+        terminal.close()
+        (tmp_path / "i-b").touch()
 
 
 def test_watch_uses_the_live_view_and_no_color_turns_colours_off(cluster: Cluster) -> None:
