@@ -31,8 +31,8 @@ from cloudassist.v1 import (
 )
 from cloudassist.v1 import command_pb2 as pb
 
-# Exit codes beside the remote script's own (run, watch, invoke --watch; see client/follow.py)
-# and EXIT_TIMEOUT, EXIT_NOT_RUN, EXIT_STOPPED.
+# Exit codes of every command; run, watch and invoke --watch exit with the script's own code
+# or one of client/follow.py's.
 EXIT_OK = 0
 EXIT_LOCAL_ERROR = 1
 EXIT_API_ERROR = 2
@@ -1081,8 +1081,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _local_error(error: OSError) -> int:
+    """A file the CLI could not read (--file, --ca, ...)."""
+    where = f"{error.filename}: " if error.filename else ""
+    render.error(f"{where}{error.strerror or error}")
+    return EXIT_LOCAL_ERROR
+
+
 async def _main(args: argparse.Namespace) -> int:
-    client = Client(args)
+    try:
+        client = Client(args)
+    except OSError as error:
+        return _local_error(error)
     handler: Callable[[Client], Awaitable[int]] = args.handler
     try:
         return await handler(client)
@@ -1090,6 +1100,8 @@ async def _main(args: argparse.Namespace) -> int:
         palette = style.Palette(style.use_color(args.color, sys.stderr.isatty(), os.environ))
         print(render.describe_rpc_error(error, args.server, palette), file=sys.stderr)
         return EXIT_API_ERROR
+    except OSError as error:
+        return _local_error(error)
     finally:
         await client.channel.close()
 

@@ -61,6 +61,14 @@ async def test_run_reads_the_script_from_stdin(cluster: Cluster) -> None:
     assert (code, out) == (0, b"piped\n")
 
 
+async def test_a_file_that_cannot_be_read_is_a_local_error(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.sh"
+    code, out, err = await cli(cluster, "run", "-i", "i-a", "--file", str(missing))
+    assert (code, out, err) == (1, b"", f"cloudassist: {missing}: No such file or directory\n")
+
+
 async def test_run_passes_environment_variables(cluster: Cluster) -> None:
     code, out, _ = await cli(
         cluster, "run", "-i", "i-b", "-e", "WHO=cli", "--env", "N=2", 'echo "$WHO $N"'
