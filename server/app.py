@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 from types import ModuleType
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -28,6 +29,7 @@ from server.api.agent_service import AgentService
 from server.api.command_service import CommandService
 from server.api.guard import Guard
 from server.api.instance_service import InstanceService
+from server.api.metrics_interceptor import MetricsInterceptor
 from server.api.registration import add_service
 from server.auth import Authenticator, RateLimiter
 from server.bus import LocalBus, PostgresBus
@@ -41,12 +43,14 @@ from server.exporter import (
     DirectoryDestination,
     OutputExporter,
 )
+from server.health import HealthReporter
 from server.hub import Hub
+from server.metrics import Metrics
 from server.plane import CommandPlane, PlaneSettings
 from server.reaper import Reaper
 from server.recorder import Recorder
 from server.scheduler import Scheduler
-from server.store import servers
+from server.store import servers, stats
 from server.store.database import Database
 from server.store.engine import is_sqlite
 from server.store.schedules import FirePolicy
@@ -79,7 +83,7 @@ class ConfigError(Exception):
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     options = [
         ("grpc.keepalive_time_ms", config.keepalive_seconds * 1000),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_seconds * 1000),
         ("grpc.keepalive_permit_without_calls", 1),
         # Let clients ping as often as every 10 s without being cut off.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -88,9 +92,11 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
     if config.max_connection_age_seconds:
+        age_grace = config.max_connection_age_grace_seconds
+        grace = config.shutdown_grace_seconds if age_grace is None else float(age_grace)
         options += [
             ("grpc.max_connection_age_ms", config.max_connection_age_seconds * 1000),
-            ("grpc.max_connection_age_grace_ms", int(config.shutdown_grace_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
         ]
     return options
 
@@ -116,9 +122,12 @@ class ServerApp:
         self.destinations = self._output_destinations()
         self.db = Database.open(config.database_url)
         self.server_id = ids.new_id("s")
+        self.metrics = Metrics()
         self.events = InvocationEvents()
         self.hub = Hub(self.events)
-        self.recorder = Recorder(self.db, self.hub)
+        self.metrics.count_agents_with(self.hub.online_count)
+        self.metrics.count_records_with(self._records_by_state)
+        self.recorder = Recorder(self.db, self.hub, metrics=self.metrics)
         self.reaper = Reaper(self.db, self.hub)
         self.plane = CommandPlane(
             self.db,
@@ -157,10 +166,16 @@ class ServerApp:
             ),
         )
         self.health = HealthServicer()
-        self.server = aio.server(options=grpc_options(config))
+        interceptors = [MetricsInterceptor(self.metrics)]
+        self.server = aio.server(options=grpc_options(config), interceptors=interceptors)
         self.agent_server = (
-            aio.server(options=grpc_options(config)) if config.agent_listen else None
+            aio.server(options=grpc_options(config), interceptors=interceptors)
+            if config.agent_listen
+            else None
         )
+        self.reporter: HealthReporter | None = None
+        self.metrics_port = 0
+        self._metrics_server: WSGIServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.agent_port = 0
@@ -224,6 +239,11 @@ class ServerApp:
             out.write(token + "\n")
         log.warning("created the admin account; its API key is in %s (mode 0600)", path)
 
+    def _records_by_state(self) -> dict[str, int]:
+        """Called on the metrics server's thread, which may block."""
+        with self.db.engine.connect() as conn:
+            return stats.records_by_state(conn)
+
     async def _resync(self) -> None:
         """Notifications may have been missed: look at the rows again."""
         await self.agent_plane.redispatch()
@@ -255,6 +275,7 @@ class ServerApp:
             self.config.limits,
             self.config.heartbeat_seconds,
             bind_certificates=self.config.agent_ca is not None,
+            metrics=self.metrics,
         )
         agent_host = self.agent_server or self.server
         add_service(agent_host, agent_service, AGENT_SERVICE)
@@ -288,12 +309,34 @@ class ServerApp:
                 self.db, self.destinations, grace_seconds=self.config.output_grace_seconds
             )
             self._tasks.append(asyncio.create_task(exporter.run(), name="output-exporter"))
-        for name in ["", *(s.full_name for s in (*served, AGENT_SERVICE))]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.reporter = HealthReporter(
+            self.health, [s.full_name for s in (*served, AGENT_SERVICE)], self.metrics
+        )
+        await self.reporter.start()
+        self._tasks.append(
+            asyncio.create_task(
+                self.reporter.watch_database(self.db, self.config.health_interval_seconds),
+                name="health",
+            )
+        )
+        if self.config.metrics_listen:
+            try:
+                self._metrics_server, _, self.metrics_port = self.metrics.serve(
+                    self.config.metrics_listen
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"--metrics-listen {self.config.metrics_listen}: {exc}") from exc
         if self.config.ready_file is not None:
             tmp = self.config.ready_file.with_suffix(".tmp")
             tmp.write_text(
-                json.dumps({"port": self.port, "agent_port": self.agent_port, "pid": os.getpid()})
+                json.dumps(
+                    {
+                        "port": self.port,
+                        "agent_port": self.agent_port,
+                        "metrics_port": self.metrics_port,
+                        "pid": os.getpid(),
+                    }
+                )
             )
             tmp.replace(self.config.ready_file)
         log.info(
@@ -306,7 +349,10 @@ class ServerApp:
 
     async def stop(self) -> None:
         """Graceful drain: NOT_SERVING, agents told to reconnect, output flushed, then stop."""
-        await self.health.enter_graceful_shutdown()
+        if self.reporter is not None:
+            await self.reporter.drain()
+        else:
+            await self.health.enter_graceful_shutdown()
         self.hub.drain("server shutting down")
         grace = self.config.shutdown_grace_seconds
         listeners = [s for s in (self.server, self.agent_server) if s is not None]
@@ -322,6 +368,9 @@ class ServerApp:
         with contextlib.suppress(Exception):
             await self.db.write(servers.leave, self.server_id)
         self.db.close()
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
         log.info("stopped")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from server.domain.limits import Limits
 from server.domain.timezones import parse_timezone
+from server.logs import LOG_FORMATS
 
 ENV_PREFIX = "CLOUDASSIST_"
 
@@ -33,10 +34,18 @@ class ServerConfig:
     schedule_grace_seconds: float = 2.0
     heartbeat_seconds: int = 20
     keepalive_seconds: int = 30
+    keepalive_timeout_seconds: int = 20
     max_connection_age_seconds: int = 0
+    # How long a connection past its age gets to finish its calls; None: --shutdown-grace.
+    max_connection_age_grace_seconds: int | None = None
     shutdown_grace_seconds: float = 10.0
     ready_file: Path | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
+    # host:port for Prometheus metrics (/metrics); empty: none.
+    metrics_listen: str = ""
+    # Seconds between database checks behind the health service.
+    health_interval_seconds: float = 5.0
     # Agents on their own listener (required for mTLS); empty: the main listener.
     agent_listen: str = ""
     tls_cert: Path | None = None
@@ -95,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cloudassist-server",
         description="The cloudassist gRPC server: command API, agent streams, deadlines. "
         "Every flag can also be set with an environment variable CLOUDASSIST_<FLAG> "
-        "(e.g. CLOUDASSIST_LISTEN).",
+        "(e.g. CLOUDASSIST_LISTEN). `cloudassist-server migrate [--show] "
+        "[--db URL | --data-dir DIR]` upgrades (or shows) the database schema instead.",
     )
     add = parser.add_argument
     add(
@@ -172,11 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between HTTP/2 keepalive pings [%(default)s]",
     )
     add(
+        "--keepalive-timeout",
+        type=int,
+        default=int(_env("keepalive-timeout", str(defaults.keepalive_timeout_seconds))),
+        help="seconds to wait for a keepalive ping's answer before closing [%(default)s]",
+    )
+    add(
         "--max-connection-age",
         type=int,
         default=int(_env("max-connection-age", str(defaults.max_connection_age_seconds))),
         help="close connections after this many seconds so agents rebalance; 0: never "
         "[%(default)s]",
+    )
+    add(
+        "--max-connection-age-grace",
+        type=int,
+        default=int(_env("max-connection-age-grace", "-1")),
+        help="seconds a connection past --max-connection-age gets to finish its calls; "
+        "-1: --shutdown-grace [%(default)s]",
     )
     add(
         "--shutdown-grace",
@@ -245,6 +268,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[%(default)s]",
     )
+    add(
+        "--log-format",
+        default=_env("log-format", defaults.log_format),
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line with invoke_id, instance_id, ... fields "
+        "[%(default)s]",
+    )
+    add(
+        "--metrics-listen",
+        default=_env("metrics-listen", defaults.metrics_listen),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics [off]",
+    )
+    add(
+        "--health-interval",
+        type=float,
+        default=float(_env("health-interval", str(defaults.health_interval_seconds))),
+        help="seconds between the database checks behind grpc.health.v1: NOT_SERVING while "
+        "the database does not answer [%(default)s]",
+    )
     for flag, attribute, text in _LIMIT_FLAGS:
         add(
             f"--{flag}",
@@ -280,10 +323,17 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         stop_grace_seconds=args.stop_grace,
         heartbeat_seconds=args.heartbeat_interval,
         keepalive_seconds=args.keepalive,
+        keepalive_timeout_seconds=args.keepalive_timeout,
         max_connection_age_seconds=args.max_connection_age,
+        max_connection_age_grace_seconds=(
+            None if args.max_connection_age_grace < 0 else args.max_connection_age_grace
+        ),
         shutdown_grace_seconds=args.shutdown_grace,
         ready_file=args.ready_file,
         log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
+        health_interval_seconds=args.health_interval,
         agent_listen=args.agent_listen,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -47,6 +47,8 @@ class AgentSession:
         # Tasks sent on this session: a task is sent once per session (agents de-duplicate
         # too, but a re-scan should not resend what is already on the wire).
         self.sent: set[str] = set()
+        # When each task was written to the stream (loop time), until its agent accepts it.
+        self.dispatched_at: dict[str, float] = {}
 
     def send(self, item: Outgoing) -> bool:
         if self.closed:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from server.clock import now_ms
 from server.hub import Hub
+from server.metrics import Metrics
 from server.store.agents import apply_reports
 from server.store.database import Database
 from server.store.reports import Effects, HeartbeatSeen, Report
@@ -26,8 +28,16 @@ RETRY_SECONDS = 0.5
 
 
 class Recorder:
-    def __init__(self, db: Database, hub: Hub, *, linger_seconds: float = 0.005) -> None:
+    def __init__(
+        self,
+        db: Database,
+        hub: Hub,
+        *,
+        linger_seconds: float = 0.005,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._db = db
+        self._metrics = metrics or Metrics()
         self._hub = hub
         self._linger = linger_seconds
         self._pending: list[Report] = []
@@ -65,7 +75,11 @@ class Recorder:
         database hiccup) costs only itself: the agent re-sends what was not acknowledged."""
         for attempt in range(2):
             try:
-                return await self._db.write(apply_reports, batch, now_ms())
+                started = time.perf_counter()
+                effects = await self._db.write(apply_reports, batch, now_ms())
+                self._metrics.db_flush_seconds.observe(time.perf_counter() - started)
+                self._metrics.agent_reports.inc(len(batch))
+                return effects
             except Exception:
                 log.exception(
                     "storing %d agent reports failed (attempt %d)", len(batch), attempt + 1

@@ -25,6 +25,8 @@ from server.domain.tags import check_tags
 from server.domain.tasks import EndKind, Task, TaskEnd
 from server.domain.validation import check_instance_id
 from server.hub import AgentSession, Beat, Outgoing
+from server.logs import about
+from server.metrics import Metrics
 from server.store.agents import AgentIdentity, HeldTask
 from server.store.reports import CancelOrder, OutputAck, OutputAppend, TaskStart
 
@@ -135,8 +137,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         heartbeat_seconds: int,
         *,
         bind_certificates: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._plane = plane
+        self._metrics = metrics or Metrics()
         self._limits = limits
         self._heartbeat = heartbeat_seconds
         # mTLS: an agent may act only as the instance named in its certificate.
@@ -225,6 +229,17 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 return
             await context.write(outgoing_to(item))
             session.last_activity = loop.time()
+            if isinstance(item, Task):
+                session.dispatched_at[item.task_id] = session.last_activity
+                log.info(
+                    "task dispatched",
+                    extra=about(
+                        invoke_id=item.invoke_id,
+                        instance_id=session.instance_id,
+                        record_id=item.task_id,
+                        command_id=item.command_id,
+                    ),
+                )
 
     async def _read(
         self, request_iterator: AsyncIterator[pb.ConnectRequest], session: AgentSession
@@ -234,7 +249,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         try:
             async for message in request_iterator:
                 session.last_activity = loop.time()
-                self._handle(instance_id, message)
+                self._handle(session, message)
         except asyncio.CancelledError:
             raise
         except DomainError as error:
@@ -244,19 +259,24 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         finally:
             session.close()
 
-    def _handle(self, instance_id: str, message: pb.ConnectRequest) -> None:
+    def _handle(self, session: AgentSession, message: pb.ConnectRequest) -> None:
+        instance_id = session.instance_id
         kind = message.WhichOneof("message")
         now = now_ms()
         if kind == "heartbeat":
             self._plane.heartbeat(instance_id, now)
         elif kind == "task_accepted":
             m = message.task_accepted
+            sent_at = session.dispatched_at.pop(m.task_id, None)
+            if sent_at is not None:
+                self._metrics.dispatch_seconds.observe(session.last_activity - sent_at)
             self._plane.report(TaskStart(m.task_id, instance_id, _ms(m.start_time, now)))
         elif kind == "output":
             out = message.output
             if out.offset < 0:
                 log.warning("agent %s sent output at a negative offset", instance_id)
                 return
+            self._metrics.output_bytes.inc(len(out.data))
             self._plane.report(OutputAppend(out.task_id, instance_id, out.offset, out.data))
         elif kind == "task_finished":
             f = message.task_finished

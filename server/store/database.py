@@ -13,7 +13,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from server.store.engine import create_schema, make_engine
+from server.store import schema
+from server.store.engine import make_engine
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -27,8 +28,14 @@ class Database:
 
     @classmethod
     def open(cls, url: str) -> Database:
+        """Opens the database at `url`; a new one gets the schema, an outdated one raises
+        `schema.SchemaError` (it is upgraded by `cloudassist-server migrate` only)."""
         engine = make_engine(url)
-        create_schema(engine)
+        try:
+            schema.prepare(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine)
 
     def _in_transaction(

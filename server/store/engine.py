@@ -7,9 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlmodel import SQLModel
-
-from server.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 
 def is_sqlite(url: str) -> bool:
@@ -40,7 +37,3 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _tune_sqlite)
         return engine
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
-
-
-def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)

@@ -238,6 +238,8 @@ class RecordRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_records_instance_id_state", "instance_id", "state"),
         Index("ix_records_delivered_state", "delivered", "state"),
+        # The metrics count records by state on every scrape.
+        Index("ix_records_state", "state"),
     )
 
     record_id: str = Field(primary_key=True, max_length=64)

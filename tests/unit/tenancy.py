@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from server.domain.model import OsType
-from server.store import agents, security
+from server.store import agents, schema, security
 from server.store.agents import AgentIdentity, HeldTask
-from server.store.engine import create_schema, make_engine
+from server.store.engine import make_engine
 from server.store.reports import Effects
 
 REGION = "cn-hangzhou"
@@ -20,7 +20,7 @@ DAY_MS = 86_400_000
 
 def new_engine(directory: Path) -> Engine:
     engine = make_engine(f"sqlite:///{directory / 'store.db'}")
-    create_schema(engine)
+    schema.upgrade(engine)
     return engine
 
 

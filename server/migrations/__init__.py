@@ -1,0 +1,1 @@
+"""Alembic migrations of the server's schema: `versions/` holds one file per revision."""
