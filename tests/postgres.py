@@ -60,6 +60,10 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Starts the postmaster on the existing data directory (after `start` or `halt`)."""
         log = (self.workdir / "postgres.log").open("ab")
         self.proc = subprocess.Popen(
             self._as_owner(
@@ -96,7 +100,8 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{name}"
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stops the postmaster and keeps the data: `resume` starts it again."""
         if self.proc is None or self.proc.poll() is not None:
             return
         # SIGINT is PostgreSQL's "fast" shutdown. With runuser in between, signal the
@@ -111,4 +116,7 @@ class PostgresServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.workdir, ignore_errors=True)
