@@ -98,6 +98,8 @@ class ServerProcess(Process):
         self.ca = ca
         self.port = 0
         self.agent_port = 0
+        # Prometheus /metrics, when started with --metrics-listen (0: not served).
+        self.metrics_port = 0
         self._activations: dict[str, tuple[str, str]] = {}
         super().__init__(
             [
@@ -130,6 +132,7 @@ class ServerProcess(Process):
         ready = json.loads(self.ready_file.read_text())
         self.port = ready["port"]
         self.agent_port = ready["agent_port"]
+        self.metrics_port = ready.get("metrics_port", 0)
 
     @property
     def address(self) -> str:
@@ -273,7 +276,7 @@ def free_port() -> int:
 class TcpProxy(Process):
     """tests/tcp_proxy.py in its own process: killing it cuts every connection through it."""
 
-    def __init__(self, workdir: Path, target_port: int) -> None:
+    def __init__(self, workdir: Path, target_port: int, idle_seconds: float = 0.0) -> None:
         self.port = free_port()
         self.target_port = target_port
         super().__init__(
@@ -282,6 +285,7 @@ class TcpProxy(Process):
                 str(Path(__file__).with_name("tcp_proxy.py")),
                 str(self.port),
                 str(target_port),
+                str(idle_seconds),
             ],
             workdir / f"proxy-{self.port}.log",
         )
