@@ -130,12 +130,27 @@ def test_the_service_port_is_grpc_and_the_probes_ask_grpc_health() -> None:
     (port,) = _manifest("Service", "cloudassist-server")["spec"]["ports"]
     assert (port["name"], port["appProtocol"]) == ("grpc", "grpc")
     _, container = _pod("Deployment", "cloudassist-server")
-    (container_port,) = container["ports"]
-    assert port["targetPort"] == container_port["name"] == "grpc"
-    listen = _manifest("ConfigMap", "cloudassist-server")["data"]["CLOUDASSIST_LISTEN"]
-    assert listen.endswith(f":{container_port['containerPort']}")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port["targetPort"] == "grpc"
+    data = _manifest("ConfigMap", "cloudassist-server")["data"]
+    assert data["CLOUDASSIST_LISTEN"].endswith(f":{ports['grpc']}")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == container_port["containerPort"], probe
+        assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+    # Prometheus scrapes the port --metrics-listen serves.
+    assert data["CLOUDASSIST_METRICS_LISTEN"].endswith(f":{ports['metrics']}")
+
+
+def test_each_new_pod_migrates_the_database_first() -> None:
+    deployment = _manifest("Deployment", "cloudassist-server")
+    pod = deployment["spec"]["template"]["spec"]
+    (migrate,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    assert migrate["command"] == [server["command"][0], "migrate"]
+    assert (migrate["image"], migrate["envFrom"], migrate["env"]) == (
+        server["image"],
+        server["envFrom"],
+        server["env"],
+    ), "the migration runs on the server's database"
 
 
 def test_termination_grace_covers_the_drain() -> None:
@@ -449,7 +464,7 @@ def test_install_service_writes_every_flag_so_that_the_agent_reads_it_back(
         "--activation-code", "c0de_-x", "--ca", "/etc/ca.pem", "--cert", "/etc/c.pem",
         "--key", "/etc/k.pem", "--kill-grace", "7.5", "--max-backoff", "9",
         "--tag", "role=web", "--tag", "note=two words", "--powershell", "/opt/it's \\ \"$pwsh\"`",
-        "--boot-id-file", "/run/boot", "--log-level", "DEBUG",
+        "--boot-id-file", "/run/boot", "--log-level", "DEBUG", "--log-format", "json",
     ]  # fmt: skip
     monkeypatch.chdir(tmp_path)
     expected = agent.config.parse_config(flags)
