@@ -220,10 +220,13 @@ class ServerApp:
 
     def _listen(self, server: aio.Server, address: str, agents: bool) -> int:
         credentials = self._credentials(agents)
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpcio's "Failed to bind to address"
+            port = 0
         if port == 0:
             raise ConfigError(f"cannot listen on {address}")
         return port
@@ -288,6 +291,21 @@ class ServerApp:
         reflection.enable_server_reflection(
             [*(s.full_name for s in served), HEALTH_NAME, reflection.SERVICE_NAME], self.server
         )
+        # Before serving anything: a bad --metrics-listen stops the server before it starts.
+        if self.config.metrics_listen:
+            try:
+                self._metrics_server, _, self.metrics_port = self.metrics.serve(
+                    self.config.metrics_listen
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-listen {self.config.metrics_listen}: cannot listen: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            except ValueError as exc:
+                raise ConfigError(
+                    f"--metrics-listen {self.config.metrics_listen}: expected HOST:PORT"
+                ) from exc
         self.port = self._listen(self.server, self.config.listen, agents=self.agent_server is None)
         if self.agent_server is not None:
             self.agent_port = self._listen(self.agent_server, self.config.agent_listen, agents=True)
@@ -319,13 +337,6 @@ class ServerApp:
                 name="health",
             )
         )
-        if self.config.metrics_listen:
-            try:
-                self._metrics_server, _, self.metrics_port = self.metrics.serve(
-                    self.config.metrics_listen
-                )
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"--metrics-listen {self.config.metrics_listen}: {exc}") from exc
         if self.config.ready_file is not None:
             tmp = self.config.ready_file.with_suffix(".tmp")
             tmp.write_text(
