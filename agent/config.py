@@ -8,6 +8,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The agent ships in the server's distribution: it logs the way the server does.
+from server.logs import LOG_FORMATS
+
 ENV_PREFIX = "CLOUDASSIST_AGENT_"
 
 
@@ -33,6 +36,8 @@ class AgentConfig:
     kill_grace_seconds: float = 5.0
     max_backoff_seconds: float = 30.0
     log_level: str = "INFO"
+    # "text" or "json" (one object per line, for a log pipeline).
+    log_format: str = "text"
     # Reported in every hello; the server lets tags set through its API win.
     tags: dict[str, str] = field(default_factory=dict)
     # Where the machine's boot id is read (it changes at every boot).
@@ -156,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[%(default)s]",
     )
+    add(
+        "--log-format",
+        default=_env("log-format", defaults.log_format),
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line, ids as fields [%(default)s]",
+    )
     return parser  # fmt: skip
 
 
@@ -174,6 +185,7 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         kill_grace_seconds=args.kill_grace,
         max_backoff_seconds=args.max_backoff,
         log_level=args.log_level,
+        log_format=args.log_format,
         tags=dict(args.tag),
         boot_id_file=args.boot_id_file,
         powershell=args.powershell,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -14,14 +13,14 @@ from agent.config import parse_config
 from agent.install_service import install_service
 from agent.session import Agent, RegistrationError
 
+# The agent and the server ship in one distribution, so they share one log format (text, or
+# JSON lines with ids as fields).
+from server import logs
+
 
 async def run_agent(argv: list[str] | None = None) -> None:
     config = parse_config(argv)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     agent = Agent(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

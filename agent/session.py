@@ -41,6 +41,7 @@ from agent.files import FileToWrite, write_file
 from agent.spool import Credentials, Spool, SpooledTask, TaskMeta, TaskResult
 from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2, tag_pb2
+from server.logs import about
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ CHANNEL_OPTIONS = [
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _ids(meta: TaskMeta) -> dict[str, object]:
+    """The `extra` of a log line about a task: the server's record and invocation ids."""
+    return about(record_id=meta.task_id, invoke_id=meta.invoke_id)
 
 
 def _ts(ms: int | None) -> Timestamp | None:
@@ -155,7 +161,9 @@ class Agent:
                 if meta.pid is not None and await self._disk(
                     kill_leftover, meta.pid, meta.proc_start
                 ):
-                    log.warning("killed process group %d left from task %s", meta.pid, meta.task_id)
+                    log.warning(
+                        "killed process group %d left from a task", meta.pid, extra=_ids(meta)
+                    )
                 remove_script(meta.script_dir)
                 meta.produced = max(meta.produced, spooled.size)
                 meta.result = TaskResult(
@@ -321,7 +329,12 @@ class Agent:
             await self._welcome(first.welcome)
             backoff.reset()
             self.connected.set()
-            log.info("connected to %s as %s", self.server, self.instance_id)
+            log.info(
+                "connected to %s as %s",
+                self.server,
+                self.instance_id,
+                extra=about(instance_id=self.instance_id),
+            )
             outbox: asyncio.Queue[pb.ConnectRequest] = asyncio.Queue(OUTBOX)
             helpers = [
                 asyncio.create_task(self._writer(call, outbox)),
@@ -405,7 +418,10 @@ class Agent:
     async def _dispatch(self, dispatch: pb.Dispatch) -> None:
         task_id = dispatch.task_id
         if task_id in self.tasks or not task_id or self.spool.knows(task_id):
-            log.info("task %s was dispatched again; it runs only once", task_id)
+            log.info(
+                "task dispatched again; it runs only once",
+                extra=about(record_id=task_id, invoke_id=dispatch.invoke_id),
+            )
             return
         meta = TaskMeta(
             task_id=task_id,
@@ -419,6 +435,7 @@ class Agent:
             output_limit=dispatch.output_limit,
             accepted_ms=now_ms(),
         )
+        log.info("task accepted", extra=_ids(meta))
         # Written to disk by the task's first step (one trip to the I/O thread with its script).
         held = HeldTask(self.spool.prepare(meta))
         self.tasks[task_id] = held
@@ -469,14 +486,14 @@ class Agent:
         except LaunchError as error:
             result = TaskResult("error", now_ms(), error_code=error.code, error_info=error.info)
         except Exception as exc:
-            log.exception("task %s failed to run", meta.task_id)
+            log.exception("task failed to run", extra=_ids(meta))
             result = TaskResult(
                 "error", now_ms(), error_code="ExecutionException", error_info=str(exc)[:1000]
             )
         meta.result = result
         meta.produced = max(meta.produced, held.spooled.size)
         await self._disk(_save_and_clean, held.spooled)
-        log.info("task %s ended: %s %s", meta.task_id, result.kind, result.exit_code)
+        log.info("task ended: %s, exit code %s", result.kind, result.exit_code, extra=_ids(meta))
         if held.forget_when_done:
             await self._forget_or_mark(held)
         self._changed.set()

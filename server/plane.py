@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import tzinfo
@@ -57,6 +58,7 @@ from server.domain.validation import (
 )
 from server.hub import Hub
 from server.listing import Listing, listing
+from server.logs import about
 from server.store import agents as agents_repo
 from server.store import commands as commands_repo
 from server.store import invocations as invocations_repo
@@ -68,6 +70,8 @@ from server.store.output import read_range
 from server.store.reports import Effects
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 MAX_OUTPUT_READ = 3 * 1024 * 1024
 DEFAULT_OUTPUT_READ = 1024 * 1024
@@ -327,6 +331,15 @@ class CommandPlane:
             await self._db.rehearse(invocations_repo.create_invocation, plan)
             return Started(dry_run=self._dry_run(plan, targets))
         result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
+        log.info(
+            "invocation created",
+            extra=about(
+                invoke_id=result["invoke_id"],
+                command_id=result["command_id"],
+                account_id=account_id,
+                instances=len(spec.instance_ids),
+            ),
+        )
         # An agent connected to another server gets it from that server; one that is not
         # connected gets it when it connects (or it is ABORTED).
         self._hub.carry_out(
@@ -558,6 +571,15 @@ class CommandPlane:
             list(instance_ids),
             now,
             now + int(self._settings.stop_grace_seconds * 1000),
+        )
+        if len(instance_ids) == 1:
+            on, one = instance_ids[0], {"instance_id": instance_ids[0]}
+        else:
+            on, one = (f"{len(instance_ids)} instances" if instance_ids else "every instance"), {}
+        log.info(
+            "stop requested on %s",
+            on,
+            extra=about(invoke_id=invoke_id, account_id=account_id, **one),
         )
         self._hub.carry_out(effects)
 

@@ -197,7 +197,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         except DomainError as error:
             log.warning("agent %r refused: %s", first.hello.instance_id[:128], error.message)
             await abort_with(context, error)
-        log.info("agent %s connected (%d tasks held)", identity.instance_id, len(held))
+        log.info(
+            "agent connected (%d tasks held)",
+            len(held),
+            extra=about(instance_id=identity.instance_id),
+        )
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:
             await context.write(
@@ -210,7 +214,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             await self._write(session, context)
             if session.error is not None:
-                log.warning("agent %s sent a bad message: %s", session.instance_id, session.error)
+                log.warning(
+                    "agent sent a bad message: %s",
+                    session.error,
+                    extra=about(instance_id=session.instance_id),
+                )
                 await abort_with(context, session.error)
         finally:
             session.close()
@@ -219,7 +227,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await asyncio.wait({reader}, timeout=1.0)
             # Shielded: a second cancellation of this handler must not skip the bookkeeping.
             await asyncio.shield(self._plane.disconnect(session))
-            log.info("agent %s disconnected", identity.instance_id)
+            log.info("agent disconnected", extra=about(instance_id=identity.instance_id))
 
     async def _write(self, session: AgentSession, context: Context) -> None:
         loop = asyncio.get_running_loop()
@@ -255,7 +263,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         except DomainError as error:
             session.error = error
         except Exception as exc:  # the stream broke: the agent reconnects and resumes
-            log.info("agent %s stream ended: %s", instance_id, exc)
+            log.info("agent stream ended: %s", exc, extra=about(instance_id=instance_id))
         finally:
             session.close()
 
