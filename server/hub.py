@@ -10,7 +10,8 @@ from server.bus import Bus, LocalBus
 from server.domain.errors import DomainError
 from server.domain.tasks import Task
 from server.events import InvocationEvents
-from server.store.reports import CancelOrder, Effects, OutputAck
+from server.logs import about
+from server.store.reports import CancelOrder, Effects, OutputAck, RecordEnded
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Hub:
         remote_dispatch = [i for i, task in effects.dispatches if not self.send(i, task)]
         for reason in effects.rejected:
             log.warning("ignored agent report: %s", reason)
+        log_ended(effects.ended)
         self.events.notify(effects.changed_invocations)
         if remote_cancels or remote_dispatch or effects.changed_invocations:
             self.bus.publish(remote_dispatch, remote_cancels, effects.changed_invocations)
@@ -153,3 +155,21 @@ class Hub:
     def drain(self, reason: str) -> None:
         for session in list(self._sessions.values()):
             session.send(Drain(reason))
+
+
+def log_ended(ended: list[RecordEnded]) -> None:
+    """One line per record that reached a final state, whoever ended it (its agent's report,
+    a deadline), with every id a log search may start from."""
+    for record in ended:
+        log.info(
+            "record ended: %s",
+            record.state,
+            extra=about(
+                invoke_id=record.invoke_id,
+                instance_id=record.instance_id,
+                record_id=record.record_id,
+                state=record.state,
+                exit_code=record.exit_code,
+                error_code=record.error_code,
+            ),
+        )

@@ -15,9 +15,7 @@ import logging
 import time
 
 from server.clock import now_ms
-from server.domain.tasks import TaskEnd, outcome_of
 from server.hub import Hub
-from server.logs import about
 from server.metrics import Metrics
 from server.store.agents import apply_reports
 from server.store.database import Database
@@ -68,9 +66,7 @@ class Recorder:
             batch += self._pending
             self._pending = []
             if batch:
-                effects = await self._store(batch)
-                _log_results(batch, effects)
-                self._hub.carry_out(effects)
+                self._hub.carry_out(await self._store(batch))
             if not self._pending:
                 self._idle.set()
 
@@ -100,24 +96,3 @@ class Recorder:
     async def flush(self) -> None:
         """Waits until everything submitted so far is committed."""
         await self._idle.wait()
-
-
-def _log_results(batch: list[Report], effects: Effects) -> None:
-    """One line per task result the batch stored. The state is the one the agent's report
-    leads to; a record the server had already ended (a timeout) keeps its own, which the
-    reaper logs. The reports do not name the invocation: the "task dispatched" line ties the
-    record id to it."""
-    stored = {ack.record_id for ack in effects.acks if ack.result_stored}
-    for report in batch:
-        if isinstance(report, TaskEnd) and report.record_id in stored:
-            outcome = outcome_of(report)
-            log.info(
-                "task result stored",
-                extra=about(
-                    instance_id=report.instance_id,
-                    record_id=report.record_id,
-                    state=outcome.state.value,
-                    exit_code=report.exit_code,
-                    error_code=outcome.error_code,
-                ),
-            )

@@ -34,6 +34,7 @@ from server.store.reports import (
     HeartbeatSeen,
     OutputAck,
     OutputAppend,
+    RecordEnded,
     Report,
     TaskStart,
 )
@@ -560,6 +561,16 @@ def _apply_end(
         )
         p.state = outcome.state.value
         changed.append(end.record_id)
+        effects.ended.append(
+            RecordEnded(
+                p.invoke_id,
+                p.instance_id,
+                end.record_id,
+                p.state,
+                exit_code,
+                outcome.error_code,
+            )
+        )
     else:
         # The server already decided (timeout, stop): keep that state, complete the accounting.
         conn.execute(
@@ -583,6 +594,7 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
             RECORDS.c.instance_id,
             RECORDS.c.state,
             INVOCATIONS.c.timeout_seconds,
+            RECORDS.c.invoke_id,
         )
         .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
         .where(RECORDS.c.deadline_ms <= now_ms)
@@ -604,7 +616,7 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
         ).all()
     }
     changed = []
-    for record_id, instance_id, state, timeout_seconds in rows:
+    for record_id, instance_id, state, timeout_seconds, invoke_id in rows:
         values: dict[str, object] = {"deadline_ms": None, "finish_ms": now_ms}
         if state == PENDING:
             if instance_id in online:
@@ -651,5 +663,15 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
             effects.cancels.pop()  # something else ended it first
             continue
         changed.append(record_id)
+        effects.ended.append(
+            RecordEnded(
+                invoke_id,
+                instance_id,
+                record_id,
+                str(values["state"]),
+                None,
+                str(values["error_code"]),
+            )
+        )
     effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)
     return effects

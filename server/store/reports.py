@@ -51,6 +51,18 @@ class CancelOrder:
     timeout: bool = False
 
 
+@dataclass(frozen=True)
+class RecordEnded:
+    """A record this write brought to a final state (for the log)."""
+
+    invoke_id: str
+    instance_id: str
+    record_id: str
+    state: str
+    exit_code: int | None
+    error_code: str
+
+
 @dataclass
 class Effects:
     """What a store write asks the rest of the server to do once it is committed."""
@@ -60,6 +72,7 @@ class Effects:
     dispatches: list[tuple[str, Task]] = field(default_factory=list)  # (instance_id, task)
     changed_invocations: set[str] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)  # why reports were ignored, for the log
+    ended: list[RecordEnded] = field(default_factory=list)
 
     def merge(self, other: Effects) -> None:
         self.acks.extend(other.acks)
@@ -67,3 +80,4 @@ class Effects:
         self.dispatches.extend(other.dispatches)
         self.changed_invocations |= other.changed_invocations
         self.rejected.extend(other.rejected)
+        self.ended.extend(other.ended)

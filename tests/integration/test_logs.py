@@ -28,7 +28,7 @@ class Logged:
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
     workdir = tmp_path_factory.mktemp("logs")
-    server = ServerProcess(workdir / "server", "--log-format", "json")
+    server = ServerProcess(workdir / "server", "--log-format", "json", "--min-timeout", "1")
     agents = {i: AgentProcess(server, i, workdir) for i in INSTANCES}
     for agent in agents.values():
         agent.extra = ["--log-format", "json"]
@@ -97,8 +97,10 @@ async def test_a_run_is_logged_with_its_ids(
     assert {line["instance_id"]: line["record_id"] for line in dispatched} == records
 
     def result_of_run(line: Line) -> bool:
-        return line["message"] == "task result stored" and line.get("record_id") in set(
-            records.values()
+        return (
+            line["message"].startswith("record ended")
+            and line.get("invoke_id") == invoke_id
+            and line.get("record_id") in set(records.values())
         )
 
     stored = wait_for_lines(server, result_of_run, len(INSTANCES))
@@ -142,7 +144,10 @@ async def test_a_stop_is_logged_with_its_ids(
     assert stop["instance_id"] == "i-l1"
     [stored] = wait_for_lines(
         server,
-        lambda line: line["message"] == "task result stored" and line.get("record_id") == record_id,
+        lambda line: (
+            line["message"].startswith("record ended")
+            and (line.get("invoke_id"), line.get("record_id")) == (invoke_id, record_id)
+        ),
         1,
     )
     assert (stored["instance_id"], stored["state"]) == ("i-l1", "TERMINATED")
@@ -171,3 +176,21 @@ async def test_an_agent_logs_json_lines_with_the_task_ids(
         line.get("instance_id") == "i-l2" and line["message"].startswith("connected to")
         for line in json_lines(agent)
     )
+
+
+async def test_a_timeout_is_logged_with_its_ids(
+    logged: Logged, stub: command_pb2_grpc.CommandServiceStub
+) -> None:
+    invoke_id = await run(stub, "sleep 30", ["i-l1"], timeout_seconds=1)
+    seen = await watch(stub, invoke_id)
+    record_id = seen.states["i-l1"].record_id
+    assert seen.states["i-l1"].state == pb.EXECUTION_STATE_TIMEOUT
+    [ended] = wait_for_lines(
+        logged.server,
+        lambda line: (
+            line["message"] == "record ended: TIMEOUT" and line.get("invoke_id") == invoke_id
+        ),
+        1,
+    )
+    assert (ended["instance_id"], ended["record_id"]) == ("i-l1", record_id)
+    assert ended["error_code"] == "ExecutionTimeout"

@@ -1,5 +1,5 @@
 """server/logs.py: the text and JSON formats, and the lifecycle lines the server writes with
-them (results stored, records expired)."""
+them (records that ended)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import pytest
 from agent.config import parse_config
 from server import logs
 from server.domain import reasons
-from server.domain.tasks import EndKind, TaskEnd
+from server.hub import log_ended
 from server.logs import JsonFormatter, TextFormatter, about
-from server.reaper import _log_expired
-from server.recorder import _log_results
-from server.store.reports import CancelOrder, Effects, OutputAck, OutputAppend
+from server.store.reports import RecordEnded
 
 
 def emit(
@@ -161,10 +159,6 @@ def test_configure_writes_to_stderr_by_default(root_logger: logging.Logger) -> N
 # The lifecycle lines ------------------------------------------------------------------------
 
 
-def _end(record_id: str, kind: EndKind, exit_code: int | None, error_code: str = "") -> TaskEnd:
-    return TaskEnd(record_id, "i-a", kind, exit_code, 0, 1000, error_code=error_code)
-
-
 def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, object]]]:
     """Each captured line: its message and the fields it carries."""
     return [
@@ -173,28 +167,18 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, object
     ]
 
 
-def test_a_stored_result_is_logged_with_its_state(caplog: pytest.LogCaptureFixture) -> None:
-    batch = [
-        OutputAppend("r-1", "i-a", 0, b"x"),
-        _end("r-1", EndKind.FINISHED, 3),
-        _end("r-2", EndKind.ERROR, None, error_code=reasons.DIRECTORY_NOT_EXISTS),
-        _end("r-3", EndKind.FINISHED, 0),
+def test_every_ended_record_is_logged_with_its_ids(caplog: pytest.LogCaptureFixture) -> None:
+    ended = [
+        RecordEnded("t-1", "i-a", "r-1", "FAILED", 3, reasons.EXIT_CODE_NONZERO),
+        RecordEnded("t-1", "i-b", "r-2", "TIMEOUT", None, reasons.EXECUTION_TIMEOUT),
     ]
-    effects = Effects(
-        acks=[
-            OutputAck("i-a", "r-1", 1, result_stored=True),
-            OutputAck("i-a", "r-2", 0, result_stored=True),
-            # Output before this result is missing: not stored, not logged.
-            OutputAck("i-a", "r-3", 0, rewind=True),
-        ]
-    )
-    with caplog.at_level(logging.INFO, logger="server.recorder"):
-        _log_results(batch, effects)
-    stored = "task result stored"
+    with caplog.at_level(logging.INFO, logger="server.hub"):
+        log_ended(ended)
     assert _lines(caplog) == [
         (
-            stored,
+            "record ended: FAILED",
             {
+                "invoke_id": "t-1",
                 "instance_id": "i-a",
                 "record_id": "r-1",
                 "state": "FAILED",
@@ -203,34 +187,15 @@ def test_a_stored_result_is_logged_with_its_state(caplog: pytest.LogCaptureFixtu
             },
         ),
         (
-            stored,
+            "record ended: TIMEOUT",
             {
-                "instance_id": "i-a",
+                "invoke_id": "t-1",
+                "instance_id": "i-b",
                 "record_id": "r-2",
-                "state": "INVALID",
-                "exit_code": None,
-                "error_code": reasons.DIRECTORY_NOT_EXISTS,
-            },
-        ),
-    ]
-
-
-def test_records_the_reaper_ends_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="server.reaper"):
-        _log_expired([CancelOrder("i-a", "r-1", timeout=True), CancelOrder("i-b", "r-2")])
-    assert _lines(caplog) == [
-        (
-            "record timed out: the script ran past its timeout",
-            {
-                "instance_id": "i-a",
-                "record_id": "r-1",
                 "state": "TIMEOUT",
+                "exit_code": None,
                 "error_code": reasons.EXECUTION_TIMEOUT,
             },
-        ),
-        (
-            "record expired: its delivery or stop deadline passed",
-            {"instance_id": "i-b", "record_id": "r-2"},
         ),
     ]
 
