@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/cloudassist/v1/*.proto)
 
-.PHONY: install interop-deps run test gen check-gen lint lint-protos bench clean
+.PHONY: install interop-deps run test gen check-gen lint lint-protos bench migration clean
 
 install: $(STAMP)
 
@@ -68,6 +68,14 @@ bench: install
 	$(PY) bench/invoke_rate.py --seconds 5 --warmup 1 --agents 20 --concurrency 16
 	$(PY) bench/swarm.py --agents 500 --invocations 10 --idle 5
 	$(PY) bench/vs_salt.py --agents 1,3 --runs 5
+
+# A new migration in server/migrations/versions/: what server/store/tables.py has that the
+# migrations up to head do not make (Alembic's autogenerate). Read and test it before committing.
+migration: install
+	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what it changes"' >&2; exit 2; }
+	@file=$$($(PY) -c 'import sys; from server.store import schema; print(schema.new_revision(sys.argv[1]))' "$(MSG)") && \
+	  $(PY) -m ruff check --fix --quiet "$$file" && $(PY) -m ruff format --quiet "$$file" && \
+	  echo "wrote $$file"
 
 clean:
 	rm -rf $(VENV) .gen-check var

@@ -12,11 +12,24 @@ import logging
 import signal
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from server import logs
 from server.app import ConfigError, ServerApp
 from server.config import ServerConfig, parse_config
 from server.store import schema
 from server.store.engine import make_engine
+
+# What opening a database raises for a URL that is malformed, names a driver that is not
+# installed, or reaches nothing: the operator's to fix, so a line and not a traceback. (The
+# server leaves ImportError out: there it may be about something else, like boto3.)
+DATABASE_ERRORS = (SQLAlchemyError, ImportError)
+
+
+def _database_error(error: BaseException) -> str:
+    # SQLAlchemy appends the statement and a link on lines of their own.
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot use the database: {first}"
 
 
 async def serve(config: ServerConfig) -> None:
@@ -25,6 +38,8 @@ async def serve(config: ServerConfig) -> None:
         await app.start()
     except (ConfigError, schema.SchemaError) as error:
         sys.exit(f"cloudassist-server: {error}")
+    except SQLAlchemyError as error:
+        sys.exit(f"cloudassist-server: {_database_error(error)}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -34,23 +49,49 @@ async def serve(config: ServerConfig) -> None:
     await app.stop()
 
 
+def _show(found: schema.SchemaState) -> str:
+    if found.current is not None:
+        current = found.current + (" (newer than this server)" if found.newer else "")
+    elif found.empty:
+        current = "none (an empty database: migrate or the server creates the schema)"
+    else:
+        current = (
+            f"none (cloudassist 0.1.0's tables: migrate records them as {schema.FIRST_REVISION})"
+        )
+    return f"database revision: {current}\nthis server needs: {found.head}"
+
+
+def _report(done: schema.Upgrade) -> str:
+    if done.created:
+        return f"created the database schema at revision {done.after}"
+    if done.stamped:
+        return (
+            f"recorded the database without a revision (cloudassist 0.1.0) as revision "
+            f"{schema.FIRST_REVISION}, then upgraded it to revision {done.after}"
+        )
+    if done.before == done.after:
+        return f"the database is already at revision {done.after}"
+    return f"upgraded the database from revision {done.before} to {done.after}"
+
+
 def migrate(config: ServerConfig, *, show: bool) -> None:
-    engine = make_engine(config.database_url)
+    """Upgrades the database to this server's revision, or with `show` prints where it is and
+    exits 0 only when it is current."""
     try:
-        if show:
-            found = schema.state(engine)
-            current = found.current or ("none (empty database)" if found.empty else "none")
-            print(f"database revision: {current}\nthis server needs: {found.head}")
-            sys.exit(0 if found.up_to_date else 1)
-        before, after = schema.upgrade(engine)
+        engine = make_engine(config.database_url)
+        try:
+            if show:
+                found = schema.state(engine)
+                print(_show(found))
+                sys.exit(0 if found.up_to_date else 1)
+            done = schema.upgrade(engine)
+        finally:
+            engine.dispose()
     except schema.SchemaError as error:
         sys.exit(f"cloudassist-server migrate: {error}")
-    finally:
-        engine.dispose()
-    if before == after:
-        print(f"the database is already at revision {after}")
-    else:
-        print(f"upgraded the database from revision {before or 'none'} to {after}")
+    except DATABASE_ERRORS as error:
+        sys.exit(f"cloudassist-server migrate: {_database_error(error)}")
+    print(_report(done))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,91 @@
+"""`cloudassist-server migrate` and the server on a database they cannot use, and the
+migration writer for developers (`make migration`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, String, Table
+from sqlmodel import SQLModel
+
+from server.config import parse_config
+from server.main import migrate, serve
+from server.store import schema
+from tests.support import free_port
+
+BAD_URLS = {
+    "malformed": "not a url",
+    "unknown dialect": "nonsense://host/db",
+    "driver not installed": "mysql://user@127.0.0.1/cloudassist",
+    "nothing listening": f"postgresql+psycopg://user@127.0.0.1:{free_port()}/cloudassist",
+}
+
+
+def _one_line(exit: pytest.ExceptionInfo[SystemExit]) -> str:
+    message = exit.value.code
+    assert isinstance(message, str), f"exit status {message!r}, not a message"
+    assert "\n" not in message, message
+    assert "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
+@pytest.mark.parametrize("show", [False, True], ids=["migrate", "show"])
+def test_migrate_with_a_bad_database_url_is_a_one_line_error(url: str, show: bool) -> None:
+    with pytest.raises(SystemExit) as exit:
+        migrate(parse_config(["--db", url]), show=show)
+    assert _one_line(exit).startswith("cloudassist-server migrate: cannot use the database: ")
+
+
+@pytest.mark.parametrize(
+    "url", [BAD_URLS["malformed"], BAD_URLS["unknown dialect"], BAD_URLS["nothing listening"]]
+)
+async def test_the_server_with_a_bad_database_url_is_a_one_line_error(
+    url: str, tmp_path: Path
+) -> None:
+    config = parse_config(["--db", url, "--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"])
+    with pytest.raises(SystemExit) as exit:
+        await serve(config)
+    assert _one_line(exit).startswith("cloudassist-server: cannot use the database: ")
+
+
+def test_migrate_on_a_new_database_creates_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = parse_config(["--data-dir", str(tmp_path)])
+    migrate(config, show=False)
+    assert capsys.readouterr().out == (
+        f"created the database schema at revision {schema.head_revision()}\n"
+    )
+    with pytest.raises(SystemExit) as exit:
+        migrate(config, show=True)
+    assert exit.value.code == 0
+    assert f"database revision: {schema.head_revision()}\n" in capsys.readouterr().out
+
+
+def test_new_revision_writes_the_next_migration_from_the_tables(tmp_path: Path) -> None:
+    head = schema.head_revision()
+    following = f"{int(head) + 1:04d}"
+    # A table the models have and the migrations do not.
+    probe = Table(
+        "probe_widgets", SQLModel.metadata, Column("widget_id", String(64), primary_key=True)
+    )
+    try:
+        path = schema.new_revision("add probe widgets", tmp_path)
+    finally:
+        SQLModel.metadata.remove(probe)
+    assert path == tmp_path / f"{following}_add_probe_widgets.py"
+    source = path.read_text()
+    compile(source, str(path), "exec")
+    assert f"revision = '{following}'" in source
+    assert f"down_revision = '{head}'" in source
+    assert "op.create_table('probe_widgets'" in source
+    assert "op.drop_table('probe_widgets')" in source
+    assert schema.head_revision() == head, "the project's migrations are untouched"
+
+
+def test_new_revision_without_a_change_writes_an_empty_migration(tmp_path: Path) -> None:
+    path = schema.new_revision("nothing", tmp_path)
+    source = path.read_text()
+    assert "op." not in source, "the migrations make exactly the models' tables"
