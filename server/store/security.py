@@ -20,6 +20,7 @@ from server.domain.errors import (
 )
 from server.domain.model import OsType
 from server.domain.pagination import Page
+from server.store.locks import lock_scope
 from server.store.tables import (
     ACCOUNTS,
     ACTIVATIONS,
@@ -56,6 +57,8 @@ def _activation(row: Any) -> ActivationInfo:
 
 def bootstrap_admin(conn: Connection, now_ms: int) -> str | None:
     """On an empty database: an admin account and a key for it. Returns the key's token."""
+    # Servers starting together on a new PostgreSQL database: one of them creates it.
+    lock_scope(conn, "bootstrap-admin")
     if conn.execute(select(func.count()).select_from(ACCOUNTS)).scalar_one():
         return None
     account_id = ids.new_id("a")
