@@ -300,6 +300,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_migrate_config(argv: list[str]) -> tuple[ServerConfig, bool]:
+    """`cloudassist-server migrate`'s flags: the database the server would use (same flags and
+    environment variables), and --show. Returns the config and whether to only show."""
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="cloudassist-server migrate",
+        description="Upgrades the database schema to this server's revision (a new database "
+        "gets the whole schema). Back up the database first. The flags and environment "
+        "variables name the database as they do for the server.",
+    )
+    add = parser.add_argument
+    add("--show", action="store_true", help="print the revisions; exit 0 only when current")
+    add(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("data-dir", str(defaults.data_dir))),
+        help="the server's data directory, for its SQLite database [%(default)s]",
+    )
+    add("--db", default=_env("db", ""), help="SQLAlchemy database URL [the SQLite database]")
+    add(
+        "--log-level",
+        default=_env("log-level", defaults.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[%(default)s]",
+    )
+    add(
+        "--log-format",
+        default=_env("log-format", defaults.log_format),
+        choices=LOG_FORMATS,
+        help="[%(default)s]",
+    )
+    args = parser.parse_args(argv)
+    config = ServerConfig(
+        data_dir=args.data_dir,
+        db_url=args.db,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    return config, args.show
+
+
 def parse_config(argv: list[str] | None = None) -> ServerConfig:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -11,14 +11,15 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from server import logs
 from server.app import ConfigError, ServerApp
-from server.config import ServerConfig, parse_config
+from server.config import ServerConfig, parse_config, parse_migrate_config
 from server.store import schema
-from server.store.engine import make_engine
+from server.store.engine import is_sqlite, make_engine, sqlite_path
 
 # What opening a database raises for a URL that is malformed, names a driver that is not
 # installed, or reaches nothing: the operator's to fix, so a line and not a traceback. (The
@@ -74,11 +75,19 @@ def _report(done: schema.Upgrade) -> str:
     return f"upgraded the database from revision {done.before} to {done.after}"
 
 
+def _exists(path: Path | None) -> bool:
+    return path is None or path.exists()  # None: an in-memory database
+
+
 def migrate(config: ServerConfig, *, show: bool) -> None:
     """Upgrades the database to this server's revision, or with `show` prints where it is and
     exits 0 only when it is current."""
+    url = config.database_url
     try:
-        engine = make_engine(config.database_url)
+        if show and is_sqlite(url) and not _exists(sqlite_path(url)):
+            print(f"database revision: none (no database at {sqlite_path(url)})")
+            sys.exit(1)
+        engine = make_engine(url)
         try:
             if show:
                 found = schema.state(engine)
@@ -96,15 +105,13 @@ def migrate(config: ServerConfig, *, show: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0) if args[:1] == ["migrate"] else "serve"
-    show = command == "migrate" and "--show" in args
-    if show:
-        args.remove("--show")
-    config = parse_config(args)
-    logs.configure(config.log_level, config.log_format)
-    if command == "migrate":
+    if args[:1] == ["migrate"]:
+        config, show = parse_migrate_config(args[1:])
+        logs.configure(config.log_level, config.log_format)
         migrate(config, show=show)
         return
+    config = parse_config(args)
+    logs.configure(config.log_level, config.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
 

@@ -22,6 +22,12 @@ def _tune_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory database."""
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file's directory is created when missing."""
     if is_sqlite(url):

@@ -3,6 +3,8 @@ migration writer for developers (`make migration`)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy import Column, String, Table
 from sqlmodel import SQLModel
 
 from server.config import parse_config
-from server.main import migrate, serve
+from server.main import main, migrate, serve
 from server.store import schema
 from tests.support import free_port
 
@@ -89,3 +91,35 @@ def test_new_revision_without_a_change_writes_an_empty_migration(tmp_path: Path)
     path = schema.new_revision("nothing", tmp_path)
     source = path.read_text()
     assert "op." not in source, "the migrations make exactly the models' tables"
+
+
+@pytest.fixture
+def root_logger() -> Iterator[None]:
+    """main() configures logging: the root logger is given back as it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logger")
+def test_show_on_a_missing_sqlite_database_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "nowhere"
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "--show", "--data-dir", str(data_dir)])
+    assert exited.value.code == 1
+    assert "no database at" in capsys.readouterr().out
+    assert not data_dir.exists()
+
+
+def test_migrate_has_its_own_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cloudassist-server migrate")
+    assert "--show" in out
+    assert "--listen" not in out
