@@ -97,6 +97,22 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
 ]
 
 
+def _add_logging_flags(parser: argparse.ArgumentParser, defaults: ServerConfig) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=_env("log-level", defaults.log_level),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[%(default)s]",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=_env("log-format", defaults.log_format),
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line with invoke_id, instance_id, ... fields "
+        "[%(default)s]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()
     limits = Limits()
@@ -262,19 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("max-message-bytes", str(defaults.max_message_bytes))),
         help="largest gRPC message accepted or sent [%(default)s]",
     )
-    add(
-        "--log-level",
-        default=_env("log-level", defaults.log_level),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[%(default)s]",
-    )
-    add(
-        "--log-format",
-        default=_env("log-format", defaults.log_format),
-        choices=LOG_FORMATS,
-        help="text, or json: one object per line with invoke_id, instance_id, ... fields "
-        "[%(default)s]",
-    )
+    _add_logging_flags(parser, defaults)
     add(
         "--metrics-listen",
         default=_env("metrics-listen", defaults.metrics_listen),
@@ -319,18 +323,7 @@ def parse_migrate_config(argv: list[str]) -> tuple[ServerConfig, bool]:
         help="the server's data directory, for its SQLite database [%(default)s]",
     )
     add("--db", default=_env("db", ""), help="SQLAlchemy database URL [the SQLite database]")
-    add(
-        "--log-level",
-        default=_env("log-level", defaults.log_level),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="[%(default)s]",
-    )
-    add(
-        "--log-format",
-        default=_env("log-format", defaults.log_format),
-        choices=LOG_FORMATS,
-        help="[%(default)s]",
-    )
+    _add_logging_flags(parser, defaults)
     args = parser.parse_args(argv)
     config = ServerConfig(
         data_dir=args.data_dir,
