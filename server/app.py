@@ -333,7 +333,7 @@ class ServerApp:
         await self.reporter.start()
         self._tasks.append(
             asyncio.create_task(
-                self.reporter.watch_database(self.db, self.config.health_interval_seconds),
+                self.reporter.watch_database(self.db.engine, self.config.health_interval_seconds),
                 name="health",
             )
         )
@@ -364,6 +364,11 @@ class ServerApp:
             await self.reporter.drain()
         else:
             await self.health.enter_graceful_shutdown()
+        if self.config.drain_delay_seconds:
+            # Still answering, NOT_SERVING: load balancers that poll Health/Check see it and
+            # stop sending calls before the listeners close.
+            log.info("NOT_SERVING for %.1f s before closing", self.config.drain_delay_seconds)
+            await asyncio.sleep(self.config.drain_delay_seconds)
         self.hub.drain("server shutting down")
         grace = self.config.shutdown_grace_seconds
         listeners = [s for s in (self.server, self.agent_server) if s is not None]

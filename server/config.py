@@ -39,6 +39,8 @@ class ServerConfig:
     # How long a connection past its age gets to finish its calls; None: --shutdown-grace.
     max_connection_age_grace_seconds: int | None = None
     shutdown_grace_seconds: float = 10.0
+    # On SIGTERM: NOT_SERVING but still answering for this long, then the drain.
+    drain_delay_seconds: float = 0.0
     ready_file: Path | None = None
     log_level: str = "INFO"
     log_format: str = "text"
@@ -218,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-1: --shutdown-grace [%(default)s]",
     )
     add(
+        "--drain-delay",
+        type=float,
+        default=float(_env("drain-delay", str(defaults.drain_delay_seconds))),
+        help="seconds to keep answering (NOT_SERVING) after SIGTERM before the drain starts, "
+        "for load balancers that poll health checks [%(default)s]",
+    )
+    add(
         "--shutdown-grace",
         type=float,
         default=float(_env("shutdown-grace", str(defaults.shutdown_grace_seconds))),
@@ -363,6 +372,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             None if args.max_connection_age_grace < 0 else args.max_connection_age_grace
         ),
         shutdown_grace_seconds=args.shutdown_grace,
+        drain_delay_seconds=args.drain_delay,
         ready_file=args.ready_file,
         log_level=args.log_level,
         log_format=args.log_format,
