@@ -751,8 +751,9 @@ async def _follow(c: Client, invoke_id: str, instance_ids: list[str] | None) -> 
     """Follows an invocation to its end. `instance_ids`: those named with -i (none when they
     were chosen by tag); None when not known (watch)."""
     known = list(instance_ids or [])
-    if instance_ids is None and not c.args.json and sys.stdout.isatty():
-        # Whether it is the live view depends on how many instances there are.
+    if not known and not c.args.json and sys.stdout.isatty():
+        # Chosen by tag, or watch: whether it is the live view, and what it counts as pending
+        # at first, depend on which instances there are.
         listed = await c.commands.DescribeInvocations(
             pb.DescribeInvocationsRequest(region_id=c.region, invoke_id=invoke_id)
         )
