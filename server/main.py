@@ -19,7 +19,7 @@ from server import logs
 from server.app import ConfigError, ServerApp
 from server.config import ServerConfig, parse_config, parse_migrate_config
 from server.store import schema
-from server.store.engine import is_sqlite, make_engine, sqlite_path
+from server.store.engine import DatabasePathError, is_sqlite, make_engine, sqlite_path
 
 # What opening a database raises for a URL that is malformed, names a driver that is not
 # installed, or reaches nothing: the operator's to fix, so a line and not a traceback. (The
@@ -37,7 +37,7 @@ async def serve(config: ServerConfig) -> None:
     try:
         app = ServerApp(config)
         await app.start()
-    except (ConfigError, schema.SchemaError) as error:
+    except (ConfigError, schema.SchemaError, DatabasePathError) as error:
         sys.exit(f"cloudassist-server: {error}")
     except SQLAlchemyError as error:
         sys.exit(f"cloudassist-server: {_database_error(error)}")
@@ -75,18 +75,33 @@ def _report(done: schema.Upgrade) -> str:
     return f"upgraded the database from revision {done.before} to {done.after}"
 
 
-def _exists(path: Path | None) -> bool:
-    return path is None or path.exists()  # None: an in-memory database
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when there is none (None: it exists, or is in memory)."""
+    path = sqlite_path(url) if is_sqlite(url) else None
+    if path is None:
+        return None
+    try:
+        return None if path.exists() else path
+    except OSError as error:  # a name too long, a directory it may not search
+        raise DatabasePathError(path, error) from error
 
 
 def migrate(config: ServerConfig, *, show: bool) -> None:
     """Upgrades the database to this server's revision, or with `show` prints where it is and
-    exits 0 only when it is current."""
+    exits 0 only when it is current. A SQLite file that does not exist is refused rather than
+    created: it means a --db or --data-dir other than the server's."""
     url = config.database_url
     try:
-        if show and is_sqlite(url) and not _exists(sqlite_path(url)):
-            print(f"database revision: none (no database at {sqlite_path(url)})")
+        missing = _missing_sqlite_file(url)
+        if missing is not None and show:
+            print(f"database revision: none (no database at {missing})")
             sys.exit(1)
+        if missing is not None:
+            sys.exit(
+                f"cloudassist-server migrate: no database at {missing}: give the --db or "
+                "--data-dir the server uses (a new database is created by the server itself "
+                "on its first start)"
+            )
         engine = make_engine(url)
         try:
             if show:
@@ -96,7 +111,7 @@ def migrate(config: ServerConfig, *, show: bool) -> None:
             done = schema.upgrade(engine)
         finally:
             engine.dispose()
-    except schema.SchemaError as error:
+    except (schema.SchemaError, DatabasePathError) as error:
         sys.exit(f"cloudassist-server migrate: {error}")
     except DATABASE_ERRORS as error:
         sys.exit(f"cloudassist-server migrate: {_database_error(error)}")

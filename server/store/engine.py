@@ -22,6 +22,13 @@ def _tune_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
+class DatabasePathError(Exception):
+    """A SQLite database's file or directory that the OS refuses: its path and the reason."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(f"cannot use the database at {path}: {error}")
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL; None for an in-memory database."""
     database = make_url(url).database
@@ -29,11 +36,15 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; a SQLite file's directory is created when missing."""
+    """An engine for `url`; a SQLite file's directory is created when missing (or raises
+    DatabasePathError)."""
     if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DatabasePathError(path, error) from error
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 10},

@@ -27,6 +27,7 @@ from server.store.engine import make_engine
 
 log = logging.getLogger(__name__)
 
+# Looked up at each use, never kept: a test swaps in a copy with a migration of its own.
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 VERSIONS = MIGRATIONS / "versions"
 VERSION_TABLE = "alembic_version"
@@ -121,13 +122,49 @@ def state(engine: Engine) -> SchemaState:
 
 @contextlib.contextmanager
 def _migrating(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction that holds the migration lock (PostgreSQL)."""
+    """A connection in one transaction that holds the migration lock: everything done on it
+    is kept together or not at all, and one process at a time migrates a database.
+
+    Alembic finds the connection in a transaction and then begins and commits none of its
+    own (see migrations/env.py), so no migration is kept before the last one has run.
+    """
+    if engine.dialect.name == "sqlite":
+        with _sqlite_migrating(engine) as connection:
+            yield connection
+        return
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
             )
         yield connection
+
+
+@contextlib.contextmanager
+def _sqlite_migrating(engine: Engine) -> Iterator[Connection]:
+    """SQLite's driver begins a transaction only before a row is written, so a CREATE TABLE
+    would be kept at once and a migration failing halfway would leave half a schema. With the
+    driver's own transaction handling off, an explicit BEGIN IMMEDIATE makes the whole upgrade
+    one transaction, and takes SQLite's write lock at once: another process migrating the
+    same file waits for it (up to the busy timeout), then finds the schema built."""
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        # SQLAlchemy begins a transaction of its own here too, in name only (autocommit), so
+        # that Alembic sees one and leaves BEGIN and COMMIT to this function.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            # SQLite ends a transaction itself on some errors (a full disk, say).
+            if _sqlite_in_transaction(connection):
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+
+
+def _sqlite_in_transaction(connection: Connection) -> bool:
+    driver = connection.connection.dbapi_connection
+    return bool(getattr(driver, "in_transaction", False))
 
 
 def _first_revision_tables() -> frozenset[str]:

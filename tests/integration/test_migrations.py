@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, MetaData, func, insert, inspect, select, text
+from sqlalchemy import Engine, MetaData, func, insert, inspect, make_url, select, text
 from sqlmodel import SQLModel
 
 from cloudassist.v1 import (
@@ -45,7 +45,8 @@ HEAD = schema.head_revision()
 
 
 def _new_database(tmp_path: Path) -> str:
-    """A URL of a database that does not exist yet (SQLite) or has no table (PostgreSQL)."""
+    """A URL of a database that does not exist yet (SQLite: `migrate` refuses it, the server
+    or `schema.upgrade` creates it) or has no table (PostgreSQL)."""
     if support.database_factory is not None:
         return support.database_factory()
     return f"sqlite:///{tmp_path / 'cloudassist.db'}"
@@ -482,6 +483,36 @@ def test_every_migration_downgrades_and_upgrades_again(tmp_path: Path) -> None:
     assert _schema_diff(url) == []
 
 
+def _sqlite_migrations_on_a_new_database_at_once(url: str, tmp_path: Path) -> None:
+    path = Path(str(make_url(url).database))
+    refused = _migrate(url, tmp_path / "server")
+    assert refused.returncode == 1, refused.stdout
+    assert refused.stderr.strip() == (
+        f"cloudassist-server migrate: no database at {path}: give the --db or --data-dir the "
+        "server uses (a new database is created by the server itself on its first start)"
+    )
+    assert not path.exists(), "migrate made a database"
+
+    with _engine(url) as engine:
+        engine.connect().close()  # the file exists, without a table
+    argv = [str(BIN / "cloudassist-server"), "migrate", "--db", url]
+    runs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    reports = sorted(out.strip() for out, _ in outputs)
+    assert reports == [
+        f"created the database schema at revision {HEAD}",
+        f"the database is already at revision {HEAD}",
+    ], outputs
+    with _engine(url) as engine, engine.connect() as connection:
+        versions = connection.execute(text(f"SELECT version_num FROM {schema.VERSION_TABLE}"))
+        assert versions.all() == [(HEAD,)]
+    assert _schema_diff(url) == []
+
+
 def _postgres_waiting_on_advisory_locks(url: str) -> int:
     with _engine(url) as engine, engine.connect() as connection:
         return int(
@@ -500,17 +531,13 @@ def test_servers_and_migrations_on_a_new_database_at_once(
 ) -> None:
     """PostgreSQL: servers sharing a database take an advisory lock to migrate, so several
     starting together on a new database all come up, one of them having made the schema; and
-    `migrate` waits while another holds the lock. SQLite (one server): two `migrate` runs in a
-    row, the first creating the schema, the second finding it current."""
+    `migrate` waits while another holds the lock. SQLite (one server): `migrate` refuses a
+    file that does not exist, and two `migrate` runs at once on an empty file both succeed,
+    one creating the schema in one transaction holding the write lock, the other finding it
+    current."""
     url = _new_database(tmp_path)
     if database_backend != "postgres":
-        first = _migrate(url, tmp_path / "server")
-        assert first.returncode == 0, first.stderr
-        assert f"created the database schema at revision {HEAD}" in first.stdout
-        second = _migrate(url, tmp_path / "server")
-        assert second.returncode == 0, second.stderr
-        assert f"the database is already at revision {HEAD}" in second.stdout
-        assert _schema_diff(url) == []
+        _sqlite_migrations_on_a_new_database_at_once(url, tmp_path)
         return
 
     servers = [ServerProcess(tmp_path / f"server-{n}", db_url=url) for n in range(3)]

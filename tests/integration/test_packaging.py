@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from server.store import schema
+from server.store.engine import make_engine
+
 ROOT = Path(__file__).resolve().parents[2]
 # What the wheel is built from; the rest of the checkout (venvs, caches, node_modules) is not.
 SOURCES = ("pyproject.toml", "README.md", "gen", "server", "agent", "client")
@@ -82,13 +85,19 @@ def test_each_program_has_a_version(installed: Path, program: str) -> None:
     assert run(installed, program, "--version").strip() == f"{program} 0.1.0"
 
 
-def test_the_server_migrates_a_new_database_from_the_wheel(installed: Path, tmp_path: Path) -> None:
-    # The migrations ship in the wheel: a new database gets every revision.
+def test_the_server_migrates_a_database_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    # The migrations ship in the wheel: a database at the first revision gets every other.
+    engine = make_engine(f"sqlite:///{tmp_path / 'cloudassist.db'}")
+    try:
+        schema.upgrade(engine, schema.FIRST_REVISION)
+    finally:
+        engine.dispose()
+    head = schema.head_revision()
+    assert head != schema.FIRST_REVISION, "there is an upgrade to run"
     out = run(installed, "cloudassist-server", "migrate", "--data-dir", str(tmp_path))
-    assert "created the database schema at revision" in out
+    assert out == f"upgraded the database from revision {schema.FIRST_REVISION} to {head}\n"
     show = run(installed, "cloudassist-server", "migrate", "--show", "--data-dir", str(tmp_path))
-    current, needed = (line.rsplit(" ", 1)[1] for line in show.splitlines())
-    assert current == needed
+    assert show == f"database revision: {head}\nthis server needs: {head}\n"
 
 
 def test_the_agent_service_unit_ships_in_the_wheel(installed: Path, tmp_path: Path) -> None:
