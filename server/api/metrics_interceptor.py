@@ -50,6 +50,9 @@ def _code_name(context: Context, error: BaseException | None, cut_short: bool = 
 class MetricsInterceptor(aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # method -> (its handler, the counting handler made for it): made once per method,
+        # not once per call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -60,6 +63,14 @@ class MetricsInterceptor(aio.ServerInterceptor):
         if handler is None:  # unknown method: grpcio answers UNIMPLEMENTED itself
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
