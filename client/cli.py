@@ -139,11 +139,7 @@ async def commands_create(c: Client) -> int:
             launcher=a.launcher,
         )
     )
-    if a.json:
-        render.print_json(response)
-    else:
-        print(response.command_id)
-    return 0
+    return _done(c, response, response.command_id)
 
 
 async def commands_list(c: Client) -> int:
@@ -271,11 +267,7 @@ async def send_file(c: Client) -> int:
             client_token=a.client_token,
         )
     )
-    if a.json:
-        render.print_json(response)
-    else:
-        print(response.invoke_id)
-    return 0
+    return _done(c, response, response.invoke_id)
 
 
 async def file_results(c: Client) -> int:
@@ -543,11 +535,7 @@ async def accounts_create(c: Client) -> int:
     response = await c.admin.CreateAccount(
         admin_pb2.CreateAccountRequest(name=c.args.name, admin=c.args.admin)
     )
-    if c.args.json:
-        render.print_json(response)
-    else:
-        print(response.account.account_id)
-    return 0
+    return _done(c, response, response.account.account_id)
 
 
 async def accounts_list(c: Client) -> int:
@@ -574,11 +562,7 @@ async def keys_create(c: Client) -> int:
     response = await c.admin.CreateApiKey(
         admin_pb2.CreateApiKeyRequest(account_id=c.args.account, description=c.args.description)
     )
-    if c.args.json:
-        render.print_json(response)
-    else:
-        print(response.token)
-    return 0
+    return _done(c, response, response.token)
 
 
 async def keys_list(c: Client) -> int:
@@ -624,11 +608,7 @@ async def activations_create(c: Client) -> int:
     if a.expires_in:
         request.expiration_time.FromSeconds(int(time.time()) + a.expires_in)
     response = await c.admin.CreateActivation(request)
-    if a.json:
-        render.print_json(response)
-    else:
-        print(response.activation.activation_id, response.activation_code)
-    return 0
+    return _done(c, response, response.activation.activation_id, response.activation_code)
 
 
 async def activations_list(c: Client) -> int:
@@ -686,10 +666,13 @@ async def audit(c: Client) -> int:
     return 0
 
 
-def _done(c: Client, response: Message) -> int:
-    """For calls that answer nothing but success: with --json, the (empty) response."""
+def _done(c: Client, response: Message, *words: object) -> int:
+    """With --json, the response; else `words` (the ids a script wants) on one line, or
+    nothing for calls that answer nothing but success."""
     if c.args.json:
         render.print_json(response)
+    elif words:
+        print(*words)
     return 0
 
 
