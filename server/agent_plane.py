@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from server.clock import now_ms
@@ -13,11 +16,14 @@ from server.store.agents import (
     HeldTask,
     agent_hello,
     mark_offline,
+    mark_stale_offline,
     pending_tasks,
 )
 from server.store.database import Database
 from server.store.reports import Report
 from server.store.security import register_instance
+
+log = logging.getLogger(__name__)
 
 
 class AgentPlane:
@@ -26,6 +32,8 @@ class AgentPlane:
         self._hub = hub
         self._recorder = recorder
         self._server_id = server_id
+        # Instances whose hello is being stored or whose session is not attached yet.
+        self._opening: Counter[str] = Counter()
 
     async def connect(
         self, agent: AgentIdentity, held: Sequence[HeldTask]
@@ -33,15 +41,42 @@ class AgentPlane:
         """Registers the agent, reconciles the tasks it holds, and opens its session.
 
         Returns the session (with re-dispatched tasks and cancels already queued) and the
-        acknowledgements for its welcome.
+        acknowledgements for its welcome. Safe to cancel: the hello may be stored already by
+        then (its thread goes on), so the session it opens is closed and the instance marked
+        offline again, instead of staying online with nobody connected.
         """
-        # Reports still buffered from a previous connection must count before reconciling.
-        await self._recorder.flush()
-        effects, acks = await self._db.write(
-            agent_hello, agent, list(held), now_ms(), self._server_id
-        )
-        session = AgentSession(agent.instance_id)
-        self._hub.attach(session)
+        opening = asyncio.ensure_future(self._open(agent, held))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._close_when_open(opening))
+            raise
+
+    async def _close_when_open(
+        self, opening: asyncio.Future[tuple[AgentSession, list[tuple[str, int, bool]]]]
+    ) -> None:
+        try:
+            session, _ = await opening
+        except Exception:  # refused or failed: nothing was opened
+            return
+        await self.disconnect(session)
+
+    async def _open(
+        self, agent: AgentIdentity, held: Sequence[HeldTask]
+    ) -> tuple[AgentSession, list[tuple[str, int, bool]]]:
+        self._opening[agent.instance_id] += 1
+        try:
+            # Reports still buffered from a previous connection must count before reconciling.
+            await self._recorder.flush()
+            effects, acks = await self._db.write(
+                agent_hello, agent, list(held), now_ms(), self._server_id
+            )
+            session = AgentSession(agent.instance_id)
+            self._hub.attach(session)
+        finally:
+            self._opening[agent.instance_id] -= 1
+            if not self._opening[agent.instance_id]:
+                del self._opening[agent.instance_id]
         self._hub.carry_out(effects)
         return session, acks
 
@@ -62,6 +97,20 @@ class AgentPlane:
     async def disconnect(self, session: AgentSession) -> None:
         if self._hub.detach(session):
             await self._db.write(mark_offline, session.instance_id, self._server_id, now_ms())
+
+    async def reconcile_presence(self) -> list[str]:
+        """Marks offline the instances the database says are connected here but are not (a
+        disconnect whose write failed); returns them. Race-free against hellos: the writer
+        runs jobs in order, so a hello not counted here is stored after this check."""
+        connected = set(self._hub.local_instances()) | set(self._opening)
+        stale: list[str] = await self._db.write(
+            mark_stale_offline, self._server_id, connected, now_ms()
+        )
+        for instance_id in stale:
+            log.warning(
+                "instance %s was marked online here without a session; now offline", instance_id
+            )
+        return stale
 
     async def redispatch(self, instance_ids: list[str] | None = None) -> None:
         """Sends the PENDING tasks of agents connected here (all of them when None): another

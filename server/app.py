@@ -253,11 +253,13 @@ class ServerApp:
         self.events.notify_all()
 
     async def _presence(self) -> None:
-        """Heartbeat of this server; agents of servers that stopped beating go offline."""
+        """Heartbeat of this server; agents of servers that stopped beating go offline, and so
+        do instances marked online here without a session."""
         while True:
             try:
                 await self.db.write(servers.heartbeat, self.server_id, self.config.listen, now_ms())
                 await self.db.write(servers.sweep, now_ms(), PRESENCE_STALE_MS)
+                await self.agent_plane.reconcile_presence()
             except Exception:
                 log.exception("server heartbeat failed; retrying")
             await asyncio.sleep(PRESENCE_SECONDS)

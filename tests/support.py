@@ -263,7 +263,14 @@ class AgentProcess(Process):
                 )
                 return bool(response.instances) and response.instances[0].online is online
 
-            wait_until(reached, START_TIMEOUT, f"{self.instance_id} online={online}")
+            try:
+                wait_until(reached, START_TIMEOUT, f"{self.instance_id} online={online}")
+            except TimeoutError as timeout:
+                # Both sides' logs say why (they are gone with the temp dir on CI).
+                raise TimeoutError(
+                    f"{timeout}\n--- agent log (end) ---\n{self.log()[-4000:]}"
+                    f"\n--- server log (end) ---\n{self.server.log()[-8000:]}"
+                ) from None
 
 
 def free_port() -> int:

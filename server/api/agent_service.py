@@ -223,11 +223,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         finally:
             session.close()
             reader.cancel()
-            # Bounded: a reader stuck in a dying call must not keep the instance "online".
-            await asyncio.wait({reader}, timeout=1.0)
             # Shielded: a second cancellation of this handler must not skip the bookkeeping.
-            await asyncio.shield(self._plane.disconnect(session))
-            log.info("agent disconnected", extra=about(instance_id=identity.instance_id))
+            await asyncio.shield(self._disconnect(session, reader))
+
+    async def _disconnect(self, session: AgentSession, reader: asyncio.Task[None]) -> None:
+        # Bounded: a reader stuck in a dying call must not keep the instance "online".
+        await asyncio.wait({reader}, timeout=1.0)
+        await self._plane.disconnect(session)
+        log.info("agent disconnected", extra=about(instance_id=session.instance_id))
 
     async def _write(self, session: AgentSession, context: Context) -> None:
         loop = asyncio.get_running_loop()

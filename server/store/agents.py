@@ -214,6 +214,29 @@ def mark_offline(conn: Connection, instance_id: str, server_id: str, now_ms: int
     )
 
 
+def mark_stale_offline(
+    conn: Connection, server_id: str, connected: set[str], now_ms: int
+) -> list[str]:
+    """Marks offline the instances online through this server but not in `connected`."""
+    online_here = conn.execute(
+        select(INSTANCES.c.instance_id).where(
+            INSTANCES.c.server_id == server_id, INSTANCES.c.online.is_(True)
+        )
+    ).scalars()
+    stale = sorted(set(online_here) - connected)
+    if stale:
+        conn.execute(
+            update(INSTANCES)
+            .where(
+                INSTANCES.c.instance_id.in_(stale),
+                INSTANCES.c.server_id == server_id,
+                INSTANCES.c.online.is_(True),
+            )
+            .values(online=False, last_heartbeat_ms=now_ms)
+        )
+    return stale
+
+
 def pending_tasks(conn: Connection, instance_id: str) -> list[Task]:
     """Every task of the instance that waits for delivery (PENDING), oldest first."""
     rows = conn.execute(
