@@ -815,7 +815,11 @@ def watch_snapshot(
     chunk: int = 1024 * 1024,
 ) -> WatchSnapshot:
     """The invocation's status and records, with each record's output from `sent[record_id]`
-    (0 when absent) on: one read for states and output alike."""
+    (0 when absent) on: one read for states and output alike.
+
+    The status comes from the records' own statement: SQLite (without BEGIN) and PostgreSQL
+    (READ COMMITTED) give each statement its own snapshot, and a status read apart could
+    predate the records, so a watcher would see the last record end while still Running."""
     invocation = get_invocation(conn, account_id, region_id, invoke_id)
     if instance_id and instance_id not in invocation.spec.instance_ids:
         raise NotFound(
@@ -827,7 +831,11 @@ def watch_snapshot(
     if instance_id:
         conditions.append(RECORDS.c.instance_id == instance_id)
     rows = conn.execute(
-        select(*_RECORD_COLUMNS, RECORDS.c.agent_done)
+        select(
+            *_RECORD_COLUMNS,
+            RECORDS.c.agent_done,
+            INVOCATIONS.c.status.label("invocation_status"),
+        )
         .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
         .where(*conditions)
         .order_by(RECORDS.c.record_id)
@@ -841,7 +849,8 @@ def watch_snapshot(
             end = min(record.output_size, offset + chunk)
             data = read_range(conn, record.record_id, offset, end)
         progress.append(RecordProgress(record, bool(row.agent_done), data))
-    return WatchSnapshot(status=invocation.status, records=progress)
+    status = InvokeStatus(rows[0].invocation_status) if rows else invocation.status
+    return WatchSnapshot(status=status, records=progress)
 
 
 def modify_periodic(

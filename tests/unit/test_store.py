@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, event, select
 
 from server.domain import reasons
 from server.domain.errors import (
@@ -686,3 +686,34 @@ def test_retry_with_a_used_token_is_answered_even_when_the_quota_is_full(tenant:
         _create(conn, tenant.account_id, "c-1", key, quota=1)
     with tenant.engine.begin() as conn:
         assert _create(conn, tenant.account_id, "c-2", key, quota=1) == "c-1"
+
+
+# --- watch snapshots ---
+
+
+def test_watch_snapshot_status_matches_its_records_when_they_end_during_the_read(
+    tenant: Tenant,
+) -> None:
+    """The invocation is read first, then its records: a record ending between the two must
+    not leave the snapshot saying Running with every record over (the watch would end on a
+    last state change that still says Running)."""
+    rid = invoke(tenant)["i-1"]
+    start(tenant, rid)
+    ended = False
+
+    def end_before_the_records_are_read(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal ended
+        if not ended and "FROM records JOIN invocations" in statement:
+            ended = True
+            apply(tenant, [finish(rid, output_size=0)], now_ms=NOW + 6_000)
+
+    event.listen(tenant.engine, "before_cursor_execute", end_before_the_records_are_read)
+    try:
+        with tenant.engine.connect() as conn:
+            snapshot = invocations.watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "")
+    finally:
+        event.remove(tenant.engine, "before_cursor_execute", end_before_the_records_are_read)
+    assert ended, "the records' statement was not seen"
+    [progress] = snapshot.records
+    assert progress.record.state is ExecutionState.SUCCESS
+    assert snapshot.status is InvokeStatus.FINISHED
