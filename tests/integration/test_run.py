@@ -152,16 +152,19 @@ def _pids(output: bytes) -> list[int]:
     return [int(line.split()[1]) for line in output.decode().splitlines()]
 
 
-async def _wait_for_pids(stub: Stub, invoke_id: str) -> list[int]:
+async def _wait_for_pids(stub: Stub, invoke_id: str, instances: int = 1) -> list[int]:
+    """The pids that TREE_SCRIPT prints (two lines) on each of `instances` instances, followed
+    live: output comes in chunks of any size, interleaved between instances."""
     stream = stub.WatchInvocation(pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoke_id))
-    output = bytearray()
+    output: dict[str, bytearray] = {}
     async for event in stream:
         if event.HasField("output"):
-            output += event.output.data
-            if output.count(b"\n") == 2:
+            output.setdefault(event.output.instance_id, bytearray()).extend(event.output.data)
+            printed = [o for o in output.values() if o.count(b"\n") >= 2]
+            if len(printed) == instances:
                 stream.cancel()
                 break
-    return _pids(bytes(output))
+    return [pid for o in output.values() for pid in _pids(bytes(o))]
 
 
 async def test_timeout_kills_the_whole_process_tree(stub: Stub) -> None:
@@ -181,7 +184,8 @@ async def test_timeout_kills_the_whole_process_tree(stub: Stub) -> None:
 
 async def test_stop_terminates_a_running_script_and_its_children(stub: Stub) -> None:
     invoke_id = await run(stub, TREE_SCRIPT, ["i-b", "i-c"])
-    pids = await _wait_for_pids(stub, invoke_id)
+    pids = await _wait_for_pids(stub, invoke_id, instances=2)
+    assert len(pids) == 4
 
     await stub.StopInvocation(pb.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id))
     seen = await watch(stub, invoke_id)
