@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 ADMIN_KEY_FILE = "admin.key"
 PRESENCE_SECONDS = 5.0
+# A scrape gives up counting records after this (Prometheus times out scrapes at 10 s).
+RECORDS_COUNT_TIMEOUT_MS = 5_000
 # A server whose heartbeat is older than this is gone; its agents are offline.
 PRESENCE_STALE_MS = 20_000
 
@@ -244,8 +246,8 @@ class ServerApp:
 
     def _records_by_state(self) -> dict[str, int]:
         """Called on the metrics server's thread, which may block."""
-        with self.db.engine.connect() as conn:
-            return stats.records_by_state(conn)
+        with self.db.engine.begin() as conn:
+            return stats.records_by_state(conn, RECORDS_COUNT_TIMEOUT_MS)
 
     async def _resync(self) -> None:
         """Notifications may have been missed: look at the rows again."""

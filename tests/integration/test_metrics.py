@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc import aio
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 from tests.integration.helpers import REGION, run, watch
+from tests.postgres import PostgresServer
 from tests.support import AgentProcess, ServerProcess, client_channel, wait_until
 
 RUN_COMMAND = "/cloudassist.v1.CommandService/RunCommand"
@@ -190,3 +192,30 @@ def test_a_metrics_port_in_use_stops_the_server_with_a_clear_message(tmp_path: P
     ) in log
     assert "Traceback" not in log
     assert not process.ready_file.exists()
+
+
+def test_a_scrape_does_not_wait_for_a_locked_records_table(tmp_path: Path) -> None:
+    """On PostgreSQL a lock on `records` (a migration, a VACUUM FULL) must not hold the scrape:
+    the count gives up after its bound and the other metrics are served."""
+    postgres = PostgresServer()
+    postgres.start()
+    try:
+        url = postgres.new_database()
+        server = ServerProcess(tmp_path / "server", "--metrics-listen", "127.0.0.1:0", db_url=url)
+        server.start()
+        try:
+            database = url.rsplit("/", 1)[1]
+            with psycopg.connect(postgres.dsn(database)) as locker:
+                # Held until this transaction ends, as an ALTER TABLE would hold it.
+                locker.execute("LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
+                locked = scrape(server)  # urllib gives up after 10 s
+            assert value(locked, "cloudassist_serving") == 1
+            assert not [name for name, _ in locked if name == "cloudassist_records"]
+
+            unlocked = scrape(server)
+            assert value(unlocked, "cloudassist_records", state="PENDING") == 0
+            assert ("cloudassist_records", frozenset({("state", "PENDING")})) in unlocked
+        finally:
+            server.stop()
+    finally:
+        postgres.stop()
