@@ -298,12 +298,14 @@ class TcpProxy(Process):
         )
 
     def start(self) -> None:
+        # The log is appended to: a restart waits for a "listening" line of its own.
+        earlier = self.log().count("listening")
         super().start()
 
         def listening() -> bool:
             if not self.running():
                 raise RuntimeError(f"proxy exited early:\n{self.log()}")
-            return "listening" in self.log()
+            return self.log().count("listening") > earlier
 
         wait_until(listening, START_TIMEOUT, "the proxy to listen")
 

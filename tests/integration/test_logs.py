@@ -50,9 +50,10 @@ async def stub(logged: Logged) -> AsyncIterator[command_pb2_grpc.CommandServiceS
 
 
 def json_lines(process: Process) -> list[Line]:
-    """Every line of the process's log, each parsed as JSON (a line that is not fails)."""
+    """Every whole line of the process's log, each parsed as JSON (a line that is not fails).
+    A last line without its newline is still being written, and waits for the next look."""
     lines = []
-    for number, text in enumerate(process.log().splitlines(), 1):
+    for number, text in enumerate(process.log().split("\n")[:-1], 1):
         try:
             line = json.loads(text)
         except json.JSONDecodeError as error:

@@ -76,8 +76,13 @@ async def test_script_on_three_agents_returns_each_merged_output_and_exit_code(s
 async def test_watch_delivers_the_first_line_before_the_second_exists(
     stub: Stub, tmp_path: Path
 ) -> None:
+    # The script cannot write b before the test opens the gate, which it does only once the
+    # first line has arrived: a watch that delivered output late would wait for ever (and
+    # time out), not pass.
+    gate = tmp_path / "gate"
     marker = tmp_path / "b-was-written"
-    invoke_id = await run(stub, f"echo a; sleep 3; touch {marker}; echo b", ["i-a"])
+    script = f"echo a; while [ ! -e {gate} ]; do sleep 0.05; done; touch {marker}; echo b"
+    invoke_id = await run(stub, script, ["i-a"])
     stream = stub.WatchInvocation(pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoke_id))
     first_output = None
     states_before_output = []
@@ -90,6 +95,7 @@ async def test_watch_delivers_the_first_line_before_the_second_exists(
     assert first_output.data == b"a\n"
     assert first_output.offset == 0
     assert not marker.exists(), "the line arrived live, before the script wrote b"
+    gate.touch()
     rest = bytearray()
     async for event in stream:
         if event.HasField("output"):
@@ -168,7 +174,7 @@ async def _wait_for_pids(stub: Stub, invoke_id: str, instances: int = 1) -> list
 
 
 async def test_timeout_kills_the_whole_process_tree(stub: Stub) -> None:
-    invoke_id = await run(stub, TREE_SCRIPT, ["i-a"], timeout_seconds=2)
+    invoke_id = await run(stub, TREE_SCRIPT, ["i-a"], timeout_seconds=6)
     pids = await _wait_for_pids(stub, invoke_id)
     assert not any(process_gone(pid) for pid in pids), "the children run before the timeout"
 
@@ -233,7 +239,12 @@ async def test_stopping_a_finished_invocation_is_a_failed_precondition(stub: Stu
 
 
 async def test_stop_one_instance_leaves_the_others_running(stub: Stub) -> None:
-    invoke_id = await run(stub, "echo started; sleep 3; echo done", ["i-a", "i-b"])
+    # i-a would run for a minute: only the stop can end it (a loaded machine cannot make
+    # it end on its own first).
+    script = (
+        "echo started; case {{ACS::InstanceId}} in i-a) sleep 60;; *) sleep 3;; esac; echo done"
+    )
+    invoke_id = await run(stub, script, ["i-a", "i-b"], enable_parameter=True)
     await _wait_for_output(stub, invoke_id, {"i-a", "i-b"})
     await stub.StopInvocation(
         pb.StopInvocationRequest(region_id=REGION, invoke_id=invoke_id, instance_ids=["i-a"])

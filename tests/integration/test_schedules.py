@@ -115,9 +115,11 @@ async def test_cron_rate_and_at_fire_on_time(stub: Stub) -> None:
 
     # Cron: on every 10 s slot, one record per fire per instance.
     cron = await history(stub, cron_id)
+    # The first slot after the invocation was made (a slot may pass while it is being made).
+    created_ms = (await invocation(stub, cron_id)).creation_time.ToMilliseconds()
+    first_slot = (created_ms // 10_000 + 1) * 10_000
     for instance_id in AGENTS:
         times = fire_times(cron, instance_id)[:3]
-        first_slot = (started_ms // 10_000 + 1) * 10_000
         for n, fired in enumerate(times):
             assert abs(fired - (first_slot + n * 10_000)) <= TOLERANCE_MS, (n, fired)
         assert [r.repeats for r in cron if r.instance_id == instance_id][:3] == [1, 2, 3]
@@ -188,8 +190,9 @@ async def test_a_restart_neither_loses_the_schedule_nor_replays_missed_fires(
     first = fire_times(await history(stub, invoke_id), "s-1")[0]
 
     scheduled.server.stop()
-    # Stay down past the next slot, so that it is missed.
-    await asyncio.sleep(max(0.0, (first + 15_000) / 1000 - time.time()))
+    # Stay down past the next slot and its 2 s grace, so that it is missed, and come back
+    # with time to spare before the slot after it.
+    await asyncio.sleep(max(0.0, (first + 12_500) / 1000 - time.time()))
     restarted_ms = int(time.time() * 1000)
     scheduled.server.start()
 

@@ -340,7 +340,9 @@ def _retry_info(error: aio.AioRpcError) -> error_details_pb2.RetryInfo:
 
 
 async def test_requests_beyond_the_rate_limit_are_refused_with_retry_info(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, "--rate-limit", "2", "--rate-burst", "5")
+    # A slow refill (one token per 10 s), so that the count cannot depend on how long the
+    # eight calls take to be admitted.
+    server = ServerProcess(tmp_path, "--rate-limit", "0.1", "--rate-burst", "5")
     server.start()
     try:
         async with client_channel(server) as channel:
@@ -354,7 +356,7 @@ async def test_requests_beyond_the_rate_limit_are_refused_with_retry_info(tmp_pa
             assert {e.code() for e in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
             assert error_details(refused[0])[0].reason == "Throttling.User"
             delay = _retry_info(refused[0]).retry_delay
-            assert 0 < delay.ToNanoseconds() <= 1_000_000_000
+            assert 0 < delay.ToNanoseconds() <= 10_000_000_000
     finally:
         server.stop()
 
@@ -452,9 +454,9 @@ async def test_activation_limits_hold(tenants: Tenants) -> None:
     assert error_details(used_up.value)[0].reason == "Activation.ExceedLimit"
 
     expiring = await _new_activation(
-        tenants.server, expiration_time={"seconds": int(time.time()) + 2}
+        tenants.server, expiration_time={"seconds": int(time.time()) + 4}
     )
-    await asyncio.sleep(2.5)  # let it expire
+    await asyncio.sleep(4.5)  # let it expire
     with pytest.raises(aio.AioRpcError) as expired:
         await _register(tenants.server, expiring, "i-late")
     assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION
