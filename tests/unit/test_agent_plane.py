@@ -72,15 +72,22 @@ def _gated_hello(gate: Gate) -> Any:
     return hello
 
 
+async def _connect_held_in_its_hello(
+    tenant: Tenant, plane: AgentPlane, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gate, asyncio.Future[Any]]:
+    """A connect of i-1 whose hello has been stored and whose transaction is held open."""
+    gate = Gate()
+    monkeypatch.setattr(agent_plane, "agent_hello", _gated_hello(gate))
+    connecting = asyncio.ensure_future(plane.connect(tenant.identity("i-1"), []))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    return gate, connecting
+
+
 async def test_a_connect_cancelled_during_its_hello_leaves_the_instance_offline(
     setup: tuple[Tenant, Database, Hub, AgentPlane], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant, db, hub, plane = setup
-    gate = Gate()
-    monkeypatch.setattr(agent_plane, "agent_hello", _gated_hello(gate))
-
-    connecting = asyncio.ensure_future(plane.connect(tenant.identity("i-1"), []))
-    await asyncio.to_thread(gate.entered.wait, 10)
+    gate, connecting = await _connect_held_in_its_hello(tenant, plane, monkeypatch)
     connecting.cancel()  # the agent went away; its hello is still being stored
     gate.release.set()
     with pytest.raises(asyncio.CancelledError):
@@ -139,11 +146,7 @@ async def test_reconcile_keeps_an_instance_whose_hello_is_being_stored(
     setup: tuple[Tenant, Database, Hub, AgentPlane], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant, db, hub, plane = setup
-    gate = Gate()
-    monkeypatch.setattr(agent_plane, "agent_hello", _gated_hello(gate))
-
-    connecting = asyncio.ensure_future(plane.connect(tenant.identity("i-1"), []))
-    await asyncio.to_thread(gate.entered.wait, 10)
+    gate, connecting = await _connect_held_in_its_hello(tenant, plane, monkeypatch)
     reconciling = asyncio.ensure_future(plane.reconcile_presence())  # queued behind the hello
     gate.release.set()
     await connecting
