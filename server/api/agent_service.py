@@ -238,10 +238,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             item = await session.queue.get()
             if item is None:
                 return
+            if isinstance(item, Task):
+                # Before the write: the agent's acceptance can be read before this coroutine
+                # resumes after it, and must find the time it is measured from.
+                session.dispatched_at[item.task_id] = loop.time()
             await context.write(outgoing_to(item))
             session.last_activity = loop.time()
             if isinstance(item, Task):
-                session.dispatched_at[item.task_id] = session.last_activity
                 log.info(
                     "task dispatched",
                     extra=about(
