@@ -457,6 +457,21 @@ async def stop(c: Client) -> int:
     return _done(c, response)
 
 
+async def schedule(c: Client) -> int:
+    a = c.args
+    response = await c.commands.PreviewSchedule(
+        pb.PreviewScheduleRequest(
+            region_id=c.region, frequency=a.frequency, timeout_seconds=a.timeout, count=a.count
+        )
+    )
+    if a.json:
+        render.print_json(response)
+        return 0
+    for fire in response.fire_times:
+        print(fire.local_time)
+    return 0
+
+
 async def instances(c: Client) -> int:
     a = c.args
     response = await c.instances.DescribeInstances(
@@ -944,6 +959,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("invoke_id")
     st.add_argument("-i", "--instance", action="append", default=[], help="[all]")
     st.set_defaults(handler=stop)
+
+    sch = sub.add_parser("schedule", help="the next fire times of a frequency (cron, rate, at)")
+    sch.add_argument("frequency", help="as invoke --frequency, e.g. '0 */20 * * * ?'")
+    sch.add_argument("-n", "--count", type=int, default=5, help="how many [%(default)s]")
+    sch.add_argument("--timeout", type=int, help="the invocation's timeout: a rate must be longer")
+    sch.set_defaults(handler=schedule)
 
     ins = sub.add_parser("instances", help="list instances and whether their agent is online")
     ins.add_argument("-i", "--instance", action="append", default=[])

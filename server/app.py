@@ -274,7 +274,8 @@ class ServerApp:
         limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
         tenant = Guard(self.authenticator, limiter, self.admin_plane.record)
         admin = Guard(self.authenticator, limiter, self.admin_plane.record, admin_only=True)
-        add_service(self.server, CommandService(self.plane), COMMAND_SERVICE, tenant)
+        commands = CommandService(self.plane, self.config.limits, self.config.default_timezone)
+        add_service(self.server, commands, COMMAND_SERVICE, tenant)
         add_service(self.server, InstanceService(self.plane), INSTANCE_SERVICE, tenant)
         add_service(self.server, AdminService(self.admin_plane), ADMIN_SERVICE, admin)
         agent_service = AgentService(

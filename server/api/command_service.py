@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import tzinfo
 from typing import Any
 
 from grpc import aio
@@ -13,14 +14,19 @@ from server.api import convert
 from server.api.errors import stream_errors, unary_errors
 from server.auth import principal
 from server.clock import now_ms
+from server.domain.limits import Limits
+from server.domain.schedule_preview import preview_schedule
 from server.plane import CommandPlane, OutputEvent
 
 Context = aio.ServicerContext[Any, Any]
 
 
 class CommandService(command_pb2_grpc.CommandServiceServicer):
-    def __init__(self, plane: CommandPlane) -> None:
+    def __init__(self, plane: CommandPlane, limits: Limits, default_timezone: tzinfo) -> None:
         self._plane = plane
+        # What PreviewSchedule checks a frequency against, as InvokeCommand does.
+        self._limits = limits
+        self._default_timezone = default_timezone
 
     @unary_errors
     async def CreateCommand(
@@ -236,3 +242,24 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
                         event.record, event.invocation_status, now_ms()
                     )
                 )
+
+    @unary_errors
+    async def PreviewSchedule(
+        self, request: pb.PreviewScheduleRequest, context: Context
+    ) -> pb.PreviewScheduleResponse:
+        preview = preview_schedule(
+            request.region_id,
+            request.frequency,
+            request.timeout_seconds if request.HasField("timeout_seconds") else None,
+            request.count,
+            limits=self._limits,
+            default_timezone=self._default_timezone,
+            now_ms=now_ms(),
+        )
+        return pb.PreviewScheduleResponse(
+            fire_times=[
+                pb.FireTime(time=convert.timestamp(f.time_ms), local_time=f.local_time)
+                for f in preview.fire_times
+            ],
+            time_zone=preview.time_zone,
+        )

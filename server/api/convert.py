@@ -22,6 +22,7 @@ from server.domain.model import (
     OsType,
     Record,
     RepeatMode,
+    runs_on,
 )
 from server.domain.status import ExecutionState, InvokeStatus, coarse_status
 from server.domain.validation import InvocationChange
@@ -286,6 +287,11 @@ def instance_to(instance: Instance) -> instance_pb.Instance:
         last_invoked_time=timestamp(instance.last_invoked_ms),
         registration_time=timestamp(instance.registered_ms),
         tags=[tag_pb.Tag(key=k, value=v) for k, v in sorted(instance.tags.items())],
+        command_types=[
+            command_type_to(t)
+            for t in CommandType
+            if runs_on(t, instance.os_type, instance.extra_command_types)
+        ],
     )
 
 

@@ -76,6 +76,7 @@ ENV_EXCEED_LIMIT = "Env.ExceedLimit"
 MISSING_FREQUENCY = "MissingParam.Frequency"
 INVALID_FREQUENCY = "InvalidParam.Frequency"
 INVALID_REPEAT_MODE = "InvalidRepeatMode.NotFound"
+INVALID_PREVIEW_COUNT = "InvalidParam.Count"
 
 # Lookups.
 COMMAND_NOT_FOUND = "InvalidCmdId.NotFound"

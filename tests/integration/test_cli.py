@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import sys
+from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,8 @@ async def test_every_command_prints_json_that_parses(cluster: Cluster, tmp_path:
     )["invoke_id"]
     assert await json_of("modify-invocation", periodic, "--frequency", "rate(2h)") == {}
     assert await json_of("stop", periodic) == {}
+    fires = (await json_of("schedule", "rate(1h)", "-n", "3"))["fire_times"]
+    assert [f["local_time"][-6:] for f in fires] == ["+08:00"] * 3
 
     sent = await json_of("send-file", "-i", "i-a", "--name", "f.txt", "--target-dir",
                          str(tmp_path), "--content", "hello")  # fmt: skip
@@ -281,6 +284,19 @@ async def test_every_command_prints_json_that_parses(cluster: Cluster, tmp_path:
     # `completion` prints a shell script, not results.
     leaves = set(leaf_parsers(build_parser())) - {("completion",)}
     assert covered == leaves
+
+
+async def test_schedule_prints_the_next_fire_times(cluster: Cluster) -> None:
+    year = date.today().year + 1
+    weekdays = [d for d in (date(year, 1, n) for n in range(1, 8)) if d.weekday() < 5][:2]
+    frequency = f"0 0 12 ? * MON-FRI {year} Asia/Shanghai"
+    code, out, _ = await cli(cluster, "schedule", frequency, "-n", "2")
+    assert code == 0
+    assert out.decode().splitlines() == [f"{d} 12:00:00 +08:00" for d in weekdays]
+    code, _, err = await cli(cluster, "schedule", "*/5 * * * * ?")
+    assert code == 2
+    assert "InvalidParam.Frequency" in err
+    assert "frequency" in err
 
 
 async def test_instances_lists_the_agents(cluster: Cluster) -> None:

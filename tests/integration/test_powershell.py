@@ -16,7 +16,7 @@ import pytest
 from grpc import aio
 
 from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc
+from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 from tests.integration.helpers import REGION, error_details, watch
 from tests.support import AgentProcess, ServerProcess, client_channel
 
@@ -80,3 +80,17 @@ async def test_powershell_is_refused_where_it_is_not(pair: Pair) -> None:
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_details(caught.value)[0].reason == "InvalidInstance.NotMatch"
     assert pair.server.row_counts() == before
+
+
+async def test_instances_list_the_command_types_they_run(pair: Pair) -> None:
+    """What a client (the console's instance picker) needs to tell which instances can run a
+    command, without knowing the OS rules."""
+    async with client_channel(pair.server) as channel:
+        found = await instance_pb2_grpc.InstanceServiceStub(channel).DescribeInstances(
+            instance_pb2.DescribeInstancesRequest(region_id=REGION)
+        )
+    types = {i.instance_id: list(i.command_types) for i in found.instances}
+    assert types == {
+        "i-pwsh": [pb.COMMAND_TYPE_RUN_SHELL_SCRIPT, pb.COMMAND_TYPE_RUN_POWERSHELL_SCRIPT],
+        "i-sh": [pb.COMMAND_TYPE_RUN_SHELL_SCRIPT],
+    }

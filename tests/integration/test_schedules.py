@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
+from grpc import aio
 
+from cloudassist.v1 import admin_pb2, admin_pb2_grpc, command_pb2_grpc
 from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc
-from tests.integration.helpers import REGION, invocation, watch
+from tests.integration.helpers import REGION, error_details, invocation, watch
 from tests.support import AgentProcess, ServerProcess, client_channel
 
 Stub = command_pb2_grpc.CommandServiceStub
 TOLERANCE_MS = 1000
 AGENTS = ("s-1", "s-2")
+PREVIEW_SCHEDULE = "/cloudassist.v1.CommandService/PreviewSchedule"
 
 
 @dataclass
@@ -150,6 +154,52 @@ async def test_cron_rate_and_at_fire_on_time(stub: Stub) -> None:
     count = len(await history(stub, cron_id))
     await asyncio.sleep(11)  # a whole period: a stopped schedule must not fire again
     assert len(await history(stub, cron_id)) == count
+
+
+async def test_preview_gives_the_next_fire_times_and_invokes_refusals(
+    stub: Stub, scheduled: Scheduled
+) -> None:
+    before_ms = int(time.time() * 1000)
+    preview = await stub.PreviewSchedule(
+        pb.PreviewScheduleRequest(region_id=REGION, frequency="*/10 * * * * ?")
+    )
+    times = [f.time.ToMilliseconds() for f in preview.fire_times]
+    assert len(times) == 5
+    assert times[0] > before_ms
+    assert all(t % 10_000 == 0 for t in times)
+    assert [b - a for a, b in itertools.pairwise(times)] == [10_000] * 4
+    assert preview.time_zone == "UTC+08:00"  # the server's default
+    assert preview.fire_times[0].local_time.endswith(" +08:00")
+
+    # A refused frequency is refused as InvokeCommand refuses it: code, reason, field, text.
+    refusals = []
+    for call in (
+        stub.PreviewSchedule(
+            pb.PreviewScheduleRequest(region_id=REGION, frequency="*/3 * * * * ?")
+        ),
+        invoke_periodic(stub, "*/3 * * * * ?"),
+    ):
+        with pytest.raises(aio.AioRpcError) as refused:
+            await call
+        refusals.append(
+            (refused.value.code(), refused.value.details(), *error_details(refused.value))
+        )
+    assert refusals[0] == refusals[1]
+    assert refusals[0][2].reason == "InvalidParam.Frequency"
+    assert refusals[0][3] == ["frequency"]
+
+    # A read, not audited; and callers without a key are refused like on any other call.
+    async with client_channel(scheduled.server) as channel:
+        audit = await admin_pb2_grpc.AdminServiceStub(channel).ListAuditEvents(
+            admin_pb2.ListAuditEventsRequest(method=PREVIEW_SCHEDULE)
+        )
+    assert list(audit.events) == []
+    async with aio.insecure_channel(scheduled.server.address) as anonymous:
+        with pytest.raises(aio.AioRpcError) as refused:
+            await command_pb2_grpc.CommandServiceStub(anonymous).PreviewSchedule(
+                pb.PreviewScheduleRequest(region_id=REGION, frequency="rate(5m)")
+            )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_stop_one_instance_ends_its_fires_only(stub: Stub) -> None:

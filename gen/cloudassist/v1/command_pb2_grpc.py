@@ -107,6 +107,11 @@ class CommandServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_command__pb2.WatchInvocationRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_command__pb2.WatchInvocationResponse.FromString,
                 _registered_method=True)
+        self.PreviewSchedule = channel.unary_unary(
+                '/cloudassist.v1.CommandService/PreviewSchedule',
+                request_serializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -214,6 +219,14 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewSchedule(self, request, context):
+        """The next fire times of a periodic invocation's frequency, checked by the rules of
+        InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -286,6 +299,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.WatchInvocation,
                     request_deserializer=cloudassist_dot_v1_dot_command__pb2.WatchInvocationRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_command__pb2.WatchInvocationResponse.SerializeToString,
+            ),
+            'PreviewSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSchedule,
+                    request_deserializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -669,6 +687,33 @@ class CommandService:
             '/cloudassist.v1.CommandService/WatchInvocation',
             cloudassist_dot_v1_dot_command__pb2.WatchInvocationRequest.SerializeToString,
             cloudassist_dot_v1_dot_command__pb2.WatchInvocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.CommandService/PreviewSchedule',
+            cloudassist_dot_v1_dot_command__pb2.PreviewScheduleRequest.SerializeToString,
+            cloudassist_dot_v1_dot_command__pb2.PreviewScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,10 @@ class CommandServiceStub:
     """The per-instance results of SendFile calls, newest first."""
     WatchInvocation: _grpc.UnaryStreamMultiCallable[_command_pb2.WatchInvocationRequest, _command_pb2.WatchInvocationResponse]
     """Streams the stored output and state of an invocation, then live changes."""
+    PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_command_pb2.PreviewScheduleRequest, _command_pb2.PreviewScheduleResponse]
+    """The next fire times of a periodic invocation's frequency, checked by the rules of
+    InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
+    """
 
 @_typing.type_check_only
 class CommandServiceAsyncStub(CommandServiceStub):
@@ -105,6 +109,10 @@ class CommandServiceAsyncStub(CommandServiceStub):
     """The per-instance results of SendFile calls, newest first."""
     WatchInvocation: _aio.UnaryStreamMultiCallable[_command_pb2.WatchInvocationRequest, _command_pb2.WatchInvocationResponse]  # type: ignore[assignment]
     """Streams the stored output and state of an invocation, then live changes."""
+    PreviewSchedule: _aio.UnaryUnaryMultiCallable[_command_pb2.PreviewScheduleRequest, _command_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
+    """The next fire times of a periodic invocation's frequency, checked by the rules of
+    InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
+    """
 
 class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     """CommandService manages saved scripts (commands), runs them on instances
@@ -225,5 +233,15 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_command_pb2.WatchInvocationResponse], _abc.AsyncIterator[_command_pb2.WatchInvocationResponse]]:
         """Streams the stored output and state of an invocation, then live changes."""
+
+    @_abc_1.abstractmethod
+    def PreviewSchedule(
+        self,
+        request: _command_pb2.PreviewScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_pb2.PreviewScheduleResponse, _abc.Awaitable[_command_pb2.PreviewScheduleResponse]]:
+        """The next fire times of a periodic invocation's frequency, checked by the rules of
+        InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
+        """
 
 def add_CommandServiceServicer_to_server(servicer: CommandServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

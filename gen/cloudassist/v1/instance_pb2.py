@@ -22,37 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cloudassist.v1 import command_pb2 as cloudassist_dot_v1_dot_command__pb2
 from cloudassist.v1 import tag_pb2 as cloudassist_dot_v1_dot_tag__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63loudassist/v1/instance.proto\x12\x0e\x63loudassist.v1\x1a\x18\x63loudassist/v1/tag.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x03\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12\'\n\x07os_type\x18\x03 \x01(\x0e\x32\x16.cloudassist.v1.OsType\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x0e\n\x06online\x18\x06 \x01(\x08\x12\x37\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x61\x63tive_task_count\x18\x08 \x01(\x03\x12\x18\n\x10invocation_count\x18\t \x01(\x03\x12\x35\n\x11last_invoked_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11registration_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04tags\x18\x0c \x03(\x0b\x32\x13.cloudassist.v1.Tag\"\x8d\x01\n\x18\x44\x65scribeInstancesRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_ids\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12!\n\x04tags\x18\x05 \x03(\x0b\x32\x13.cloudassist.v1.Tag\"v\n\x19\x44\x65scribeInstancesResponse\x12+\n\tinstances\x18\x01 \x03(\x0b\x32\x18.cloudassist.v1.Instance\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"C\n\x19\x44\x65registerInstanceRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65registerInstanceResponse\"a\n\x13TagInstancesRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_ids\x18\x02 \x03(\t\x12!\n\x04tags\x18\x03 \x03(\x0b\x32\x13.cloudassist.v1.Tag\"\x16\n\x14TagInstancesResponse\"N\n\x15UntagInstancesRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_ids\x18\x02 \x03(\t\x12\x0c\n\x04keys\x18\x03 \x03(\t\"\x18\n\x16UntagInstancesResponse*I\n\x06OsType\x12\x17\n\x13OS_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rOS_TYPE_LINUX\x10\x01\x12\x13\n\x0fOS_TYPE_WINDOWS\x10\x02\x32\xa4\x03\n\x0fInstanceService\x12h\n\x11\x44\x65scribeInstances\x12(.cloudassist.v1.DescribeInstancesRequest\x1a).cloudassist.v1.DescribeInstancesResponse\x12k\n\x12\x44\x65registerInstance\x12).cloudassist.v1.DeregisterInstanceRequest\x1a*.cloudassist.v1.DeregisterInstanceResponse\x12Y\n\x0cTagInstances\x12#.cloudassist.v1.TagInstancesRequest\x1a$.cloudassist.v1.TagInstancesResponse\x12_\n\x0eUntagInstances\x12%.cloudassist.v1.UntagInstancesRequest\x1a&.cloudassist.v1.UntagInstancesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63loudassist/v1/instance.proto\x12\x0e\x63loudassist.v1\x1a\x1c\x63loudassist/v1/command.proto\x1a\x18\x63loudassist/v1/tag.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x03\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x11\n\tregion_id\x18\x02 \x01(\t\x12\'\n\x07os_type\x18\x03 \x01(\x0e\x32\x16.cloudassist.v1.OsType\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12\x0e\n\x06online\x18\x06 \x01(\x08\x12\x37\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x61\x63tive_task_count\x18\x08 \x01(\x03\x12\x18\n\x10invocation_count\x18\t \x01(\x03\x12\x35\n\x11last_invoked_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11registration_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04tags\x18\x0c \x03(\x0b\x32\x13.cloudassist.v1.Tag\x12\x32\n\rcommand_types\x18\r \x03(\x0e\x32\x1b.cloudassist.v1.CommandType\"\x8d\x01\n\x18\x44\x65scribeInstancesRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_ids\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12!\n\x04tags\x18\x05 \x03(\x0b\x32\x13.cloudassist.v1.Tag\"v\n\x19\x44\x65scribeInstancesResponse\x12+\n\tinstances\x18\x01 \x03(\x0b\x32\x18.cloudassist.v1.Instance\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"C\n\x19\x44\x65registerInstanceRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65registerInstanceResponse\"a\n\x13TagInstancesRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_ids\x18\x02 \x03(\t\x12!\n\x04tags\x18\x03 \x03(\x0b\x32\x13.cloudassist.v1.Tag\"\x16\n\x14TagInstancesResponse\"N\n\x15UntagInstancesRequest\x12\x11\n\tregion_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_ids\x18\x02 \x03(\t\x12\x0c\n\x04keys\x18\x03 \x03(\t\"\x18\n\x16UntagInstancesResponse*I\n\x06OsType\x12\x17\n\x13OS_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rOS_TYPE_LINUX\x10\x01\x12\x13\n\x0fOS_TYPE_WINDOWS\x10\x02\x32\xa4\x03\n\x0fInstanceService\x12h\n\x11\x44\x65scribeInstances\x12(.cloudassist.v1.DescribeInstancesRequest\x1a).cloudassist.v1.DescribeInstancesResponse\x12k\n\x12\x44\x65registerInstance\x12).cloudassist.v1.DeregisterInstanceRequest\x1a*.cloudassist.v1.DeregisterInstanceResponse\x12Y\n\x0cTagInstances\x12#.cloudassist.v1.TagInstancesRequest\x1a$.cloudassist.v1.TagInstancesResponse\x12_\n\x0eUntagInstances\x12%.cloudassist.v1.UntagInstancesRequest\x1a&.cloudassist.v1.UntagInstancesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudassist.v1.instance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OSTYPE']._serialized_start=1106
-  _globals['_OSTYPE']._serialized_end=1179
-  _globals['_INSTANCE']._serialized_start=109
-  _globals['_INSTANCE']._serialized_end=512
-  _globals['_DESCRIBEINSTANCESREQUEST']._serialized_start=515
-  _globals['_DESCRIBEINSTANCESREQUEST']._serialized_end=656
-  _globals['_DESCRIBEINSTANCESRESPONSE']._serialized_start=658
-  _globals['_DESCRIBEINSTANCESRESPONSE']._serialized_end=776
-  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_start=778
-  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_end=845
-  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_start=847
-  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_end=875
-  _globals['_TAGINSTANCESREQUEST']._serialized_start=877
-  _globals['_TAGINSTANCESREQUEST']._serialized_end=974
-  _globals['_TAGINSTANCESRESPONSE']._serialized_start=976
-  _globals['_TAGINSTANCESRESPONSE']._serialized_end=998
-  _globals['_UNTAGINSTANCESREQUEST']._serialized_start=1000
-  _globals['_UNTAGINSTANCESREQUEST']._serialized_end=1078
-  _globals['_UNTAGINSTANCESRESPONSE']._serialized_start=1080
-  _globals['_UNTAGINSTANCESRESPONSE']._serialized_end=1104
-  _globals['_INSTANCESERVICE']._serialized_start=1182
-  _globals['_INSTANCESERVICE']._serialized_end=1602
+  _globals['_OSTYPE']._serialized_start=1188
+  _globals['_OSTYPE']._serialized_end=1261
+  _globals['_INSTANCE']._serialized_start=139
+  _globals['_INSTANCE']._serialized_end=594
+  _globals['_DESCRIBEINSTANCESREQUEST']._serialized_start=597
+  _globals['_DESCRIBEINSTANCESREQUEST']._serialized_end=738
+  _globals['_DESCRIBEINSTANCESRESPONSE']._serialized_start=740
+  _globals['_DESCRIBEINSTANCESRESPONSE']._serialized_end=858
+  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_start=860
+  _globals['_DEREGISTERINSTANCEREQUEST']._serialized_end=927
+  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_start=929
+  _globals['_DEREGISTERINSTANCERESPONSE']._serialized_end=957
+  _globals['_TAGINSTANCESREQUEST']._serialized_start=959
+  _globals['_TAGINSTANCESREQUEST']._serialized_end=1056
+  _globals['_TAGINSTANCESRESPONSE']._serialized_start=1058
+  _globals['_TAGINSTANCESRESPONSE']._serialized_end=1080
+  _globals['_UNTAGINSTANCESREQUEST']._serialized_start=1082
+  _globals['_UNTAGINSTANCESREQUEST']._serialized_end=1160
+  _globals['_UNTAGINSTANCESRESPONSE']._serialized_start=1162
+  _globals['_UNTAGINSTANCESRESPONSE']._serialized_end=1186
+  _globals['_INSTANCESERVICE']._serialized_start=1264
+  _globals['_INSTANCESERVICE']._serialized_end=1684
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from cloudassist.v1 import command_pb2 as _command_pb2
 from cloudassist.v1 import tag_pb2 as _tag_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -61,6 +62,7 @@ class Instance(_message.Message):
     LAST_INVOKED_TIME_FIELD_NUMBER: _builtins.int
     REGISTRATION_TIME_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    COMMAND_TYPES_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: Global___OsType.ValueType
@@ -84,6 +86,12 @@ class Instance(_message.Message):
         through the API wins over the agent's.
         """
 
+    @_builtins.property
+    def command_types(self) -> _containers.RepeatedScalarFieldContainer[_command_pb2.CommandType.ValueType]:
+        """The command types it runs: its OS's own (Shell on Linux; Bat and PowerShell on Windows)
+        and any its agent adds (PowerShell through pwsh on Linux).
+        """
+
     def __init__(
         self,
         *,
@@ -99,10 +107,11 @@ class Instance(_message.Message):
         last_invoked_time: _timestamp_pb2.Timestamp | None = ...,
         registration_time: _timestamp_pb2.Timestamp | None = ...,
         tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
+        command_types: _abc.Iterable[_command_pb2.CommandType.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_heartbeat_time", b"last_heartbeat_time", "last_invoked_time", b"last_invoked_time", "registration_time", b"registration_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_count", b"active_task_count", "agent_version", b"agent_version", "hostname", b"hostname", "instance_id", b"instance_id", "invocation_count", b"invocation_count", "last_heartbeat_time", b"last_heartbeat_time", "last_invoked_time", b"last_invoked_time", "online", b"online", "os_type", b"os_type", "region_id", b"region_id", "registration_time", b"registration_time", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_count", b"active_task_count", "agent_version", b"agent_version", "command_types", b"command_types", "hostname", b"hostname", "instance_id", b"instance_id", "invocation_count", b"invocation_count", "last_heartbeat_time", b"last_heartbeat_time", "last_invoked_time", b"last_invoked_time", "online", b"online", "os_type", b"os_type", "region_id", b"region_id", "registration_time", b"registration_time", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
