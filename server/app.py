@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import os
+import ssl
 from pathlib import Path
 from types import ModuleType
 from wsgiref.simple_server import WSGIServer
@@ -27,6 +28,7 @@ from server.agent_plane import AgentPlane
 from server.api.admin_service import AdminService
 from server.api.agent_service import AgentService
 from server.api.command_service import CommandService
+from server.api.forwarded import BridgeTrust
 from server.api.guard import Guard
 from server.api.instance_service import InstanceService
 from server.api.metrics_interceptor import MetricsInterceptor
@@ -35,6 +37,8 @@ from server.auth import Authenticator, RateLimiter
 from server.bus import LocalBus, PostgresBus
 from server.clock import now_ms
 from server.config import ServerConfig
+from server.console.listener import ConsoleServer
+from server.console.site import AssetsMissing
 from server.domain import ids
 from server.events import InvocationEvents
 from server.exporter import (
@@ -181,10 +185,12 @@ class ServerApp:
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.agent_port = 0
+        self.console: ConsoleServer | None = None
+        self.console_port = 0
 
     def _check_transport(self) -> None:
         config = self.config
-        for address in filter(None, (config.listen, config.agent_listen)):
+        for address in filter(None, (config.listen, config.agent_listen, config.console_listen)):
             if config.tls_cert is None and not is_loopback(address) and not config.insecure:
                 raise ConfigError(
                     f"refusing plaintext on {address}, which is not a loopback address: give "
@@ -272,8 +278,12 @@ class ServerApp:
         await self._bootstrap()
         await self.hub.bus.start()
         limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
-        tenant = Guard(self.authenticator, limiter, self.admin_plane.record)
-        admin = Guard(self.authenticator, limiter, self.admin_plane.record, admin_only=True)
+        # The console's bridge names the browser behind each call it forwards.
+        bridge = BridgeTrust() if self.config.console_listen else None
+        tenant = Guard(self.authenticator, limiter, self.admin_plane.record, bridge=bridge)
+        admin = Guard(
+            self.authenticator, limiter, self.admin_plane.record, admin_only=True, bridge=bridge
+        )
         commands = CommandService(self.plane, self.config.limits, self.config.default_timezone)
         add_service(self.server, commands, COMMAND_SERVICE, tenant)
         add_service(self.server, InstanceService(self.plane), INSTANCE_SERVICE, tenant)
@@ -317,7 +327,11 @@ class ServerApp:
             await self.agent_server.start()
         else:
             self.agent_port = self.port
+        if bridge is not None:
+            self._bind_console(bridge)
         await self.server.start()
+        if self.console is not None:
+            await self.console.start()
         self._tasks = [
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self.reaper.run(), name="reaper"),
@@ -350,6 +364,7 @@ class ServerApp:
                         "port": self.port,
                         "agent_port": self.agent_port,
                         "metrics_port": self.metrics_port,
+                        "console_port": self.console_port,
                         "pid": os.getpid(),
                     }
                 )
@@ -361,7 +376,43 @@ class ServerApp:
             f", agents on port {self.agent_port}" if self.agent_server else "",
             _redacted(self.config.database_url),
         )
+        if self.console is not None:
+            scheme = "https" if self.config.tls_cert else "http"
+            log.info(
+                "console on %s://%s/",
+                scheme,
+                _with_port(self.config.console_listen, self.console_port),
+            )
         return self.port
+
+    def _bind_console(self, bridge: BridgeTrust) -> None:
+        """The console's listener, and the private socket its bridge reaches the gRPC server
+        through (plaintext: only this process's user can open it)."""
+        config = self.config
+        tls: ssl.SSLContext | None = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
+        self.console = ConsoleServer(
+            config.console_listen,
+            [COMMAND_SERVICE, INSTANCE_SERVICE, ADMIN_SERVICE],
+            bridge,
+            tls,
+            config.max_message_bytes,
+        )
+        try:
+            self.console_port = self.console.bind()
+        except OSError as exc:
+            raise ConfigError(
+                f"--console-listen {config.console_listen}: cannot listen: {exc.strerror or exc}"
+            ) from exc
+        except AssetsMissing as exc:
+            raise ConfigError(f"--console-listen: {exc}; build them with `make console`") from exc
+        except ValueError as exc:
+            raise ConfigError(
+                f"--console-listen {config.console_listen}: expected HOST:PORT"
+            ) from exc
+        self.server.add_insecure_port(self.console.grpc_address)
 
     async def stop(self) -> None:
         """Graceful drain: NOT_SERVING, agents told to reconnect, output flushed, then stop."""
@@ -375,6 +426,8 @@ class ServerApp:
             log.info("NOT_SERVING for %.1f s before closing", self.config.drain_delay_seconds)
             await asyncio.sleep(self.config.drain_delay_seconds)
         self.hub.drain("server shutting down")
+        if self.console is not None:
+            await self.console.stop()
         grace = self.config.shutdown_grace_seconds
         listeners = [s for s in (self.server, self.agent_server) if s is not None]
         await asyncio.gather(*(s.stop(grace) for s in listeners))
@@ -393,6 +446,11 @@ class ServerApp:
             await asyncio.to_thread(self._metrics_server.shutdown)
             self._metrics_server.server_close()
         log.info("stopped")
+
+
+def _with_port(address: str, port: int) -> str:
+    """HOST:PORT with the port actually bound (for an address given with port 0)."""
+    return f"{address.rpartition(':')[0]}:{port}"
 
 
 def _redacted(url: str) -> str:

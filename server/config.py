@@ -46,6 +46,8 @@ class ServerConfig:
     log_format: str = "text"
     # host:port for Prometheus metrics (/metrics); empty: none.
     metrics_listen: str = ""
+    # host:port for the web console (assets and gRPC-Web); empty: none.
+    console_listen: str = ""
     # Seconds between database checks behind the health service.
     health_interval_seconds: float = 5.0
     # Agents on their own listener (required for mTLS); empty: the main listener.
@@ -295,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on http://HOST:PORT/metrics [off]",
     )
     add(
+        "--console-listen",
+        default=_env("console-listen", defaults.console_listen),
+        metavar="HOST:PORT",
+        help="serve the web console on http(s)://HOST:PORT/ (TLS with --tls-cert; plaintext "
+        "only on loopback unless --insecure) [off]",
+    )
+    add(
         "--health-interval",
         type=float,
         default=float(_env("health-interval", str(defaults.health_interval_seconds))),
@@ -377,6 +386,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         log_level=args.log_level,
         log_format=args.log_format,
         metrics_listen=args.metrics_listen,
+        console_listen=args.console_listen,
         health_interval_seconds=args.health_interval,
         agent_listen=args.agent_listen,
         tls_cert=args.tls_cert,

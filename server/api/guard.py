@@ -11,6 +11,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
+from server.api.forwarded import BridgeTrust
 from server.auth import Authenticator, RateLimiter
 from server.clock import now_ms
 from server.domain import ids, reasons
@@ -53,6 +54,14 @@ class Guard:
     limiter: RateLimiter
     record: Callable[[AuditEntry], Awaitable[None]]
     admin_only: bool = False
+    # Set when the console's bridge forwards calls: the audit names the browser.
+    bridge: BridgeTrust | None = None
+
+    def peer(self, context: aio.ServicerContext[Any, Any]) -> str:
+        peer = context.peer()
+        if self.bridge is None:
+            return peer
+        return self.bridge.peer(peer, context.invocation_metadata())
 
     async def admit(self, context: aio.ServicerContext[Any, Any]) -> Principal:
         who = await self.authenticator.authenticate(context.invocation_metadata())

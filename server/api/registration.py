@@ -139,7 +139,7 @@ def _handler(
             raise
         finally:
             if audited:
-                await guard.audit(who, full_name, request, response, code, context.peer())
+                await guard.audit(who, full_name, request, response, code, guard.peer(context))
 
     return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serialize)
 
