@@ -1,0 +1,3 @@
+export function navigate(path: string): void {
+  window.location.hash = `#${path}`;
+}
