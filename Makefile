@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/cloudassist/v1/*.proto)
 
-.PHONY: install interop-deps run test gen check-gen lint lint-protos bench migration clean
+.PHONY: install interop-deps console-deps console check-console run test gen check-gen lint lint-protos bench migration clean
 
 install: $(STAMP)
 
@@ -50,6 +50,27 @@ $(INTEROP_STAMP): $(INTEROP)/package-lock.json
 	cd $(INTEROP) && npm ci --no-audit --no-fund
 	touch $(INTEROP_STAMP)
 
+# The web console: npm packages as the lockfile pins them; `make console` generates the
+# TypeScript clients from protos/, type-checks and bundles into server/console/static/ (the
+# committed assets the server serves); `make check-console` fails when a rebuild differs.
+CONSOLE := server/console/web
+CONSOLE_STAMP := $(CONSOLE)/node_modules/.installed
+
+console-deps: $(CONSOLE_STAMP)
+
+$(CONSOLE_STAMP): $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund
+	touch $(CONSOLE_STAMP)
+
+console: console-deps
+	cd $(CONSOLE) && npm run --silent build -- ../static
+
+check-console: console-deps
+	rm -rf .console-check && mkdir -p .console-check
+	cd $(CONSOLE) && npm run --silent build -- ../../../.console-check
+	diff -r .console-check server/console/static
+	rm -rf .console-check
+
 # buf lint on protos/; buf breaking against the latest tag, once there is one.
 lint-protos: interop-deps
 	$(BUF) lint protos
@@ -78,4 +99,4 @@ migration: install
 	  echo "wrote $$file"
 
 clean:
-	rm -rf $(VENV) .gen-check var
+	rm -rf $(VENV) .gen-check .console-check var

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# `make run`: the server on its embedded default (SQLite under var/, 127.0.0.1:50051) and one
-# agent for this machine (instance i-local, region cn-hangzhou), in the foreground.
+# `make run`: the server on its embedded default (SQLite under var/, 127.0.0.1:50051) with the
+# web console on 127.0.0.1:8080, and one agent for this machine (instance i-local, region
+# cn-hangzhou), in the foreground.
 # Ctrl-C stops both cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
 listen=${CLOUDASSIST_LISTEN:-127.0.0.1:50051}
+console=${CLOUDASSIST_CONSOLE_LISTEN:-127.0.0.1:8080}
 mkdir -p var
 rm -f var/ready.json
 
-"$bin/cloudassist-server" --listen "$listen" --data-dir var --ready-file var/ready.json &
+"$bin/cloudassist-server" --listen "$listen" --console-listen "$console" --data-dir var \
+  --ready-file var/ready.json &
 server=$!
 agent=""
 stop() {
@@ -44,6 +47,10 @@ cat <<TEXT
 
 cloudassist is running: server on $listen (database var/cloudassist.db), agent i-local.
 The admin API key is in var/admin.key; the CLI uses it for a local server when run from here.
+
+Web console: http://$console/
+  Sign in with the admin API key: the contents of var/admin.key (cat var/admin.key).
+
 In another terminal:
   .venv/bin/cloudassist instances
   .venv/bin/cloudassist run -i i-local 'echo hello from \$(hostname); uname -a'

@@ -100,6 +100,8 @@ class ServerProcess(Process):
         self.agent_port = 0
         # Prometheus /metrics, when started with --metrics-listen (0: not served).
         self.metrics_port = 0
+        # The web console, when started with --console-listen (0: not served).
+        self.console_port = 0
         self._activations: dict[str, tuple[str, str]] = {}
         super().__init__(
             [
@@ -133,6 +135,7 @@ class ServerProcess(Process):
         self.port = ready["port"]
         self.agent_port = ready["agent_port"]
         self.metrics_port = ready.get("metrics_port", 0)
+        self.console_port = ready.get("console_port", 0)
 
     @property
     def address(self) -> str:

@@ -75,13 +75,14 @@ class Schedule {
   private asked = 0;
 
   constructor(private readonly form: Form, private readonly timeout: () => bigint | undefined) {
-    for (const control of [this.mode, this.kind, this.cron, this.rateValue, this.rateUnit, this.at, this.zone]) {
+    for (const control of [this.mode, this.kind]) control.addEventListener("change", () => this.layout());
+    for (const control of [this.cron, this.rateValue, this.rateUnit, this.at, this.zone]) {
       control.addEventListener("input", () => this.changed());
       control.addEventListener("change", () => this.changed());
     }
     replace(this.element, h("div", { class: "row" }, form.field("repeat_mode", "Execution", this.mode)), this.parts,
       h("datalist", { id: "zones" }, ...ZONES.map((z) => h("option", { value: z }))));
-    this.changed();
+    this.layout();
   }
 
   get periodic(): boolean {
@@ -99,7 +100,9 @@ class Schedule {
     return `${this.cron.value.trim()}${zone ? ` ${zone}` : ""}`;
   }
 
-  changed(): void {
+  /** The controls of the chosen kind of schedule (built again only when the kind changes, so
+   * that typing keeps its focus). */
+  private layout(): void {
     if (!this.periodic) {
       replace(this.parts);
       return;
@@ -113,6 +116,11 @@ class Schedule {
         kind === "rate" ? null : h("div", { class: "field" }, h("label", {}, h("span", { class: "label" }, "Time zone"), this.zone))),
       h("div", { class: "preview" }, h("span", { class: "muted" }, "Frequency sent: "), this.frequencyText, h("div", { class: "muted small" }, "Next fire times:"), this.fires),
     );
+    this.changed();
+  }
+
+  changed(): void {
+    if (!this.periodic) return;
     this.frequencyText.textContent = this.frequency();
     window.clearTimeout(this.timer);
     this.timer = window.setTimeout(() => void this.preview(), 250);
