@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -507,3 +508,33 @@ def _scrape(server: ServerProcess) -> dict[tuple[str, str], float]:
         for s in family.samples
         if s.name == "cloudassist_rpcs_total"
     }
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        (
+            "127.0.0.1:{taken}",
+            "--console-listen 127.0.0.1:{taken}: cannot listen: Address already in use",
+        ),
+        ("127.0.0.1", "--console-listen 127.0.0.1: expected HOST:PORT"),
+        ("0.0.0.0:0", "refusing plaintext on 0.0.0.0:0, which is not a loopback address"),
+    ],
+)
+def test_a_console_address_it_cannot_serve_stops_the_server_with_one_line(
+    tmp_path: Path, address: str, message: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        process = ServerProcess(tmp_path / "server", "--console-listen", address.format(taken=port))
+        try:
+            with pytest.raises(RuntimeError, match="server exited early"):
+                process.start()
+        finally:
+            exit_code = process.stop()
+    log = process.log()
+    assert exit_code == 1, log
+    assert message.format(taken=port) in log
+    assert "Traceback" not in log

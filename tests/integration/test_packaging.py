@@ -28,7 +28,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in SOURCES:
         path = ROOT / name
         if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                path, source / name, ignore=shutil.ignore_patterns("__pycache__", "node_modules")
+            )
         else:
             shutil.copy2(path, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -118,3 +120,16 @@ def test_the_agent_service_unit_ships_in_the_wheel(installed: Path, tmp_path: Pa
     unit = (tmp_path / "units" / "cloudassist-agent.service").read_text()
     assert "ExecStart=" in unit
     assert "CLOUDASSIST_AGENT_SERVER" in (tmp_path / "agent.env").read_text()
+
+
+def test_the_console_ships_built_without_its_sources(installed: Path) -> None:
+    console = installed / "server" / "console"
+    assert sorted(p.name for p in (console / "static").iterdir()) == [
+        "app.css",
+        "app.js",
+        "index.html",
+    ]
+    assert (console / "static" / "app.js").read_bytes() == (
+        ROOT / "server" / "console" / "static" / "app.js"
+    ).read_bytes()
+    assert not (console / "web").exists()
