@@ -655,6 +655,9 @@ def _templates(seeds: Seeds) -> dict[str, Message]:
         "WatchInvocation": c.WatchInvocationRequest(
             region_id=REGION, invoke_id=seeds.output_invocation
         ),
+        "PreviewSchedule": c.PreviewScheduleRequest(
+            region_id=REGION, frequency="0 */20 * * * ?", count=5
+        ),
         "DescribeInstances": instance_pb2.DescribeInstancesRequest(region_id=REGION),
         "DeregisterInstance": instance_pb2.DeregisterInstanceRequest(
             region_id=REGION, instance_id=seeds.spare_instances[0]
