@@ -9,25 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from agent.journal import process_start_time
 
 log = logging.getLogger(__name__)
 
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
+# The pipe's capacity (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB by default).
+PIPE_SIZE = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 SCRIPT_FILE = "{{ACS::ScriptFile}}"
 PWSH_FLAGS = "-NoLogo -NoProfile -NonInteractive -File"
 # After the script exits, how long to wait for background children to close the pipe.
 DRAIN_SECONDS = 1.0
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
 class LaunchError(Exception):
@@ -55,7 +66,7 @@ class LaunchPlan:
     cwd: str
     env: dict[str, str]
     run_as: RunAs | None  # None: the agent's own user
-    script_dir: str
+    script_path: str  # the script file, or its private directory (another user's)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,13 @@ def _account(username: str) -> tuple[pwd.struct_passwd, bool]:
     return account, True
 
 
+def script_name(task_id: str, command_type: str) -> str:
+    """The script's file name: the task id where it is a plain name (it comes from the
+    server), else a digest of it; PowerShell's -File runs only files named *.ps1."""
+    name = task_id if SAFE_NAME.fullmatch(task_id) else hashlib.sha256(task_id.encode()).hexdigest()
+    return f"{name}.ps1" if command_type == "RUN_POWERSHELL_SCRIPT" else name
+
+
 def plan_launch(
     command_type: str,
     script: bytes,
@@ -89,8 +107,13 @@ def plan_launch(
     task_env: dict[str, str],
     launcher: str = "",
     powershell: str = "",
+    *,
+    scripts_dir: Path,
+    name: str = "script",
 ) -> LaunchPlan:
-    """Checks the task can run here and writes its script to a private temporary directory."""
+    """Checks the task can run here and writes its script: to `scripts_dir/name` (private to
+    the agent's user), or, for a script that runs as another user, to a private temporary
+    directory of that user's."""
     if command_type == "RUN_POWERSHELL_SCRIPT" and powershell:
         if not launcher:
             launcher = f"{shlex.quote(powershell)} {PWSH_FLAGS} {SCRIPT_FILE}"
@@ -112,20 +135,21 @@ def plan_launch(
             home=account.pw_dir,
             shell=account.pw_shell or "/bin/sh",
         )
-    script_dir = tempfile.mkdtemp(prefix="cloudassist-")
-    # pwsh -File runs only files named *.ps1.
-    name = "script.ps1" if command_type == "RUN_POWERSHELL_SCRIPT" else "script"
-    path = Path(script_dir) / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+        script_path = tempfile.mkdtemp(prefix="cloudassist-")
+        path = Path(script_path) / name
+    else:
+        path = scripts_dir / name
+        script_path = str(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
     with os.fdopen(fd, "wb") as out:
         out.write(script)
     if run_as is not None:
-        os.chown(script_dir, run_as.uid, run_as.gid)
+        os.chown(script_path, run_as.uid, run_as.gid)
         os.chown(path, run_as.uid, run_as.gid)
     try:
         argv = _argv(launcher, script, str(path))
     except LaunchError:
-        remove_script(script_dir)
+        remove_script(script_path)
         raise
     env = {
         "PATH": STANDARD_PATH if switch else os.environ.get("PATH", STANDARD_PATH),
@@ -139,7 +163,7 @@ def plan_launch(
         env["TZ"] = os.environ["TZ"]
     # The invocation's variables (and the task's built-ins) go on top of that.
     env.update(task_env)
-    return LaunchPlan(argv=argv, cwd=cwd, env=env, run_as=run_as, script_dir=script_dir)
+    return LaunchPlan(argv=argv, cwd=cwd, env=env, run_as=run_as, script_path=script_path)
 
 
 def _argv(launcher: str, script: bytes, path: str) -> list[str]:
@@ -157,18 +181,15 @@ def _argv(launcher: str, script: bytes, path: str) -> list[str]:
     return argv
 
 
-def remove_script(script_dir: str) -> None:
-    if script_dir:
-        shutil.rmtree(script_dir, ignore_errors=True)
-
-
-def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: tells a process apart from a later one with the same pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+def remove_script(script_path: str) -> None:
+    """Removes a task's script: its file, or its private directory."""
+    if not script_path:
+        return
+    if os.path.isdir(script_path):
+        shutil.rmtree(script_path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(script_path)
 
 
 def descendants(root: int) -> list[int]:
@@ -236,18 +257,70 @@ def kill_leftover(pid: int, proc_start: str | None) -> bool:
     return True
 
 
-async def _exit_code(proc: asyncio.subprocess.Process) -> int:
-    """Waits for the process itself to exit, even while background children hold its pipe
-    (newer Pythons' Process.wait() also waits for the pipe to close)."""
-    waiter = asyncio.ensure_future(proc.wait())
+def _spawn(plan: LaunchPlan) -> subprocess.Popen[bytes]:
+    """Starts the script in a session of its own, stdout and stderr on one pipe. Without a
+    change of user, CPython starts it with vfork(), the cheapest way the standard library
+    has that can also chdir and setsid (posix_spawn can do neither before Python 3.13)."""
+    run_as = plan.run_as
+    return subprocess.Popen(
+        plan.argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=plan.cwd,
+        env=plan.env,
+        start_new_session=True,
+        user=run_as.uid if run_as else None,
+        group=run_as.gid if run_as else None,
+        extra_groups=run_as.groups if run_as else None,
+    )
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """A future of the process's own exit status, however long its children hold the pipe:
+    a pidfd the event loop watches (Linux 5.3+), else a thread that waits."""
+    loop = asyncio.get_running_loop()
     try:
-        while not waiter.done():
-            if proc.returncode is not None:
-                return proc.returncode
-            await asyncio.wait({waiter}, timeout=0.1)
-        return waiter.result()
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return asyncio.ensure_future(loop.run_in_executor(None, proc.wait))
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def readable() -> None:
+        code = proc.poll()
+        if code is not None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if not exited.done():
+                exited.set_result(code)
+
+    def cancelled(future: asyncio.Future[int]) -> None:
+        if future.cancelled():
+            loop.remove_reader(pidfd)
+            with contextlib.suppress(OSError):
+                os.close(pidfd)
+
+    loop.add_reader(pidfd, readable)
+    exited.add_done_callback(cancelled)
+    return exited
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
     finally:
-        waiter.cancel()
+        loop.remove_reader(fd)
+
+
+OutputSink = Callable[[bytes], Awaitable[None] | None]
 
 
 class TaskProcess:
@@ -264,34 +337,24 @@ class TaskProcess:
         self._stop_kind = "timed_out" if timeout else "stopped"
         self._stop.set()
 
-    async def run(
-        self,
-        on_started: Callable[[int], Awaitable[None]],
-        on_output: Callable[[bytes], Awaitable[None]],
-    ) -> ProcessOutcome:
-        plan = self._plan
-        run_as = plan.run_as
-        proc = await asyncio.create_subprocess_exec(
-            *plan.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=plan.cwd,
-            env=plan.env,
-            start_new_session=True,
-            user=run_as.uid if run_as else None,
-            group=run_as.gid if run_as else None,
-            extra_groups=run_as.groups if run_as else None,
-        )
+    async def run(self, on_started: Callable[[int], None], on_output: OutputSink) -> ProcessOutcome:
+        """Runs the script; `on_output` gets its output in order (when it returns an
+        awaitable, reading waits for it: backpressure)."""
+        proc = _spawn(self._plan)
         assert proc.stdout is not None
-        await on_started(proc.pid)
-        pump = asyncio.create_task(self._pump(proc.stdout, on_output))
-        exited = asyncio.create_task(_exit_code(proc))
-        stop = asyncio.create_task(self._stop.wait())
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):  # fewer, larger reads of a chatty script
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        on_started(proc.pid)
+        pump = asyncio.create_task(self._pump(fd, on_output))
+        exited = _exited(proc)
+        stop: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         kind = "finished"
         try:
+            waited: set[asyncio.Future[Any]] = {exited, stop}
             done, _ = await asyncio.wait(
-                {exited, stop}, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED
+                waited, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if exited not in done:
                 kind = self._stop_kind if stop in done else "timed_out"
@@ -309,12 +372,25 @@ class TaskProcess:
             if not exited.done():
                 await kill_tree(proc.pid, 0)
                 exited.cancel()
+                await asyncio.to_thread(proc.wait)
+            if not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+            proc.stdout.close()
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
         return ProcessOutcome(kind, code if code >= 0 else 128 - code)
 
     @staticmethod
-    async def _pump(
-        stream: asyncio.StreamReader, on_output: Callable[[bytes], Awaitable[None]]
-    ) -> None:
-        while data := await stream.read(READ_SIZE):
-            await on_output(data)
+    async def _pump(fd: int, on_output: OutputSink) -> None:
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                await _readable(fd)
+                continue
+            if not data:
+                return
+            pending = on_output(data)
+            if pending is not None:
+                await pending

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 import random
 import shutil
@@ -18,7 +19,8 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -30,15 +32,15 @@ from agent import __version__
 from agent.config import AgentConfig
 from agent.executor import (
     LaunchError,
-    LaunchPlan,
     TaskProcess,
     kill_leftover,
     plan_launch,
-    process_start_time,
     remove_script,
+    script_name,
 )
 from agent.files import FileToWrite, write_file
-from agent.spool import Credentials, Spool, SpooledTask, TaskMeta, TaskResult
+from agent.journal import Accept, Output, Result, Start, snapshot
+from agent.spool import MAX_UNWRITTEN, Credentials, Spool, SpooledTask, TaskMeta, TaskResult
 from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2, tag_pb2
 from server.logs import about
@@ -51,7 +53,17 @@ T = TypeVar("T")
 CHUNK = 256 * 1024
 # Unacknowledged output per task on the wire; the server acknowledges after each commit.
 WINDOW = 4 * 1024 * 1024
+# Output in one `reports` message (protocol 2), over all its tasks.
+REPORT_BYTES = 1024 * 1024
 OUTBOX = 64
+# The newest protocol this agent speaks.
+PROTOCOL = 2
+# A task's acceptance waits this long to go out with its output and result (a quick task then
+# costs one message up instead of three); a task still running by then is reported anyway.
+ACCEPT_HOLD_SECONDS = 0.1
+# Output of running tasks gathers this long before it is sent, so a script that prints line
+# by line does not cost a message a line.
+OUTPUT_LINGER_SECONDS = 0.005
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -102,9 +114,15 @@ class HeldTask:
     acked: int = 0
     sent: int = 0
     announced: bool = False
+    # The result is in the journal (it may be sent).
+    result_ready: bool = False
     result_sent: bool = False
     stop_requested: str = ""  # "", "stop" or "timeout"
     forget_when_done: bool = False
+    # Event-loop time of the dispatch (for the acceptance hold).
+    accepted_at: float = 0.0
+    # The journal could not take the task's output.
+    spool_error: BaseException | None = None
 
     @property
     def meta(self) -> TaskMeta:
@@ -131,14 +149,18 @@ class Backoff:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.spool = Spool(config.state_dir)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="spool-io")
+        self.spool = Spool(config.state_dir, self._io)
         self.credentials = self.spool.credentials()
         # Several servers (comma-separated): the first, then each reconnect tries the next.
         self._servers = [a.strip() for a in config.server.split(",") if a.strip()]
         self._server_index = 0
         self.tasks: dict[str, HeldTask] = {}
         self._changed = asyncio.Event()
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="spool-io")
+        # The protocol of the current stream (the welcome says).
+        self.protocol = 1
+        # Event-loop time of the last message sent (heartbeats only fill silences).
+        self._last_sent = 0.0
         self._stopping = asyncio.Event()
         self._call: aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse] | None = None
         self.connected = asyncio.Event()
@@ -155,7 +177,7 @@ class Agent:
     async def recover(self) -> None:
         """Loads the spool; tasks that were running when the agent stopped are killed and
         reported as ClientRestarted, with the output they had produced."""
-        for spooled in await self._disk(self.spool.load):
+        for spooled in await self.spool.load():
             meta = spooled.meta
             if meta.result is None:
                 if meta.pid is not None and await self._disk(
@@ -164,7 +186,6 @@ class Agent:
                     log.warning(
                         "killed process group %d left from a task", meta.pid, extra=_ids(meta)
                     )
-                remove_script(meta.script_dir)
                 meta.produced = max(meta.produced, spooled.size)
                 meta.result = TaskResult(
                     "error",
@@ -172,8 +193,13 @@ class Agent:
                     error_code="ClientRestarted",
                     error_info="the agent restarted while the script was running",
                 )
-                await self._disk(spooled.save)
-            self.tasks[meta.task_id] = HeldTask(spooled)
+                self.spool.append(Result(snapshot(meta)))
+            self.tasks[meta.task_id] = HeldTask(spooled, result_ready=True)
+        # No task runs now: every script left in the scripts directory is a leftover.
+        await self._disk(
+            _clear_scripts, self.spool.scripts_dir, [h.meta for h in self.tasks.values()]
+        )
+        await self.spool.flush()
         if self.tasks:
             log.info("resuming %d tasks from %s", len(self.tasks), self.config.state_dir)
 
@@ -307,10 +333,11 @@ class Agent:
                 pb.TaskProgress(
                     task_id=task_id,
                     output_size=held.spooled.size,
-                    finished=held.meta.result is not None,
+                    finished=held.result_ready,
                 )
                 for task_id, held in self.tasks.items()
             ],
+            protocol_version=PROTOCOL,
         )
 
     async def _session(self, backoff: Backoff) -> bool:
@@ -326,6 +353,7 @@ class Agent:
             welcomed = isinstance(first, pb.ConnectResponse) and first.HasField("welcome")
             if not welcomed or not isinstance(first, pb.ConnectResponse):
                 raise ConnectionError("the server did not answer hello with welcome")
+            self.protocol = max(1, min(PROTOCOL, first.welcome.protocol_version))
             await self._welcome(first.welcome)
             backoff.reset()
             self.connected.set()
@@ -369,12 +397,12 @@ class Agent:
             held.announced = True  # the hello told the server about it
             held.result_sent = False
             if ack and ack.result_stored:
-                await self._forget_or_mark(held)
+                self._forget_or_mark(held)
         self._changed.set()
 
-    async def _forget_or_mark(self, held: HeldTask) -> None:
-        if held.meta.result is not None:
-            await self._disk(self.spool.forget, held.spooled)
+    def _forget_or_mark(self, held: HeldTask) -> None:
+        if held.result_ready:
+            self.spool.forget(held.meta.task_id)
             self.tasks.pop(held.meta.task_id, None)
         else:
             held.forget_when_done = True
@@ -384,9 +412,12 @@ class Agent:
         call: aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse],
         outbox: asyncio.Queue[pb.ConnectRequest],
     ) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                await call.write(await outbox.get())
+                message = await outbox.get()
+                self._last_sent = loop.time()
+                await call.write(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -394,28 +425,43 @@ class Agent:
             call.cancel()
 
     async def _heartbeats(self, outbox: asyncio.Queue[pb.ConnectRequest], interval: int) -> None:
+        """A heartbeat whenever nothing else has gone out for `interval` seconds."""
+        loop = asyncio.get_running_loop()
+        self._last_sent = loop.time()
         while True:
-            await asyncio.sleep(interval)
+            quiet_until = self._last_sent + interval
+            if loop.time() < quiet_until:
+                await asyncio.sleep(quiet_until - loop.time())
+                continue
             beat = pb.Heartbeat()
             beat.time.FromMilliseconds(now_ms())
+            self._last_sent = loop.time()
             await outbox.put(pb.ConnectRequest(heartbeat=beat))
 
     # Server messages --------------------------------------------------------------------
 
     async def _handle(self, message: pb.ConnectResponse) -> None:
         kind = message.WhichOneof("message")
-        if kind == "dispatch":
-            await self._dispatch(message.dispatch)
+        if kind == "orders":
+            orders = message.orders
+            for dispatch in orders.dispatches:
+                self._dispatch(dispatch)
+            for cancel in orders.cancels:
+                self._cancel(cancel)
+            for ack in orders.acks:
+                self._ack(ack)
+        elif kind == "dispatch":
+            self._dispatch(message.dispatch)
         elif kind == "cancel":
             self._cancel(message.cancel)
         elif kind == "ack":
-            await self._ack(message.ack)
+            self._ack(message.ack)
         elif kind == "heartbeat":
             pass
         else:
             log.warning("unexpected %s message from the server", kind)
 
-    async def _dispatch(self, dispatch: pb.Dispatch) -> None:
+    def _dispatch(self, dispatch: pb.Dispatch) -> None:
         task_id = dispatch.task_id
         if task_id in self.tasks or not task_id or self.spool.knows(task_id):
             log.info(
@@ -436,8 +482,9 @@ class Agent:
             accepted_ms=now_ms(),
         )
         log.info("task accepted", extra=_ids(meta))
-        # Written to disk by the task's first step (one trip to the I/O thread with its script).
-        held = HeldTask(self.spool.prepare(meta))
+        # Written by the task's first step, in one trip to the I/O thread with its script.
+        self.spool.append(Accept(snapshot(meta)))
+        held = HeldTask(SpooledTask(meta), accepted_at=asyncio.get_running_loop().time())
         self.tasks[task_id] = held
         held.runner = asyncio.create_task(
             self._run(
@@ -462,17 +509,19 @@ class Agent:
         if held.process is not None:
             held.process.request_stop(timeout=timeout)
 
-    async def _ack(self, ack: pb.Ack) -> None:
+    def _ack(self, ack: pb.Ack) -> None:
         held = self.tasks.get(ack.task_id)
         if held is None:
             return
-        held.acked = max(held.acked, ack.offset)
-        held.spooled.release(held.acked)
+        if ack.offset > held.acked:
+            held.acked = ack.offset
+            held.spooled.release(held.acked)
+            self.spool.release(ack.task_id, held.acked)
         if ack.rewind:
             held.sent = ack.offset
             held.result_sent = False
         if ack.result_stored:
-            await self._forget_or_mark(held)
+            self._forget_or_mark(held)
         self._changed.set()
 
     # Running tasks ----------------------------------------------------------------------
@@ -490,16 +539,30 @@ class Agent:
             result = TaskResult(
                 "error", now_ms(), error_code="ExecutionException", error_info=str(exc)[:1000]
             )
+        if held.spool_error is not None and result.kind != "error":
+            result = TaskResult(
+                "error",
+                now_ms(),
+                error_code="ExecutionException",
+                error_info=f"the agent could not keep the output: {held.spool_error}"[:1000],
+            )
         meta.result = result
-        meta.produced = max(meta.produced, held.spooled.size)
-        await self._disk(_save_and_clean, held.spooled)
+        meta.produced = max(meta.produced, held.spooled.appended)
+        self.spool.append(Result(snapshot(meta)))
+        try:
+            # After the result is written: the script is not needed any more.
+            await self.spool.call(partial(remove_script, meta.script_path))
+        except Exception:
+            log.exception("storing the task's result failed", extra=_ids(meta))
+        held.result_ready = True
         log.info("task ended: %s, exit code %s", result.kind, result.exit_code, extra=_ids(meta))
         if held.forget_when_done:
-            await self._forget_or_mark(held)
+            self._forget_or_mark(held)
         self._changed.set()
 
     async def _execute(self, held: HeldTask, script: Script) -> TaskResult:
         meta = held.meta
+        spool = self.spool
         if held.stop_requested:
             return TaskResult(
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()
@@ -507,33 +570,62 @@ class Agent:
         if script.file is not None:
             meta.started = True
             meta.start_ms = now_ms()
-            await self._disk(_spool_and_write, held.spooled, script.content, script.file)
+            await spool.call(partial(write_file, script.file, script.content))
             return TaskResult("finished", now_ms(), exit_code=0)
         builtins = {"CLOUDASSIST_TASK_ID": meta.task_id, "CLOUDASSIST_INVOKE_ID": meta.invoke_id}
-        script = replace(script, env={**script.env, **builtins})
-        plan = await self._disk(_spool_and_plan, held.spooled, script)
+        plan = await spool.call(
+            partial(
+                plan_launch,
+                meta.command_type,
+                script.content,
+                meta.working_dir,
+                meta.username,
+                {**script.env, **builtins},
+                script.launcher,
+                script.powershell,
+                scripts_dir=spool.scripts_dir,
+                name=script_name(meta.task_id, meta.command_type),
+            )
+        )
+        meta.script_path = plan.script_path
         process = TaskProcess(plan, meta.timeout_seconds, self.config.kill_grace_seconds)
         held.process = process
         if held.stop_requested:
             process.request_stop(timeout=held.stop_requested == "timeout")
 
-        async def started(pid: int) -> None:
+        def started(pid: int) -> None:
             meta.started = True
             meta.pid = pid
             meta.start_ms = now_ms()
-            await self._disk(_record_start, held.spooled, pid)
+            spool.append(Start(meta.task_id, pid, meta.start_ms))
 
-        async def output(data: bytes) -> None:
+        def output(data: bytes) -> asyncio.Future[None] | None:
             meta.produced += len(data)
-            room = meta.output_limit - held.spooled.size
-            if room > 0:
-                kept = data[:room]
-                await self._disk(held.spooled.append, kept)
-                held.spooled.remember(kept, WINDOW)
-                self._changed.set()
+            spooled = held.spooled
+            room = meta.output_limit - spooled.appended
+            if room <= 0 or held.spool_error is not None:
+                return None
+            kept = data[:room]
+            written = spool.append(Output(meta.task_id, spooled.appended, kept))
+            spooled.appended += len(kept)
+            spool.note_output(len(kept))
+            written.add_done_callback(partial(self._output_written, held, kept))
+            # Backpressure: the pipe waits while the journal is behind.
+            return written if spool.output_backlog() > MAX_UNWRITTEN else None
 
         outcome = await process.run(started, output)
         return TaskResult(outcome.kind, now_ms(), exit_code=outcome.exit_code)
+
+    def _output_written(self, held: HeldTask, data: bytes, written: asyncio.Future[None]) -> None:
+        """Output on disk may be sent (callbacks run in the order the output came)."""
+        error = written.exception() if not written.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            if held.spool_error is None:
+                log.error("the journal could not take output: %s", error, extra=_ids(held.meta))
+            held.spool_error = error
+        if held.spool_error is None:
+            held.spooled.remember(data, WINDOW)
+            self._changed.set()
 
     async def _shutdown_tasks(self) -> None:
         """The agent is stopping: kill running scripts; their results are reported as
@@ -551,110 +643,121 @@ class Agent:
                     error_code="ClientRestarted",
                     error_info="the agent stopped while the script was running",
                 )
-                await self._disk(held.spooled.save)
+                self.spool.append(Result(snapshot(held.meta)))
+        await self.spool.close()
         self._io.shutdown(wait=True)
 
     # Uploading --------------------------------------------------------------------------
 
     async def _uploader(self, outbox: asyncio.Queue[pb.ConnectRequest]) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
-            progressed = False
+            if not any(h.result_ready and not h.result_sent for h in self.tasks.values()):
+                # Only output of running tasks (or nothing): let more of it gather.
+                await asyncio.sleep(OUTPUT_LINGER_SECONDS)
+            now = loop.time()
+            wake_at: float | None = None
+            reports: list[pb.TaskReport] = []
+            budget = REPORT_BYTES
             for held in list(self.tasks.values()):
-                message = await self._next_message(held)
-                if message is not None:
+                if budget <= 0:
+                    break
+                if not held.announced and not held.result_ready:
+                    hold_until = held.accepted_at + ACCEPT_HOLD_SECONDS
+                    if now < hold_until:
+                        wake_at = hold_until if wake_at is None else min(wake_at, hold_until)
+                        continue
+                report = await self._report(held, now, budget)
+                if report is not None:
+                    reports.append(report)
+                    budget -= len(report.data)
+            if reports:
+                for message in _messages(reports, self.protocol):
                     await outbox.put(message)
-                    progressed = True
-            if not progressed:
-                await self._changed.wait()
+                continue  # more may be ready (past the budget, or in the window)
+            timeout = None if wake_at is None else max(0.0, wake_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def _next_message(self, held: HeldTask) -> pb.ConnectRequest | None:
+    async def _report(self, held: HeldTask, now: float, budget: int) -> pb.TaskReport | None:
+        """What is new about a task: its acceptance, output, result; None: nothing."""
         meta = held.meta
         spooled = held.spooled
-        result = meta.result
+        result = meta.result if held.result_ready else None
+        report = pb.TaskReport(task_id=meta.task_id)
+        news = False
         if not held.announced:
             held.announced = True
+            news = True
+            # A task refused before it started reports only its error.
             if not (result is not None and result.kind == "error" and not meta.started):
-                return pb.ConnectRequest(
-                    task_accepted=pb.TaskAccepted(
-                        task_id=meta.task_id, start_time=_ts(meta.accepted_ms)
-                    )
-                )
+                report.accepted_time.FromMilliseconds(meta.accepted_ms)
+                report.accept_held_ms = max(0, int((now - held.accepted_at) * 1000))
         in_flight = held.sent - held.acked
         if held.sent < spooled.size and in_flight < WINDOW:
-            length = min(CHUNK, spooled.size - held.sent, WINDOW - in_flight)
+            length = min(CHUNK, spooled.size - held.sent, WINDOW - in_flight, max(budget, 1))
             data = spooled.cached(held.sent, length)
-            if data is None:  # older than what memory keeps (a resume): read it from disk
-                data = await self._disk(spooled.read, held.sent, length)
-            offset = held.sent
-            held.sent += len(data)
-            return pb.ConnectRequest(
-                output=pb.TaskOutput(task_id=meta.task_id, offset=offset, data=data)
-            )
+            if data is None:  # older than what memory keeps (a resume): read the journal
+                data = await self.spool.read(meta.task_id, held.sent, length)
+            if data:
+                report.offset = held.sent
+                report.data = data
+                held.sent += len(data)
+                news = True
         if result is not None and not held.result_sent and held.sent >= spooled.size:
             held.result_sent = True
-            return _result_message(meta, result)
-        return None
+            news = True
+            _set_result(report, meta, result)
+        return report if news else None
 
 
-def _spool_and_plan(spooled: SpooledTask, script: Script) -> LaunchPlan:
-    """The task's first step on the I/O thread: its spool directory, then its script."""
-    spooled.create()
-    meta = spooled.meta
-    plan = plan_launch(
-        meta.command_type,
-        script.content,
-        meta.working_dir,
-        meta.username,
-        script.env,
-        script.launcher,
-        script.powershell,
-    )
-    meta.script_dir = plan.script_dir
-    return plan
+def _messages(reports: list[pb.TaskReport], protocol: int) -> list[pb.ConnectRequest]:
+    """Protocol 2: one `reports` message; protocol 1: the old messages, one per event."""
+    if protocol >= 2:
+        return [pb.ConnectRequest(reports=pb.Reports(tasks=reports))]
+    messages: list[pb.ConnectRequest] = []
+    for report in reports:
+        task_id = report.task_id
+        if report.HasField("accepted_time"):
+            messages.append(
+                pb.ConnectRequest(
+                    task_accepted=pb.TaskAccepted(task_id=task_id, start_time=report.accepted_time)
+                )
+            )
+        if report.data:
+            messages.append(
+                pb.ConnectRequest(
+                    output=pb.TaskOutput(task_id=task_id, offset=report.offset, data=report.data)
+                )
+            )
+        kind = report.WhichOneof("result")
+        if kind == "finished":
+            messages.append(pb.ConnectRequest(task_finished=report.finished))
+        elif kind == "stopped":
+            messages.append(pb.ConnectRequest(task_stopped=report.stopped))
+        elif kind == "error":
+            messages.append(pb.ConnectRequest(task_error=report.error))
+    return messages
 
 
-def _spool_and_write(spooled: SpooledTask, content: bytes, file: FileToWrite) -> None:
-    spooled.create()
-    write_file(file, content)
-
-
-def _file_to_write(dispatch: pb.Dispatch) -> FileToWrite | None:
-    if not dispatch.HasField("file"):
-        return None
-    f = dispatch.file
-    return FileToWrite(f.name, f.target_dir, f.mode, f.owner, f.group, f.overwrite)
-
-
-def _record_start(spooled: SpooledTask, pid: int) -> None:
-    spooled.meta.proc_start = process_start_time(pid)
-    spooled.save()
-
-
-def _save_and_clean(spooled: SpooledTask) -> None:
-    """Stores the result and removes the script's private directory."""
-    if not spooled.directory.exists():  # stopped before its first step
-        spooled.create()
-    spooled.save()
-    remove_script(spooled.meta.script_dir)
-
-
-def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
+def _set_result(report: pb.TaskReport, meta: TaskMeta, result: TaskResult) -> None:
+    task_id = meta.task_id
     if result.kind == "finished":
-        return pb.ConnectRequest(
-            task_finished=pb.TaskFinished(
-                task_id=meta.task_id,
+        report.finished.CopyFrom(
+            pb.TaskFinished(
+                task_id=task_id,
                 exit_code=result.exit_code or 0,
                 output_size=meta.produced,
                 start_time=_ts(meta.start_ms),
                 finish_time=_ts(result.time_ms),
             )
         )
-    if result.kind in ("stopped", "timed_out"):
+    elif result.kind in ("stopped", "timed_out"):
         timed_out = result.kind == "timed_out"
-        return pb.ConnectRequest(
-            task_stopped=pb.TaskStopped(
-                task_id=meta.task_id,
+        report.stopped.CopyFrom(
+            pb.TaskStopped(
+                task_id=task_id,
                 reason=pb.STOP_REASON_TIMEOUT if timed_out else pb.STOP_REASON_STOP,
                 started=meta.started,
                 exit_code=result.exit_code or 0,
@@ -662,14 +765,32 @@ def _result_message(meta: TaskMeta, result: TaskResult) -> pb.ConnectRequest:
                 stop_time=_ts(result.time_ms),
             )
         )
-    return pb.ConnectRequest(
-        task_error=pb.TaskError(
-            task_id=meta.task_id,
-            error_code=result.error_code,
-            error_info=result.error_info,
-            output_size=meta.produced,
+    else:
+        report.error.CopyFrom(
+            pb.TaskError(
+                task_id=task_id,
+                error_code=result.error_code,
+                error_info=result.error_info,
+                output_size=meta.produced,
+            )
         )
-    )
+
+
+def _clear_scripts(scripts_dir: Path, metas: list[TaskMeta]) -> None:
+    """Removes every script left from before (none runs now), and the private directories of
+    tasks' scripts that ran as another user."""
+    for meta in metas:
+        remove_script(meta.script_path)
+    for entry in os.scandir(scripts_dir):
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+
+
+def _file_to_write(dispatch: pb.Dispatch) -> FileToWrite | None:
+    if not dispatch.HasField("file"):
+        return None
+    f = dispatch.file
+    return FileToWrite(f.name, f.target_dir, f.mode, f.owner, f.group, f.overwrite)
 
 
 class RegistrationError(Exception):

@@ -1,25 +1,46 @@
-"""The agent's state directory: every task it holds, its output, and its result, on disk.
+"""The agent's state directory: its registration, and every task it holds (in the journal).
 
 Nothing is forgotten until the server acknowledges it, so output and results survive a lost
 connection, a server restart, or a restart of the agent itself.
 
-    STATE_DIR/credentials.json     the instance id and secret from registration (0600)
-    STATE_DIR/tasks/ID/task.json   what to run, the process, the result
-    STATE_DIR/tasks/ID/output      the output (up to the task's output limit)
-    STATE_DIR/done                 ids of tasks the server has fully stored (de-duplication)
+    STATE_DIR/credentials.json   the instance id and secret from registration (0600)
+    STATE_DIR/journal            what to run, the process, output, results (agent/journal.py)
+    STATE_DIR/scripts/           the scripts of running tasks
 
-The methods do blocking file I/O: the session calls them from its I/O thread.
+The session hands records to `Spool.append` on the event loop; they are written by the one
+I/O thread in batches: everything appended while one write is under way goes out in the next
+(group commit), so tasks that start and end together share their writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import shutil
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
-DONE_KEEP = 10_000
+from agent.journal import (
+    Forget,
+    Journal,
+    Record,
+    Release,
+    TaskMeta,
+    TaskResult,
+)
+
+__all__ = ["Credentials", "Spool", "SpooledTask", "TaskMeta", "TaskResult"]
+
+T = TypeVar("T")
+
+# Output handed to the journal and not yet written: past this, the output pump waits.
+MAX_UNWRITTEN = 8 * 1024 * 1024
+# Records that wait for the next write rather than cause one (forgets, releases): at most this
+# many before they are written on their own.
+LAZY_RECORDS = 256
 
 
 @dataclass(frozen=True)
@@ -32,79 +53,25 @@ class Credentials:
 
 
 @dataclass
-class TaskResult:
-    kind: str  # finished | stopped | timed_out | error
-    time_ms: int
-    exit_code: int | None = None
-    error_code: str = ""
-    error_info: str = ""
-
-
-@dataclass
-class TaskMeta:
-    task_id: str
-    invoke_id: str
-    command_type: str
-    timeout_seconds: int
-    working_dir: str
-    username: str
-    output_limit: int
-    accepted_ms: int
-    started: bool = False
-    start_ms: int | None = None
-    pid: int | None = None
-    # /proc start time of the process, so a recycled pid is never killed by mistake.
-    proc_start: str | None = None
-    produced: int = 0
-    # The private temporary directory the script runs from (removed when it ends).
-    script_dir: str = ""
-    result: TaskResult | None = None
-    stop_reason: str = ""
-
-    @classmethod
-    def from_json(cls, text: str) -> TaskMeta:
-        data = json.loads(text)
-        result = data.pop("result", None)
-        meta = cls(**data)
-        meta.result = TaskResult(**result) if result else None
-        return meta
-
-
-@dataclass
 class SpooledTask:
+    """A task the agent holds, as the event loop sees it."""
+
     meta: TaskMeta
-    directory: Path
-    size: int = 0  # bytes of output on disk
+    # Bytes of output written to the journal (and so safe to send).
+    size: int = 0
+    # Bytes of output handed to the journal, written or not.
+    appended: int = 0
     # The newest output, also kept in memory (bytes [recent_offset, size)), so that sending it
-    # needs no read back from disk; older bytes are read from the file.
+    # needs no read back from disk; older bytes are read from the journal.
     recent: bytearray = field(default_factory=bytearray)
     recent_offset: int = 0
 
     def __post_init__(self) -> None:
+        self.appended = max(self.appended, self.size)
         self.recent_offset = self.size - len(self.recent)
 
-    @property
-    def output_path(self) -> Path:
-        return self.directory / "output"
-
-    def create(self) -> None:
-        self.directory.mkdir(mode=0o700)
-        self.output_path.touch(mode=0o600)
-        self.save()
-
-    def save(self) -> None:
-        tmp = self.directory / "task.json.tmp"
-        tmp.write_text(json.dumps(asdict(self.meta)))
-        tmp.replace(self.directory / "task.json")
-
-    def append(self, data: bytes) -> None:
-        """Writes output to disk (blocking: call it from the I/O thread)."""
-        with self.output_path.open("ab") as out:
-            out.write(data)
-
     def remember(self, data: bytes, keep: int) -> None:
-        """Counts output that `append` stored and keeps the newest `keep` bytes in memory
-        (on the event loop, after the append)."""
+        """Counts output the journal has written and keeps the newest `keep` bytes in memory."""
         self.size += len(data)
         self.recent += data
         excess = len(self.recent) - keep
@@ -113,7 +80,7 @@ class SpooledTask:
         self.recent_offset = self.size - len(self.recent)
 
     def cached(self, offset: int, length: int) -> bytes | None:
-        """Output from memory, or None when it must be read from disk."""
+        """Output from memory, or None when it must be read from the journal."""
         if not self.recent_offset <= offset < self.recent_offset + len(self.recent):
             return None
         start = offset - self.recent_offset
@@ -126,23 +93,31 @@ class SpooledTask:
             del self.recent[:drop]
             self.recent_offset += drop
 
-    def read(self, offset: int, length: int) -> bytes:
-        with self.output_path.open("rb") as source:
-            source.seek(offset)
-            return source.read(length)
+
+@dataclass
+class _Call:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
 
 
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, io: Executor) -> None:
         self.root = root
-        self.tasks_dir = root / "tasks"
-        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
-        self._done_path = root / "done"
-        self._done: list[str] = (
-            self._done_path.read_text().split() if self._done_path.exists() else []
-        )
-        self._done_set = set(self._done)
+        self.scripts_dir = root / "scripts"
+        self.scripts_dir.mkdir(mode=0o700, exist_ok=True)
+        self._io = io
+        self._journal = Journal(root)
+        self._done: set[str] = set()
+        self._pending: list[Record | _Call] = []
+        self._pending_bytes = 0
+        self._batch_written: asyncio.Future[None] | None = None
+        # The batch being written now.
+        self._in_flight: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    # Registration (blocking: called through the I/O thread) ---------------------------
 
     def credentials(self) -> Credentials | None:
         """The instance's registration, if the agent has registered."""
@@ -160,40 +135,127 @@ class Spool:
             json.dump(asdict(credentials), out)
         tmp.replace(path)
 
-    def load(self) -> list[SpooledTask]:
-        tasks = []
-        for directory in sorted(self.tasks_dir.iterdir()):
-            meta_path = directory / "task.json"
-            if not meta_path.exists():
-                shutil.rmtree(directory, ignore_errors=True)
-                continue
-            meta = TaskMeta.from_json(meta_path.read_text())
-            output = directory / "output"
-            size = output.stat().st_size if output.exists() else 0
-            tasks.append(SpooledTask(meta, directory, size))
-        return tasks
+    # Tasks -----------------------------------------------------------------------------
 
-    def prepare(self, meta: TaskMeta) -> SpooledTask:
-        """A new task, not yet on disk (no I/O: `SpooledTask.create` writes it)."""
-        return SpooledTask(meta, self.tasks_dir / meta.task_id)
+    async def load(self) -> list[SpooledTask]:
+        """Every task the journal holds (each with its output size)."""
+        journal = self._journal
+        await asyncio.get_running_loop().run_in_executor(self._io, journal.open)
+        self._done = set(journal.done)
+        return [SpooledTask(t.meta, size=t.size) for t in journal.tasks.values()]
 
     def knows(self, task_id: str) -> bool:
-        """Whether the server has already stored everything of `task_id` (no disk access:
-        the directories of tasks still held are all loaded at start-up)."""
-        return task_id in self._done_set
+        """Whether the server has already stored everything of `task_id`."""
+        return task_id in self._done
 
-    def forget(self, task: SpooledTask) -> None:
-        """The server stored everything of this task: drop it, remember its id."""
-        shutil.rmtree(task.directory, ignore_errors=True)
-        task_id = task.meta.task_id
-        self._done.append(task_id)
-        self._done_set.add(task_id)
-        if len(self._done) > 2 * DONE_KEEP:
-            self._done = self._done[-DONE_KEEP:]
-            self._done_set = set(self._done)
-            tmp = self._done_path.with_suffix(".tmp")
-            tmp.write_text("\n".join(self._done) + "\n")
-            tmp.replace(self._done_path)
+    def append(self, record: Record) -> asyncio.Future[None]:
+        """Queues `record` for the journal; the future is done once it is written."""
+        self._pending.append(record)
+        return self._schedule()
+
+    def output_backlog(self) -> int:
+        return self._pending_bytes
+
+    def note_output(self, length: int) -> None:
+        self._pending_bytes += length
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Runs `fn` on the I/O thread right after the records appended before it are
+        written (so it can rely on them)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Call(fn, future))
+        self._schedule()
+        return await future
+
+    async def read(self, task_id: str, offset: int, length: int) -> bytes:
+        journal = self._journal
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, journal.read, task_id, offset, length)
+
+    def forget(self, task_id: str) -> None:
+        """The server stored everything of this task: the journal drops it (with the next
+        write: until then, a restart finds the task again, and the server acknowledges it
+        again)."""
+        self._done.add(task_id)
+        self._queue_lazily(Forget(task_id))
+
+    def release(self, task_id: str, upto: int) -> None:
+        """The server stored the task's output below `upto` (the journal need not keep it)."""
+        self._queue_lazily(Release(task_id, upto))
+
+    def _queue_lazily(self, record: Record) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= LAZY_RECORDS:
+            self._schedule()
+
+    async def flush(self) -> None:
+        """Waits until everything appended so far is written."""
+        if self._pending:
+            await self._schedule()
+        elif self._in_flight is not None:
+            await self._in_flight
+
+    async def close(self) -> None:
+        await self.flush()
+        await asyncio.get_running_loop().run_in_executor(self._io, self._journal.close)
+
+    def _schedule(self) -> asyncio.Future[None]:
+        if self._batch_written is None:
+            self._batch_written = asyncio.get_running_loop().create_future()
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_batches())
+        return self._batch_written
+
+    async def _flush_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                written, self._batch_written = self._batch_written, None
+                self._in_flight = written
+                self._pending_bytes = 0
+                try:
+                    results = await loop.run_in_executor(
+                        self._io, _write_batch, self._journal, batch
+                    )
+                except BaseException as exc:
+                    if written is not None and not written.done():
+                        written.set_exception(exc)
+                        written.exception()  # whoever awaits it sees it; nobody must
+                    for item in batch:
+                        if isinstance(item, _Call) and not item.future.done():
+                            item.future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                calls = [i for i in batch if isinstance(i, _Call)]
+                for item, outcome in zip(calls, results, strict=True):
+                    if item.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        item.future.set_exception(outcome)
+                    else:
+                        item.future.set_result(outcome)
+                if written is not None and not written.done():
+                    written.set_result(None)
+        finally:
+            self._flusher = None
+            self._in_flight = None
+
+
+def _write_batch(journal: Journal, batch: list[Record | _Call]) -> list[object]:
+    """On the I/O thread: the records between calls in one write each, then each call."""
+    results: list[object] = []
+    records: list[Record] = []
+    for item in batch:
+        if isinstance(item, _Call):
+            journal.write(records)
+            records = []
+            try:
+                results.append(item.fn())
+            except Exception as exc:  # delivered to whoever awaits the call
+                results.append(exc)
         else:
-            with self._done_path.open("a") as out:
-                out.write(task_id + "\n")
+            records.append(item)
+    journal.write(records)
+    return results

@@ -1,7 +1,11 @@
 """Fan-out latency: InvokeCommand -> every record terminal, `echo hi`, on N real agent processes.
 
 Starts a server (SQLite in a temp dir) and the agents, runs the invocation `--runs` times per
-agent count, and prints one JSON line of figures per count. Usage:
+agent count, and prints one JSON line of figures per count: the latency, the CPU the server
+and the agents spent per record (from /proc; the agents' own, `/bin/sh` excluded), the
+messages on the agent streams per record (from the server's counters), and beside them the
+floor: the spawn of N concurrent `sh -c 'echo hi'` on the same machine, in the same run.
+Usage:
 
     .venv/bin/python bench/fanout.py --agents 1,10,50 --runs 50
 """
@@ -20,17 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.floors import (
+    agent_messages,
+    cpu_seconds,
+    messages_per_record,
+    percentile,
+    spawn_floor_ms,
+)
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 from tests.support import AgentProcess, ServerProcess, client_channel
 
 REGION = "cn-hangzhou"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def one_run(
@@ -52,7 +57,10 @@ async def one_run(
     return elapsed
 
 
-async def measure(server: ServerProcess, ids: list[str], runs: int) -> list[float]:
+async def measure(
+    server: ServerProcess, agents: list[AgentProcess], runs: int
+) -> tuple[list[float], dict[str, object]]:
+    ids = [a.instance_id for a in agents]
     async with client_channel(server) as channel:
         stub = command_pb2_grpc.CommandServiceStub(channel)
         created = await stub.CreateCommand(
@@ -64,7 +72,22 @@ async def measure(server: ServerProcess, ids: list[str], runs: int) -> list[floa
             )
         )
         await one_run(stub, created.command_id, ids)  # warm-up
-        return [await one_run(stub, created.command_id, ids) for _ in range(runs)]
+        counters = agent_messages(server.metrics_port)
+        server_cpu = cpu_seconds(server.pid)
+        agents_cpu = sum(cpu_seconds(a.pid) for a in agents)
+        times = [await one_run(stub, created.command_id, ids) for _ in range(runs)]
+        records = runs * len(ids)
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        agents_cpu = sum(cpu_seconds(a.pid) for a in agents) - agents_cpu
+        per_record, by_kind = messages_per_record(
+            counters, agent_messages(server.metrics_port), records
+        )
+        return times, {
+            "server_cpu_ms_per_record": round(server_cpu * 1000 / records, 3),
+            "agent_cpu_ms_per_task": round(agents_cpu * 1000 / records, 3),
+            "messages_per_record": per_record,
+            "messages_by_kind": by_kind,
+        }
 
 
 def main() -> None:
@@ -81,6 +104,8 @@ def main() -> None:
             "1000",
             "--max-invocations-per-day",
             "1000000",
+            "--metrics-listen",
+            "127.0.0.1:0",
         )
         server.start()
         agents: list[AgentProcess] = []
@@ -90,9 +115,9 @@ def main() -> None:
                     agent = AgentProcess(server, f"i-bench-{len(agents):03d}", workdir)
                     agent.start()
                     agents.append(agent)
-                ids = [a.instance_id for a in agents[:count]]
-                times = asyncio.run(measure(server, ids, args.runs))
+                times, costs = asyncio.run(measure(server, agents[:count], args.runs))
                 ms = [t * 1000 for t in times]
+                floor = spawn_floor_ms(count)
                 print(
                     json.dumps(
                         {
@@ -104,6 +129,9 @@ def main() -> None:
                             "p99_ms": round(percentile(ms, 0.99), 1),
                             "mean_ms": round(statistics.fmean(ms), 1),
                             "max_ms": round(max(ms), 1),
+                            **costs,
+                            "floor_spawn_p50_ms": round(floor, 1),
+                            "p50_over_floor": round(percentile(ms, 0.50) / floor, 1),
                             "machine": f"{platform.machine()} {platform.python_version()}",
                         }
                     ),

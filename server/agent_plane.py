@@ -36,7 +36,7 @@ class AgentPlane:
         self._opening: Counter[str] = Counter()
 
     async def connect(
-        self, agent: AgentIdentity, held: Sequence[HeldTask]
+        self, agent: AgentIdentity, held: Sequence[HeldTask], protocol: int = 1
     ) -> tuple[AgentSession, list[tuple[str, int, bool]]]:
         """Registers the agent, reconciles the tasks it holds, and opens its session.
 
@@ -45,7 +45,7 @@ class AgentPlane:
         then (its thread goes on), so the session it opens is closed and the instance marked
         offline again, instead of staying online with nobody connected.
         """
-        opening = asyncio.ensure_future(self._open(agent, held))
+        opening = asyncio.ensure_future(self._open(agent, held, protocol))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -62,7 +62,7 @@ class AgentPlane:
         await self.disconnect(session)
 
     async def _open(
-        self, agent: AgentIdentity, held: Sequence[HeldTask]
+        self, agent: AgentIdentity, held: Sequence[HeldTask], protocol: int
     ) -> tuple[AgentSession, list[tuple[str, int, bool]]]:
         self._opening[agent.instance_id] += 1
         try:
@@ -71,7 +71,7 @@ class AgentPlane:
             effects, acks = await self._db.write(
                 agent_hello, agent, list(held), now_ms(), self._server_id
             )
-            session = AgentSession(agent.instance_id)
+            session = AgentSession(agent.instance_id, protocol)
             self._hub.attach(session)
         finally:
             self._opening[agent.instance_id] -= 1
@@ -90,6 +90,9 @@ class AgentPlane:
 
     def report(self, report: Report) -> None:
         self._recorder.submit(report)
+
+    def report_all(self, reports: Sequence[Report]) -> None:
+        self._recorder.submit_all(reports)
 
     def heartbeat(self, instance_id: str, time_ms: int) -> None:
         self._recorder.heartbeat(instance_id, time_ms)

@@ -36,8 +36,10 @@ MAX_QUEUED = 10_000
 
 
 class AgentSession:
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, protocol: int = 1) -> None:
         self.instance_id = instance_id
+        # The agent-stream protocol negotiated in the hello.
+        self.protocol = protocol
         self.queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         self.closed = False
         # Why the agent's side of the stream was refused (a message that does not parse).

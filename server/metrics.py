@@ -83,9 +83,24 @@ class Metrics:
         self.agent_reports = Counter(
             "cloudassist_agent_reports", "Agent reports committed to the database", registry=r
         )
+        self.agent_messages = Counter(
+            "cloudassist_agent_messages",
+            "Messages on agent streams, by direction (in: from agents) and kind",
+            ["direction", "kind"],
+            registry=r,
+        )
+        # Bound once: looking a label set up costs more than the increment itself.
+        self._agent_message_children: dict[tuple[str, str], Counter] = {}
         self.health_serving = Gauge(
             "cloudassist_serving", "1 while the health service says SERVING, else 0", registry=r
         )
+
+    def agent_message(self, direction: str, kind: str) -> None:
+        child = self._agent_message_children.get((direction, kind))
+        if child is None:
+            child = self.agent_messages.labels(direction, kind)
+            self._agent_message_children[(direction, kind)] = child
+        child.inc()
 
     def count_agents_with(self, count: Callable[[], int]) -> None:
         self.agents_connected.set_function(count)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from server.clock import now_ms
 from server.hub import Hub
@@ -50,6 +51,12 @@ class Recorder:
         self._pending.append(report)
         self._idle.clear()
         self._wake.set()
+
+    def submit_all(self, reports: Sequence[Report]) -> None:
+        if reports:
+            self._pending.extend(reports)
+            self._idle.clear()
+            self._wake.set()
 
     def heartbeat(self, instance_id: str, time_ms: int) -> None:
         self._heartbeats[instance_id] = time_ms

@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc
 from server.agent_plane import AgentPlane
-from server.api import convert
+from server.api import agent_wire, convert
 from server.api.errors import abort_with, unary_errors
 from server.clock import now_ms
 from server.domain import reasons
@@ -22,26 +21,15 @@ from server.domain.errors import DomainError, InvalidArgument, Unauthenticated
 from server.domain.limits import Limits
 from server.domain.model import OsType
 from server.domain.tags import check_tags
-from server.domain.tasks import EndKind, Task, TaskEnd
+from server.domain.tasks import Task
 from server.domain.validation import check_instance_id
-from server.hub import AgentSession, Beat, Outgoing
+from server.hub import AgentSession
 from server.logs import about
 from server.metrics import Metrics
 from server.store.agents import AgentIdentity, HeldTask
-from server.store.reports import CancelOrder, OutputAck, OutputAppend, TaskStart
 
 log = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
-
-
-def _ms(ts: Timestamp, default: int) -> int:
-    """An agent's time, or `default` when it sent none (or one out of range)."""
-    if not (ts.seconds or ts.nanos):
-        return default
-    try:
-        return ts.ToMilliseconds()
-    except (ValueError, OverflowError):
-        return default
 
 
 def _os_type(value: int, field: str) -> OsType:
@@ -72,55 +60,16 @@ def _identity(hello: pb.Hello, limits: Limits) -> AgentIdentity:
     )
 
 
-def _file_push(task: Task) -> pb.FilePush | None:
-    file = task.file
-    if file is None:
-        return None
-    return pb.FilePush(
-        name=file.name,
-        target_dir=file.target_dir,
-        mode=file.mode,
-        owner=file.owner,
-        group=file.group,
-        overwrite=file.overwrite,
+def _log_dispatched(task: Task, instance_id: str) -> None:
+    log.info(
+        "task dispatched",
+        extra=about(
+            invoke_id=task.invoke_id,
+            instance_id=instance_id,
+            record_id=task.task_id,
+            command_id=task.command_id,
+        ),
     )
-
-
-def outgoing_to(item: Outgoing) -> pb.ConnectResponse:
-    if isinstance(item, Task):
-        return pb.ConnectResponse(
-            dispatch=pb.Dispatch(
-                task_id=item.task_id,
-                invoke_id=item.invoke_id,
-                command_id=item.command_id,
-                command_type=convert.command_type_to(item.command_type),
-                script=item.script,
-                timeout_seconds=item.timeout_seconds,
-                working_dir=item.working_dir,
-                username=item.username,
-                output_limit=item.output_limit,
-                env=item.env,
-                launcher=item.launcher,
-                file=_file_push(item),
-            )
-        )
-    if isinstance(item, CancelOrder):
-        reason = pb.STOP_REASON_TIMEOUT if item.timeout else pb.STOP_REASON_STOP
-        return pb.ConnectResponse(cancel=pb.Cancel(task_id=item.record_id, reason=reason))
-    if isinstance(item, OutputAck):
-        return pb.ConnectResponse(
-            ack=pb.Ack(
-                task_id=item.record_id,
-                offset=item.offset,
-                result_stored=item.result_stored,
-                rewind=item.rewind,
-            )
-        )
-    if isinstance(item, Beat):
-        beat = pb.Heartbeat()
-        beat.time.FromMilliseconds(now_ms())
-        return pb.ConnectResponse(heartbeat=beat)
-    return pb.ConnectResponse(reconnect=pb.Reconnect(reason=item.reason))
 
 
 def certificate_name(context: Context) -> str | None:
@@ -193,7 +142,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         try:
             identity = _identity(first.hello, self._limits)
             self._check_certificate(context, identity.instance_id)
-            session, acks = await self._plane.connect(identity, held)
+            protocol = agent_wire.negotiate(first.hello.protocol_version)
+            session, acks = await self._plane.connect(identity, held, protocol)
         except DomainError as error:
             log.warning("agent %r refused: %s", first.hello.instance_id[:128], error.message)
             await abort_with(context, error)
@@ -202,6 +152,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             len(held),
             extra=about(instance_id=identity.instance_id),
         )
+        self._metrics.agent_message("in", "hello")
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:
             await context.write(
@@ -209,9 +160,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     welcome=pb.Welcome(
                         heartbeat_interval_seconds=self._heartbeat,
                         acks=[pb.TaskAck(task_id=t, offset=o, result_stored=s) for t, o, s in acks],
+                        # An agent of protocol 1 leaves the field alone.
+                        protocol_version=protocol,
                     )
                 )
             )
+            self._metrics.agent_message("out", "welcome")
             await self._write(session, context)
             if session.error is not None:
                 log.warning(
@@ -233,27 +187,40 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         log.info("agent disconnected", extra=about(instance_id=session.instance_id))
 
     async def _write(self, session: AgentSession, context: Context) -> None:
+        """Sends what the hub queues for the agent: protocol 1 one message per item; protocol 2
+        everything queued at once, packed into as few messages as keep its meaning."""
         loop = asyncio.get_running_loop()
         while True:
             item = await session.queue.get()
             if item is None:
                 return
-            if isinstance(item, Task):
-                # Before the write: the agent's acceptance can be read before this coroutine
-                # resumes after it, and must find the time it is measured from.
-                session.dispatched_at[item.task_id] = loop.time()
-            await context.write(outgoing_to(item))
+            items = [item]
+            closing = False
+            if session.protocol >= 2:
+                while not session.queue.empty():
+                    more = session.queue.get_nowait()
+                    if more is None:
+                        closing = True
+                        break
+                    items.append(more)
+            tasks = [i for i in items if isinstance(i, Task)]
+            # Before the write: the agent's acceptance can be read before this coroutine
+            # resumes after it, and must find the time it is measured from.
+            for task in tasks:
+                session.dispatched_at[task.task_id] = loop.time()
+            messages = (
+                agent_wire.batched(items)
+                if session.protocol >= 2
+                else map(agent_wire.outgoing_to, items)
+            )
+            for message in messages:
+                await context.write(message)
+                self._metrics.agent_message("out", message.WhichOneof("message") or "")
             session.last_activity = loop.time()
-            if isinstance(item, Task):
-                log.info(
-                    "task dispatched",
-                    extra=about(
-                        invoke_id=item.invoke_id,
-                        instance_id=session.instance_id,
-                        record_id=item.task_id,
-                        command_id=item.command_id,
-                    ),
-                )
+            for task in tasks:
+                _log_dispatched(task, session.instance_id)
+            if closing:
+                return
 
     async def _read(
         self, request_iterator: AsyncIterator[pb.ConnectRequest], session: AgentSession
@@ -276,63 +243,24 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def _handle(self, session: AgentSession, message: pb.ConnectRequest) -> None:
         instance_id = session.instance_id
         kind = message.WhichOneof("message")
+        self._metrics.agent_message("in", kind or "")
         now = now_ms()
         if kind == "heartbeat":
             self._plane.heartbeat(instance_id, now)
-        elif kind == "task_accepted":
-            m = message.task_accepted
-            sent_at = session.dispatched_at.pop(m.task_id, None)
+            return
+        decoded = agent_wire.decode(message, kind, instance_id, now)
+        if not decoded.reports and not decoded.ignored:
+            if kind not in agent_wire.REPORT_KINDS:
+                log.warning("agent %s sent an unexpected %s message", instance_id, kind)
+            return
+        for accepted in decoded.accepted:
+            sent_at = session.dispatched_at.pop(accepted.task_id, None)
             if sent_at is not None:
-                self._metrics.dispatch_seconds.observe(session.last_activity - sent_at)
-            self._plane.report(TaskStart(m.task_id, instance_id, _ms(m.start_time, now)))
-        elif kind == "output":
-            out = message.output
-            if out.offset < 0:
-                log.warning("agent %s sent output at a negative offset", instance_id)
-                return
-            self._metrics.output_bytes.inc(len(out.data))
-            self._plane.report(OutputAppend(out.task_id, instance_id, out.offset, out.data))
-        elif kind == "task_finished":
-            f = message.task_finished
-            self._plane.report(
-                TaskEnd(
-                    f.task_id,
-                    instance_id,
-                    EndKind.FINISHED,
-                    f.exit_code,
-                    max(0, f.output_size),
-                    _ms(f.finish_time, now),
-                    start_ms=_ms(f.start_time, now),
+                self._metrics.dispatch_seconds.observe(
+                    max(0.0, session.last_activity - sent_at - accepted.held_seconds)
                 )
-            )
-        elif kind == "task_stopped":
-            s = message.task_stopped
-            end_kind = EndKind.TIMED_OUT if s.reason == pb.STOP_REASON_TIMEOUT else EndKind.STOPPED
-            self._plane.report(
-                TaskEnd(
-                    s.task_id,
-                    instance_id,
-                    end_kind,
-                    s.exit_code if s.started else None,
-                    max(0, s.output_size),
-                    _ms(s.stop_time, now),
-                    started=s.started,
-                )
-            )
-        elif kind == "task_error":
-            e = message.task_error
-            self._plane.report(
-                TaskEnd(
-                    e.task_id,
-                    instance_id,
-                    EndKind.ERROR,
-                    None,
-                    max(0, e.output_size),
-                    now,
-                    started=False,
-                    error_code=e.error_code[:64],
-                    error_info=e.error_info[:1024],
-                )
-            )
-        else:
-            log.warning("agent %s sent an unexpected %s message", instance_id, kind)
+        for reason in decoded.ignored or ():
+            log.warning("agent %s: ignored %s", instance_id, reason)
+        if decoded.output_bytes:
+            self._metrics.output_bytes.inc(decoded.output_bytes)
+        self._plane.report_all(decoded.reports)

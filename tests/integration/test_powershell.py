@@ -21,7 +21,8 @@ from tests.integration.helpers import REGION, error_details, watch
 from tests.support import AgentProcess, ServerProcess, client_channel
 
 STAND_IN = """#!/bin/sh
-echo "pwsh $1 $2 $3 $4 $(basename "$5")"
+# pwsh -File runs only files named *.ps1: the stand-in shows the file's extension.
+echo "pwsh $1 $2 $3 $4 *.${5##*.}"
 . "$5"
 """
 
@@ -68,7 +69,7 @@ async def test_powershell_runs_through_pwsh_where_it_is_enabled(pair: Pair) -> N
         seen = await watch(stub, ran.invoke_id)
     assert seen.states["i-pwsh"].state == pb.EXECUTION_STATE_SUCCESS
     assert bytes(seen.output["i-pwsh"]) == (
-        b"pwsh -NoLogo -NoProfile -NonInteractive -File script.ps1\nfrom the script\n"
+        b"pwsh -NoLogo -NoProfile -NonInteractive -File *.ps1\nfrom the script\n"
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.executor import LaunchError, plan_launch, remove_script
+from agent.executor import LaunchError, plan_launch, remove_script, script_name
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
 from server.domain.validation import check_launcher
@@ -38,10 +38,16 @@ def test_invalid_launchers_are_refused(launcher: str) -> None:
 
 
 def _plan(launcher: str, script: bytes = b"print(1)") -> list[str]:
-    plan = plan_launch("RUN_SHELL_SCRIPT", script, "", "", {}, launcher)
-    assert Path(plan.script_dir, "script").read_bytes() == script
-    remove_script(plan.script_dir)
-    return plan.argv
+    with tempfile.TemporaryDirectory() as scripts:
+        plan = plan_launch(
+            "RUN_SHELL_SCRIPT", script, "", "", {}, launcher, scripts_dir=Path(scripts)
+        )
+        assert plan.script_path == str(Path(scripts, "script"))
+        assert Path(plan.script_path).read_bytes() == script
+        assert Path(plan.script_path).stat().st_mode & 0o777 == 0o700
+        remove_script(plan.script_path)
+        assert not Path(plan.script_path).exists()
+        return plan.argv
 
 
 def test_the_script_file_takes_the_placeholders_place() -> None:
@@ -56,12 +62,19 @@ def test_without_a_launcher_a_shebang_or_sh_decides() -> None:
     assert _plan("", b"echo hi")[0] == "/bin/sh"
 
 
-def test_a_missing_interpreter_leaves_no_script_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def test_a_missing_interpreter_leaves_no_script_behind(tmp_path: Path) -> None:
     launcher = "no-such-interpreter {{ACS::ScriptFile}}"
     with pytest.raises(LaunchError) as caught:
-        plan_launch("RUN_SHELL_SCRIPT", b"x", "", "", {}, launcher)
+        plan_launch("RUN_SHELL_SCRIPT", b"x", "", "", {}, launcher, scripts_dir=tmp_path)
     assert caught.value.code == reasons.LAUNCHER_NOT_FOUND
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_script_is_named_for_its_task_unless_the_id_is_not_a_plain_name() -> None:
+    assert script_name("r-01abc", "RUN_SHELL_SCRIPT") == "r-01abc"
+    assert script_name("r-01abc", "RUN_POWERSHELL_SCRIPT") == "r-01abc.ps1", "pwsh -File"
+    for unsafe in ("../etc/passwd", ".hidden", "a/b", "", "x" * 200):
+        name = script_name(unsafe, "RUN_SHELL_SCRIPT")
+        assert "/" not in name
+        assert not name.startswith(".")
+        assert 0 < len(name) <= 128

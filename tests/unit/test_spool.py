@@ -1,11 +1,20 @@
-"""The agent's spool: output on disk, the newest of it also in memory, and what survives a
-restart of the agent."""
+"""The agent's spool: the journal on disk (what survives a restart of the agent, a torn
+write, compaction, the spool of an older version) and the newest output in memory."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from agent.spool import Spool, SpooledTask, TaskMeta
+import pytest
+
+from agent import journal
+from agent.journal import Accept, Forget, Journal, Output, Release, Result, Start, snapshot
+from agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
 
 
 def _meta(task_id: str = "r-1") -> TaskMeta:
@@ -21,70 +30,196 @@ def _meta(task_id: str = "r-1") -> TaskMeta:
     )
 
 
-def _spooled(spool: Spool, task_id: str = "r-1") -> SpooledTask:
-    task = spool.prepare(_meta(task_id))
-    task.create()
-    return task
+def _journal(root: Path) -> Journal:
+    opened = Journal(root)
+    opened.open()
+    return opened
 
 
-def _write(task: SpooledTask, data: bytes, keep: int) -> None:
-    task.append(data)
-    task.remember(data, keep)
+@pytest.fixture
+async def io() -> AsyncIterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(1)
+    yield executor
+    executor.shutdown(wait=True)
 
 
-def test_prepare_touches_no_disk_and_create_writes_the_task(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    task = spool.prepare(_meta())
-    assert not task.directory.exists()
-    task.create()
-    assert (task.directory / "task.json").exists()
-    assert task.output_path.read_bytes() == b""
+# In memory -------------------------------------------------------------------------------
 
 
-def test_new_output_is_served_from_memory_and_matches_the_disk(tmp_path: Path) -> None:
-    task = _spooled(Spool(tmp_path))
-    _write(task, b"hello ", keep=1024)
-    _write(task, b"world", keep=1024)
+def test_new_output_is_served_from_memory() -> None:
+    task = SpooledTask(_meta())
+    task.remember(b"hello ", keep=1024)
+    task.remember(b"world", keep=1024)
     assert task.size == 11
     assert task.cached(0, 100) == b"hello world"
     assert task.cached(6, 3) == b"wor"
-    assert task.read(0, 100) == b"hello world"
 
 
-def test_memory_keeps_only_the_newest_bytes(tmp_path: Path) -> None:
-    task = _spooled(Spool(tmp_path))
-    _write(task, b"0123456789", keep=4)
+def test_memory_keeps_only_the_newest_bytes() -> None:
+    task = SpooledTask(_meta())
+    task.remember(b"0123456789", keep=4)
     assert task.cached(6, 4) == b"6789"
-    assert task.cached(5, 4) is None, "older than memory: the caller reads the disk"
-    assert task.read(5, 4) == b"5678"
+    assert task.cached(5, 4) is None, "older than memory: the caller reads the journal"
 
 
-def test_acknowledged_output_leaves_memory(tmp_path: Path) -> None:
-    task = _spooled(Spool(tmp_path))
-    _write(task, b"abcdef", keep=1024)
+def test_acknowledged_output_leaves_memory() -> None:
+    task = SpooledTask(_meta())
+    task.remember(b"abcdef", keep=1024)
     task.release(4)
     assert task.cached(3, 3) is None
     assert task.cached(4, 10) == b"ef"
     task.release(100)  # past the end: nothing left, nothing broken
     assert task.cached(5, 1) is None
-    _write(task, b"gh", keep=1024)
+    task.remember(b"gh", keep=1024)
     assert task.cached(6, 2) == b"gh"
 
 
-def test_a_reloaded_task_reads_its_output_from_disk(tmp_path: Path) -> None:
-    task = _spooled(Spool(tmp_path))
-    _write(task, b"before the restart", keep=1024)
-    (reloaded,) = Spool(tmp_path).load()
-    assert reloaded.size == len(b"before the restart")
-    assert reloaded.cached(0, 6) is None
-    assert reloaded.read(0, 6) == b"before"
+# The journal -----------------------------------------------------------------------------
 
 
-def test_a_forgotten_task_is_known_without_its_directory(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    task = _spooled(spool)
+def test_a_task_is_replayed_whole_after_a_restart(tmp_path: Path) -> None:
+    written = _journal(tmp_path)
+    meta = _meta()
+    written.write([Accept(snapshot(meta)), Start("r-1", os.getpid(), 5)])
+    written.write([Output("r-1", 0, b"before "), Output("r-1", 7, b"the restart")])
+    meta.result = TaskResult("finished", 9, exit_code=3)
+    meta.produced = 18
+    written.write([Result(snapshot(meta))])
+    written.close()
+
+    replayed = _journal(tmp_path)
+    task = replayed.tasks["r-1"]
+    assert task.size == 18
+    assert replayed.read("r-1", 0, 100) == b"before the restart"
+    assert replayed.read("r-1", 3, 6) == b"ore th"
+    assert task.meta.result == TaskResult("finished", 9, exit_code=3)
+    assert task.meta.pid == os.getpid()
+    assert task.meta.proc_start == journal.process_start_time(os.getpid())
+
+
+def test_a_torn_record_at_the_end_is_cut_off(tmp_path: Path) -> None:
+    written = _journal(tmp_path)
+    written.write([Accept(snapshot(_meta())), Output("r-1", 0, b"kept")])
+    written.write([Output("r-1", 4, b"torn away")])
+    written.close()
+    path = tmp_path / "journal"
+    path.write_bytes(path.read_bytes()[:-3])  # the machine stopped mid-write
+
+    replayed = _journal(tmp_path)
+    assert replayed.tasks["r-1"].size == 4
+    assert replayed.read("r-1", 0, 100) == b"kept"
+    replayed.write([Output("r-1", 4, b" and more")])
+    replayed.close()
+    assert _journal(tmp_path).read("r-1", 0, 100) == b"kept and more"
+
+
+def test_a_forgotten_task_is_gone_but_known(tmp_path: Path) -> None:
+    written = _journal(tmp_path)
+    written.write([Accept(snapshot(_meta())), Output("r-1", 0, b"x"), Forget("r-1")])
+    written.close()
+    replayed = _journal(tmp_path)
+    assert replayed.tasks == {}
+    assert replayed.done == ["r-1"]
+
+
+def test_compaction_keeps_only_what_is_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal, "COMPACT_BYTES", 64 * 1024)
+    written = _journal(tmp_path)
+    chunk = b"z" * 4096
+    # A task that runs long: the server has stored all but its last 8 KiB.
+    written.write([Accept(snapshot(_meta("r-long")))])
+    for n in range(40):
+        written.write([Output("r-long", n * len(chunk), chunk)])
+    written.write([Release("r-long", 32 * len(chunk))])
+    # Many quick tasks, all stored and forgotten.
+    for n in range(200):
+        task_id = f"r-{n}"
+        written.write([Accept(snapshot(_meta(task_id))), Output(task_id, 0, chunk)])
+        written.write([Forget(task_id)])
+    size = (tmp_path / "journal").stat().st_size
+    assert size < 100 * 1024, f"compacted: {size} bytes"
+    written.write([Output("r-long", 40 * len(chunk), b"tail")])
+    assert written.read("r-long", 39 * len(chunk), len(chunk) + 4) == chunk + b"tail"
+    written.close()
+
+    replayed = _journal(tmp_path)
+    assert set(replayed.tasks) == {"r-long"}
+    assert replayed.tasks["r-long"].size == 40 * len(chunk) + 4
+    assert replayed.read("r-long", 38 * len(chunk), 2 * len(chunk) + 4) == chunk * 2 + b"tail"
+    assert set(replayed.done) == {f"r-{n}" for n in range(200)}
+
+
+def test_the_spool_of_an_older_agent_is_imported(tmp_path: Path) -> None:
+    old = tmp_path / "tasks" / "r-old"
+    old.mkdir(parents=True)
+    meta = _meta("r-old")
+    fields = meta.to_json() | {"script_dir": "/tmp/cloudassist-x", "stop_reason": ""}
+    fields.pop("script_path")
+    (old / "task.json").write_text(json.dumps(fields))
+    (old / "output").write_bytes(b"old output")
+    (tmp_path / "done").write_text("r-a\nr-b\n")
+
+    imported = _journal(tmp_path)
+    assert imported.read("r-old", 0, 100) == b"old output"
+    assert imported.tasks["r-old"].meta.script_path == "/tmp/cloudassist-x"
+    assert imported.done == ["r-a", "r-b"]
+    assert not (tmp_path / "tasks").exists()
+    assert not (tmp_path / "done").exists()
+
+
+# The spool: batched writes from the event loop -----------------------------------------
+
+
+async def test_records_appended_together_share_one_write(
+    tmp_path: Path, io: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, io)
+    await spool.load()
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal.os, "write", counting_write)
+    written = [spool.append(Accept(snapshot(_meta(f"r-{n}")))) for n in range(50)]
+    ran = await spool.call(lambda: "after the records")
+    assert ran == "after the records"
+    assert all(w.done() for w in written)
+    assert len(writes) == 1, writes
+    await spool.close()
+
+
+async def test_a_forgotten_task_is_known_at_once_and_after_a_restart(
+    tmp_path: Path, io: ThreadPoolExecutor
+) -> None:
+    spool = Spool(tmp_path, io)
+    await spool.load()
+    await spool.append(Accept(snapshot(_meta())))
     assert not spool.knows("r-1"), "held, not yet stored by the server"
-    spool.forget(task)
-    assert not task.directory.exists()
+    spool.forget("r-1")
     assert spool.knows("r-1")
-    assert Spool(tmp_path).knows("r-1"), "remembered across a restart"
+    await spool.close()
+    again = Spool(tmp_path, io)
+    assert await again.load() == []
+    assert again.knows("r-1"), "remembered across a restart"
+    await again.close()
+
+
+async def test_a_failed_call_reaches_its_caller_and_the_spool_goes_on(
+    tmp_path: Path, io: ThreadPoolExecutor
+) -> None:
+    spool = Spool(tmp_path, io)
+    await spool.load()
+
+    def fails() -> None:
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space left"):
+        await spool.call(fails)
+    await asyncio.wait_for(spool.append(Accept(snapshot(_meta()))), 5)
+    await spool.close()
+    assert "r-1" in _journal(tmp_path).tasks

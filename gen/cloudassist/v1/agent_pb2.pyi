@@ -117,6 +117,7 @@ class ConnectRequest(_message.Message):
     TASK_FINISHED_FIELD_NUMBER: _builtins.int
     TASK_STOPPED_FIELD_NUMBER: _builtins.int
     TASK_ERROR_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -131,6 +132,10 @@ class ConnectRequest(_message.Message):
     def task_stopped(self) -> Global___TaskStopped: ...
     @_builtins.property
     def task_error(self) -> Global___TaskError: ...
+    @_builtins.property
+    def reports(self) -> Global___Reports:
+        """Protocol 2."""
+
     def __init__(
         self,
         *,
@@ -141,12 +146,13 @@ class ConnectRequest(_message.Message):
         task_finished: Global___TaskFinished | None = ...,
         task_stopped: Global___TaskStopped | None = ...,
         task_error: Global___TaskError | None = ...,
+        reports: Global___Reports | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "output", b"output", "task_accepted", b"task_accepted", "task_error", b"task_error", "task_finished", b"task_finished", "task_stopped", b"task_stopped"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "output", b"output", "reports", b"reports", "task_accepted", b"task_accepted", "task_error", b"task_error", "task_finished", b"task_finished", "task_stopped", b"task_stopped"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "output", b"output", "task_accepted", b"task_accepted", "task_error", b"task_error", "task_finished", b"task_finished", "task_stopped", b"task_stopped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "output", b"output", "reports", b"reports", "task_accepted", b"task_accepted", "task_error", b"task_error", "task_finished", b"task_finished", "task_stopped", b"task_stopped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "task_accepted", "output", "task_finished", "task_stopped", "task_error"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "task_accepted", "output", "task_finished", "task_stopped", "task_error", "reports"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -164,6 +170,7 @@ class ConnectResponse(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     RECONNECT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -176,6 +183,10 @@ class ConnectResponse(_message.Message):
     def reconnect(self) -> Global___Reconnect: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def orders(self) -> Global___Orders:
+        """Protocol 2."""
+
     def __init__(
         self,
         *,
@@ -185,12 +196,13 @@ class ConnectResponse(_message.Message):
         ack: Global___Ack | None = ...,
         reconnect: Global___Reconnect | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        orders: Global___Orders | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "cancel", b"cancel", "dispatch", b"dispatch", "heartbeat", b"heartbeat", "message", b"message", "reconnect", b"reconnect", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "cancel", b"cancel", "dispatch", b"dispatch", "heartbeat", b"heartbeat", "message", b"message", "orders", b"orders", "reconnect", b"reconnect", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "cancel", b"cancel", "dispatch", b"dispatch", "heartbeat", b"heartbeat", "message", b"message", "reconnect", b"reconnect", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "cancel", b"cancel", "dispatch", b"dispatch", "heartbeat", b"heartbeat", "message", b"message", "orders", b"orders", "reconnect", b"reconnect", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "dispatch", "cancel", "ack", "reconnect", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "dispatch", "cancel", "ack", "reconnect", "heartbeat", "orders"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -239,6 +251,7 @@ class Hello(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     BOOT_ID_FIELD_NUMBER: _builtins.int
     EXTRA_COMMAND_TYPES_FIELD_NUMBER: _builtins.int
+    PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     region_id: _builtins.str
     os_type: _instance_pb2.OsType.ValueType
@@ -250,6 +263,8 @@ class Hello(_message.Message):
     """Changes when the machine boots (Linux: /proc/sys/kernel/random/boot_id); reboot-mode
     invocations run when it does.
     """
+    protocol_version: _builtins.int
+    """The highest protocol the agent speaks; 0: protocol 1."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskProgress]:
         """Every task the agent holds; a task the server thinks running that is not here was lost."""
@@ -277,10 +292,11 @@ class Hello(_message.Message):
         tags: _abc.Iterable[_tag_pb2.Tag] | None = ...,
         boot_id: _builtins.str = ...,
         extra_command_types: _abc.Iterable[_command_pb2.CommandType.ValueType] | None = ...,
+        protocol_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "extra_command_types", b"extra_command_types", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "extra_command_types", b"extra_command_types", "hostname", b"hostname", "instance_id", b"instance_id", "instance_secret", b"instance_secret", "os_type", b"os_type", "protocol_version", b"protocol_version", "region_id", b"region_id", "tags", b"tags", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -321,8 +337,11 @@ class Welcome(_message.Message):
 
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     ACKS_FIELD_NUMBER: _builtins.int
+    PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     heartbeat_interval_seconds: _builtins.int
     """How often to send a heartbeat when nothing else is sent."""
+    protocol_version: _builtins.int
+    """The protocol of this stream; 0: protocol 1."""
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAck]: ...
     def __init__(
@@ -330,10 +349,11 @@ class Welcome(_message.Message):
         *,
         heartbeat_interval_seconds: _builtins.int = ...,
         acks: _abc.Iterable[Global___TaskAck] | None = ...,
+        protocol_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "heartbeat_interval_seconds", b"heartbeat_interval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "protocol_version", b"protocol_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -709,3 +729,113 @@ class TaskError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskError: _TypeAlias = TaskError  # noqa: Y015
+
+@_typing.final
+class Reports(_message.Message):
+    """Protocol 2, agent to server: what is new about some tasks, one TaskReport per task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskReport]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___TaskReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reports: _TypeAlias = Reports  # noqa: Y015
+
+@_typing.final
+class TaskReport(_message.Message):
+    """What is new about one task, applied in field order: acceptance, output, result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ACCEPTED_TIME_FIELD_NUMBER: _builtins.int
+    ACCEPT_HELD_MS_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    accept_held_ms: _builtins.int
+    """How long the agent held the acceptance back to send it with more (milliseconds), so that
+    the server can tell its delivery latency.
+    """
+    offset: _builtins.int
+    """Output at `offset`; empty: none in this report."""
+    data: _builtins.bytes
+    @_builtins.property
+    def accepted_time(self) -> _timestamp_pb2.Timestamp:
+        """Set in the first report of a task the agent took on (not in one it refused outright,
+        which carries only its error): when it accepted it.
+        """
+
+    @_builtins.property
+    def finished(self) -> Global___TaskFinished: ...
+    @_builtins.property
+    def stopped(self) -> Global___TaskStopped: ...
+    @_builtins.property
+    def error(self) -> Global___TaskError: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        accepted_time: _timestamp_pb2.Timestamp | None = ...,
+        accept_held_ms: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        finished: Global___TaskFinished | None = ...,
+        stopped: Global___TaskStopped | None = ...,
+        error: Global___TaskError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "error", b"error", "finished", b"finished", "result", b"result", "stopped", b"stopped"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_held_ms", b"accept_held_ms", "accepted_time", b"accepted_time", "data", b"data", "error", b"error", "finished", b"finished", "offset", b"offset", "result", b"result", "stopped", b"stopped", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["finished", "stopped", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___TaskReport: _TypeAlias = TaskReport  # noqa: Y015
+
+@_typing.final
+class Orders(_message.Message):
+    """Protocol 2, server to agent: applied in field order (dispatches, then cancels, then acks)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPATCHES_FIELD_NUMBER: _builtins.int
+    CANCELS_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dispatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dispatch]: ...
+    @_builtins.property
+    def cancels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cancel]: ...
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Ack]:
+        """At most one per task, the highest offset stored."""
+
+    def __init__(
+        self,
+        *,
+        dispatches: _abc.Iterable[Global___Dispatch] | None = ...,
+        cancels: _abc.Iterable[Global___Cancel] | None = ...,
+        acks: _abc.Iterable[Global___Ack] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "cancels", b"cancels", "dispatches", b"dispatches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Orders: _TypeAlias = Orders  # noqa: Y015

@@ -32,6 +32,14 @@ class AgentServiceStub:
     Output is addressed by byte offset. The server stores a chunk only at its current
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
+
+    Protocols. The hello says the highest protocol the agent speaks, the welcome the one the
+    stream uses (the lower of the two sides'). Protocol 1 (an agent that says nothing) sends
+    one message per event: task_accepted, output, task_finished | task_stopped | task_error
+    up; dispatch, cancel, ack down. Protocol 2 sends `reports` up (for each task, what is new:
+    acceptance, output, result, in one TaskReport) and `orders` down (dispatches, cancels and
+    cumulative acks of many tasks), so a quick task costs three messages: its dispatch, one
+    report with its acceptance, output and result, and the ack of that report.
     """
 
     def __init__(self, channel):
@@ -59,6 +67,14 @@ class AgentServiceServicer:
     Output is addressed by byte offset. The server stores a chunk only at its current
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
+
+    Protocols. The hello says the highest protocol the agent speaks, the welcome the one the
+    stream uses (the lower of the two sides'). Protocol 1 (an agent that says nothing) sends
+    one message per event: task_accepted, output, task_finished | task_stopped | task_error
+    up; dispatch, cancel, ack down. Protocol 2 sends `reports` up (for each task, what is new:
+    acceptance, output, result, in one TaskReport) and `orders` down (dispatches, cancels and
+    cumulative acks of many tasks), so a quick task costs three messages: its dispatch, one
+    report with its acceptance, output and result, and the ack of that report.
     """
 
     def Register(self, request, context):
@@ -104,6 +120,14 @@ class AgentService:
     Output is addressed by byte offset. The server stores a chunk only at its current
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
+
+    Protocols. The hello says the highest protocol the agent speaks, the welcome the one the
+    stream uses (the lower of the two sides'). Protocol 1 (an agent that says nothing) sends
+    one message per event: task_accepted, output, task_finished | task_stopped | task_error
+    up; dispatch, cancel, ack down. Protocol 2 sends `reports` up (for each task, what is new:
+    acceptance, output, result, in one TaskReport) and `orders` down (dispatches, cancels and
+    cumulative acks of many tasks), so a quick task costs three messages: its dispatch, one
+    report with its acceptance, output and result, and the ack of that report.
     """
 
     @staticmethod

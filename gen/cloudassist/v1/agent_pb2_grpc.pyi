@@ -33,6 +33,14 @@ class AgentServiceStub:
     Output is addressed by byte offset. The server stores a chunk only at its current
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
+
+    Protocols. The hello says the highest protocol the agent speaks, the welcome the one the
+    stream uses (the lower of the two sides'). Protocol 1 (an agent that says nothing) sends
+    one message per event: task_accepted, output, task_finished | task_stopped | task_error
+    up; dispatch, cancel, ack down. Protocol 2 sends `reports` up (for each task, what is new:
+    acceptance, output, result, in one TaskReport) and `orders` down (dispatches, cancels and
+    cumulative acks of many tasks), so a quick task costs three messages: its dispatch, one
+    report with its acceptance, output and result, and the ack of that report.
     """
 
     @_typing.overload
@@ -54,6 +62,14 @@ class AgentServiceAsyncStub(AgentServiceStub):
     Output is addressed by byte offset. The server stores a chunk only at its current
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
+
+    Protocols. The hello says the highest protocol the agent speaks, the welcome the one the
+    stream uses (the lower of the two sides'). Protocol 1 (an agent that says nothing) sends
+    one message per event: task_accepted, output, task_finished | task_stopped | task_error
+    up; dispatch, cancel, ack down. Protocol 2 sends `reports` up (for each task, what is new:
+    acceptance, output, result, in one TaskReport) and `orders` down (dispatches, cancels and
+    cumulative acks of many tasks), so a quick task costs three messages: its dispatch, one
+    report with its acceptance, output and result, and the ack of that report.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -71,6 +87,14 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     Output is addressed by byte offset. The server stores a chunk only at its current
     length (a replay is idempotent) and acknowledges an offset only once the bytes are
     committed; the agent keeps everything unacknowledged and re-sends it after a reconnect.
+
+    Protocols. The hello says the highest protocol the agent speaks, the welcome the one the
+    stream uses (the lower of the two sides'). Protocol 1 (an agent that says nothing) sends
+    one message per event: task_accepted, output, task_finished | task_stopped | task_error
+    up; dispatch, cancel, ack down. Protocol 2 sends `reports` up (for each task, what is new:
+    acceptance, output, result, in one TaskReport) and `orders` down (dispatches, cancels and
+    cumulative acks of many tasks), so a quick task costs three messages: its dispatch, one
+    report with its acceptance, output and result, and the ack of that report.
     """
 
     @_abc_1.abstractmethod

@@ -1473,20 +1473,26 @@ class WatchInvocationRequest(_message.Message):
     REGION_ID_FIELD_NUMBER: _builtins.int
     INVOKE_ID_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     invoke_id: _builtins.str
     instance_id: _builtins.str
     """Only this instance; empty: all of them."""
+    batch: _builtins.bool
+    """Several events per response, in `events`: the events of one look at the invocation (a
+    client that sets it receives fewer messages; one that does not, one event per message).
+    """
     def __init__(
         self,
         *,
         region_id: _builtins.str = ...,
         invoke_id: _builtins.str = ...,
         instance_id: _builtins.str = ...,
+        batch: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "invoke_id", b"invoke_id", "region_id", b"region_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "instance_id", b"instance_id", "invoke_id", b"invoke_id", "region_id", b"region_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1583,19 +1589,25 @@ class WatchInvocationResponse(_message.Message):
 
     OUTPUT_FIELD_NUMBER: _builtins.int
     STATE_CHANGE_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def output(self) -> Global___OutputChunk: ...
     @_builtins.property
     def state_change(self) -> Global___StateChange: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchInvocationResponse]:
+        """With WatchInvocationRequest.batch: the events, in order, each with its `event` set."""
+
     def __init__(
         self,
         *,
         output: Global___OutputChunk | None = ...,
         state_change: Global___StateChange | None = ...,
+        events: _abc.Iterable[Global___WatchInvocationResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "output", b"output", "state_change", b"state_change"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "output", b"output", "state_change", b"state_change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "output", b"output", "state_change", b"state_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["output", "state_change"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
