@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,8 +22,12 @@ from server.domain.tasks import EndKind, Task, TaskEnd, outcome_of
 from server.store import convert
 from server.store.invocations import (
     ACTIVE,
+    MIRROR_COLUMNS,
+    MIRROR_FROM,
     FirePlan,
+    RecordMirror,
     insert_records,
+    mirror_of,
     refresh_statuses,
     sync_invocations,
     tasks_for,
@@ -424,13 +429,84 @@ def fire_on_boot(conn: Connection, instance_id: str, boot_id: str, now_ms: int) 
 
 @dataclass
 class _Progress:
-    instance_id: str
-    invoke_id: str
-    state: str
+    """A record as the batch finds it and changes it."""
+
     size: int
     limit: int
     timeout_seconds: int
     agent_done: bool
+    # What its invocation instance copies from it (kept up to date as the batch writes it).
+    mirror: RecordMirror
+
+    @property
+    def instance_id(self) -> str:
+        return self.mirror.instance_id
+
+    @property
+    def invoke_id(self) -> str:
+        return self.mirror.invoke_id
+
+    @property
+    def state(self) -> str:
+        return self.mirror.state
+
+
+# The batch's writes, built once: one executemany each, whatever the batch holds.
+_START = (
+    update(RECORDS)
+    .where(RECORDS.c.record_id == bindparam("b_record_id"), RECORDS.c.state == PENDING)
+    .values(
+        state=RUNNING,
+        start_ms=bindparam("b_start_ms"),
+        deadline_ms=bindparam("b_deadline_ms"),
+    )
+)
+_END = (
+    update(RECORDS)
+    .where(RECORDS.c.record_id == bindparam("b_record_id"), RECORDS.c.state.in_(ACTIVE))
+    .values(
+        state=bindparam("b_state"),
+        error_code=bindparam("b_error_code"),
+        error_info=bindparam("b_error_info"),
+        exit_code=bindparam("b_exit_code"),
+        dropped=bindparam("b_dropped"),
+        agent_done=True,
+        deadline_ms=None,
+        finish_ms=bindparam("b_finish_ms"),
+        start_ms=func.coalesce(RECORDS.c.start_ms, bindparam("b_start_ms")),
+        stop_ms=func.coalesce(bindparam("b_stop_ms"), RECORDS.c.stop_ms),
+    )
+)
+# The server already decided (timeout, stop): keep that state, complete the accounting.
+_LATE_END = (
+    update(RECORDS)
+    .where(RECORDS.c.record_id == bindparam("b_record_id"))
+    .values(
+        dropped=bindparam("b_dropped"),
+        agent_done=True,
+        exit_code=func.coalesce(RECORDS.c.exit_code, bindparam("b_exit_code")),
+    )
+)
+_SIZES = update(RECORDS).where(RECORDS.c.record_id == bindparam("b_record_id"))
+_HEARTBEATS = update(INSTANCES).where(INSTANCES.c.instance_id == bindparam("b_instance_id"))
+
+
+@dataclass
+class _Writes:
+    """The row changes of one batch, gathered to be written together."""
+
+    # record id -> the start's values (dropped again when the record ends in the same batch)
+    starts: dict[str, dict[str, object]] = field(default_factory=dict)
+    ends: list[dict[str, object]] = field(default_factory=list)
+    late_ends: list[dict[str, object]] = field(default_factory=list)
+
+    def flush(self, conn: Connection) -> None:
+        if self.starts:
+            conn.execute(_START, list(self.starts.values()))
+        if self.ends:
+            conn.execute(_END, self.ends)
+        if self.late_ends:
+            conn.execute(_LATE_END, self.late_ends)
 
 
 def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> Effects:
@@ -438,7 +514,8 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
 
     Output is appended only at a record's current length (replays are idempotent) and only up
     to its limit. A result is stored only once all output before it is; otherwise the agent is
-    told to rewind.
+    told to rewind. The batch's changes to records are written together at the end (a record
+    that starts and ends in the batch is written once).
     """
     effects = Effects()
     record_ids = {r.record_id for r in reports if not isinstance(r, HeartbeatSeen)}
@@ -446,16 +523,13 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
     if record_ids:
         for row in conn.execute(
             select(
-                RECORDS.c.record_id,
-                RECORDS.c.instance_id,
-                RECORDS.c.invoke_id,
-                RECORDS.c.state,
+                *MIRROR_COLUMNS,
                 RECORDS.c.output_size,
                 RECORDS.c.output_limit,
                 RECORDS.c.agent_done,
                 INVOCATIONS.c.timeout_seconds,
             )
-            .select_from(RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id))
+            .select_from(MIRROR_FROM)
             .where(RECORDS.c.record_id.in_(record_ids))
             .order_by(RECORDS.c.record_id)
             # Serialises writers of the same records across servers (PostgreSQL; SQLite has
@@ -463,18 +537,17 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
             .with_for_update(of=RECORDS)
         ).all():
             progress[row.record_id] = _Progress(
-                row.instance_id,
-                row.invoke_id,
-                row.state,
                 row.output_size,
                 row.output_limit,
                 row.timeout_seconds,
                 bool(row.agent_done),
+                mirror_of(row),
             )
     chunks: dict[str, tuple[int, list[bytes]]] = {}
     acks: dict[str, OutputAck] = {}
     changed: list[str] = []
     heartbeats: dict[str, int] = {}
+    writes = _Writes()
 
     for report in reports:
         if isinstance(report, HeartbeatSeen):
@@ -502,16 +575,13 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
             acks[report.record_id] = OutputAck(p.instance_id, report.record_id, p.size)
         elif isinstance(report, TaskStart):
             if p.state == PENDING:
-                conn.execute(
-                    update(RECORDS)
-                    .where(RECORDS.c.record_id == report.record_id, RECORDS.c.state == PENDING)
-                    .values(
-                        state=RUNNING,
-                        start_ms=report.start_ms,
-                        deadline_ms=now_ms + p.timeout_seconds * 1000,
-                    )
-                )
-                p.state = RUNNING
+                writes.starts[report.record_id] = {
+                    "b_record_id": report.record_id,
+                    "b_start_ms": report.start_ms,
+                    "b_deadline_ms": now_ms + p.timeout_seconds * 1000,
+                }
+                p.mirror.state = RUNNING
+                p.mirror.start_ms = report.start_ms
                 changed.append(report.record_id)
             elif ExecutionState(p.state).terminal:
                 # Stopped or expired before the agent took it: the agent must drop it.
@@ -523,33 +593,32 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
                     )
                 )
         else:
-            _apply_end(conn, report, p, effects, acks, changed)
+            _apply_end(report, p, effects, acks, changed, writes)
 
+    writes.flush(conn)
     append_chunks(conn, [(rid, start, b"".join(parts)) for rid, (start, parts) in chunks.items()])
     sizes = [{"b_record_id": rid, "output_size": progress[rid].size} for rid in chunks]
     if sizes:
-        conn.execute(
-            update(RECORDS).where(RECORDS.c.record_id == bindparam("b_record_id")),
-            sizes,
-        )
+        conn.execute(_SIZES, sizes)
     if heartbeats:
         conn.execute(
-            update(INSTANCES).where(INSTANCES.c.instance_id == bindparam("b_instance_id")),
+            _HEARTBEATS,
             [{"b_instance_id": i, "last_heartbeat_ms": t} for i, t in heartbeats.items()],
         )
     effects.acks.extend(acks.values())
     effects.changed_invocations |= {progress[rid].invoke_id for rid in chunks}
-    effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)
+    known = {rid: progress[rid].mirror for rid in changed}
+    effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects, known)
     return effects
 
 
 def _apply_end(
-    conn: Connection,
     end: TaskEnd,
     p: _Progress,
     effects: Effects,
     acks: dict[str, OutputAck],
     changed: list[str],
+    writes: _Writes,
 ) -> None:
     expected = min(end.output_size, p.limit)
     if p.size < expected:
@@ -563,26 +632,32 @@ def _apply_end(
     exit_code = end.exit_code if end.kind is not EndKind.ERROR else None
     if p.state in ACTIVE:
         outcome = outcome_of(end)
-        values: dict[str, object] = {
-            "state": outcome.state.value,
-            "error_code": outcome.error_code,
-            "error_info": outcome.error_info[:1024],
-            "exit_code": exit_code,
-            "dropped": dropped,
-            "agent_done": True,
-            "deadline_ms": None,
-            "finish_ms": end.time_ms,
-        }
-        if end.start_ms is not None:
-            values["start_ms"] = func.coalesce(RECORDS.c.start_ms, end.start_ms)
-        if outcome.state in (ExecutionState.TERMINATED, ExecutionState.CANCELLED):
-            values["stop_ms"] = end.time_ms
-        conn.execute(
-            update(RECORDS)
-            .where(RECORDS.c.record_id == end.record_id, RECORDS.c.state.in_(ACTIVE))
-            .values(**values)
+        # A start in the same batch is not written on its own: this write takes its time
+        # (which comes first, as it would had it been written).
+        start = writes.starts.pop(end.record_id, None)
+        start_ms = cast(int, start["b_start_ms"]) if start is not None else end.start_ms
+        stopped = outcome.state in (ExecutionState.TERMINATED, ExecutionState.CANCELLED)
+        writes.ends.append(
+            {
+                "b_record_id": end.record_id,
+                "b_state": outcome.state.value,
+                "b_error_code": outcome.error_code,
+                "b_error_info": outcome.error_info[:1024],
+                "b_exit_code": exit_code,
+                "b_dropped": dropped,
+                "b_finish_ms": end.time_ms,
+                "b_start_ms": start_ms,
+                "b_stop_ms": end.time_ms if stopped else None,
+            }
         )
-        p.state = outcome.state.value
+        m = p.mirror
+        m.state = outcome.state.value
+        m.error_code = outcome.error_code
+        m.error_info = outcome.error_info[:1024]
+        m.exit_code = exit_code
+        m.finish_ms = end.time_ms
+        m.start_ms = m.start_ms if m.start_ms is not None else start_ms
+        m.stop_ms = end.time_ms if stopped else m.stop_ms
         changed.append(end.record_id)
         effects.ended.append(
             RecordEnded(
@@ -595,16 +670,11 @@ def _apply_end(
             )
         )
     else:
-        # The server already decided (timeout, stop): keep that state, complete the accounting.
-        conn.execute(
-            update(RECORDS)
-            .where(RECORDS.c.record_id == end.record_id)
-            .values(
-                dropped=dropped,
-                agent_done=True,
-                exit_code=func.coalesce(RECORDS.c.exit_code, exit_code),
-            )
+        writes.late_ends.append(
+            {"b_record_id": end.record_id, "b_dropped": dropped, "b_exit_code": exit_code}
         )
+        if p.mirror.exit_code is None:
+            p.mirror.exit_code = exit_code
         changed.append(end.record_id)
     p.agent_done = True
 

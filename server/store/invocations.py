@@ -478,14 +478,88 @@ def read_output(
     )
 
 
+@dataclass
+class RecordMirror:
+    """What an invocation instance copies from its latest record, and how it decides its
+    status: a caller that has just written the record passes it, instead of it being read
+    back (`sync_invocations`)."""
+
+    record_id: str
+    invoke_id: str
+    instance_id: str
+    state: str
+    exit_code: int | None
+    error_code: str
+    error_info: str
+    start_ms: int | None
+    finish_ms: int | None
+    stop_ms: int | None
+    one_shot: bool
+    latest_record_id: str | None
+    stopped: bool
+
+
+# The columns of a RecordMirror, to select with RECORDS joined with MIRROR_FROM.
+MIRROR_COLUMNS = (
+    RECORDS.c.record_id,
+    RECORDS.c.invoke_id,
+    RECORDS.c.instance_id,
+    RECORDS.c.state,
+    RECORDS.c.exit_code,
+    RECORDS.c.error_code,
+    RECORDS.c.error_info,
+    RECORDS.c.start_ms,
+    RECORDS.c.finish_ms,
+    RECORDS.c.stop_ms,
+    INVOCATIONS.c.one_shot,
+    INVOCATION_INSTANCES.c.latest_record_id,
+    INVOCATION_INSTANCES.c.stopped,
+)
+MIRROR_FROM = RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id).join(
+    INVOCATION_INSTANCES,
+    and_(
+        INVOCATION_INSTANCES.c.invoke_id == RECORDS.c.invoke_id,
+        INVOCATION_INSTANCES.c.instance_id == RECORDS.c.instance_id,
+    ),
+)
+
+
+def mirror_of(row: Any) -> RecordMirror:
+    return RecordMirror(
+        record_id=row.record_id,
+        invoke_id=row.invoke_id,
+        instance_id=row.instance_id,
+        state=row.state,
+        exit_code=row.exit_code,
+        error_code=row.error_code,
+        error_info=row.error_info,
+        start_ms=row.start_ms,
+        finish_ms=row.finish_ms,
+        stop_ms=row.stop_ms,
+        one_shot=bool(row.one_shot),
+        latest_record_id=row.latest_record_id,
+        stopped=bool(row.stopped),
+    )
+
+
+_MIRROR = update(INVOCATION_INSTANCES).where(
+    and_(
+        INVOCATION_INSTANCES.c.invoke_id == bindparam("b_invoke_id"),
+        INVOCATION_INSTANCES.c.instance_id == bindparam("b_instance_id"),
+    )
+)
+
+
 def sync_invocations(
     conn: Connection,
     record_ids: Iterable[str],
     now_ms: int,
     effects: Effects | None = None,
+    known: Mapping[str, RecordMirror] | None = None,
 ) -> set[str]:
     """Copies records' states to their invocation instances (when they are the instance's
     latest record) and recomputes the invocations' statuses. Returns the invocations touched.
+    Records in `known` are taken as they are there (the caller has just written them).
 
     A one-shot instance's status is its record's; a periodic one's stays Running until it is
     stopped (the seed's rule).
@@ -493,20 +567,18 @@ def sync_invocations(
     ids = list(set(record_ids))
     if not ids:
         return set()
-    members = INVOCATION_INSTANCES
-    rows = conn.execute(
-        select(*RECORDS.c, INVOCATIONS.c.one_shot, members.c.latest_record_id, members.c.stopped)
-        .select_from(
-            RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id).join(
-                members,
-                and_(
-                    members.c.invoke_id == RECORDS.c.invoke_id,
-                    members.c.instance_id == RECORDS.c.instance_id,
-                ),
-            )
-        )
-        .where(RECORDS.c.record_id.in_(ids))
-    ).all()
+    known = known or {}
+    rows = [known[i] for i in ids if i in known]
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        rows += [
+            mirror_of(r)
+            for r in conn.execute(
+                select(*MIRROR_COLUMNS)
+                .select_from(MIRROR_FROM)
+                .where(RECORDS.c.record_id.in_(unknown))
+            ).all()
+        ]
     mirrored = []
     for r in rows:
         if r.record_id != r.latest_record_id:
@@ -532,15 +604,7 @@ def sync_invocations(
             }
         )
     if mirrored:
-        conn.execute(
-            update(members).where(
-                and_(
-                    members.c.invoke_id == bindparam("b_invoke_id"),
-                    members.c.instance_id == bindparam("b_instance_id"),
-                )
-            ),
-            mirrored,
-        )
+        conn.execute(_MIRROR, mirrored)
     invoke_ids = {r.invoke_id for r in rows}
     if effects is not None:
         # Records that ended may free places (max_concurrency) or spend the error budget.
