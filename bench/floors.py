@@ -114,13 +114,27 @@ def sqlite_insert_floor_mb_s(total_bytes: int, chunk: int = 256 * 1024) -> float
     return written / elapsed / 1e6
 
 
-def agent_messages(metrics_port: int) -> dict[tuple[str, str], float]:
-    """The server's `cloudassist_agent_messages_total` counters, by (direction, kind)."""
+def _metrics_text(metrics_port: int) -> str:
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def db_transactions(metrics_port: int) -> dict[str, float]:
+    """The server's `cloudassist_db_transactions_total` counters, by kind (write, read)."""
+    return {
+        sample.labels["kind"]: sample.value
+        for family in text_string_to_metric_families(_metrics_text(metrics_port))
+        if family.name == "cloudassist_db_transactions"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def agent_messages(metrics_port: int) -> dict[tuple[str, str], float]:
+    """The server's `cloudassist_agent_messages_total` counters, by (direction, kind)."""
     counts: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_metrics_text(metrics_port)):
         if family.name != "cloudassist_agent_messages":
             continue
         for sample in family.samples:

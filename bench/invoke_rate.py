@@ -3,8 +3,12 @@ to end (record created, dispatched, result stored), and the latency at that rate
 
     .venv/bin/python bench/invoke_rate.py --seconds 60 --concurrency 64 --agents 100
 
-`--concurrency` clients each loop: RunCommand on the next agent, then wait until that agent
-is told its result is stored (its `ack` with result_stored). Prints one JSON line.
+`--concurrency` clients each loop: InvokeCommand on the next agent, then wait until that agent
+is told its result is stored (its `ack` with result_stored). The simulated agents speak the
+agent protocol the real agent speaks (2: one report per task; `--protocol 1`: the older flow of
+three). Prints one JSON line: the rate and latency, the server's CPU, agent-stream messages and
+database transactions per invocation, and the floor: the rate a server could reach if each
+invocation cost only its gRPC messages at the bare grpc.aio cost measured in the same run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from swarm import REGION, register_all
 
+from bench.floors import (
+    agent_messages,
+    cpu_seconds,
+    db_transactions,
+    grpc_message_floor_us,
+    messages_per_record,
+)
 from cloudassist.v1 import agent_pb2, agent_pb2_grpc, command_pb2, command_pb2_grpc, instance_pb2
 from tests.support import ServerProcess, client_channel
 
@@ -35,7 +46,8 @@ OUTPUT = b"hi\n"
 class StoredAgent:
     """A simulated agent that reports when the server has stored each task's result."""
 
-    def __init__(self, channel: aio.Channel, instance_id: str, secret: str) -> None:
+    def __init__(self, channel: aio.Channel, instance_id: str, secret: str, protocol: int) -> None:
+        self.protocol = protocol
         self.stub = agent_pb2_grpc.AgentServiceStub(channel)
         self.instance_id = instance_id
         self.secret = secret
@@ -62,6 +74,7 @@ class StoredAgent:
                     instance_id=self.instance_id,
                     instance_secret=self.secret,
                     os_type=instance_pb2.OS_TYPE_LINUX,
+                    protocol_version=self.protocol,
                 )
             )
         )
@@ -72,7 +85,14 @@ class StoredAgent:
             if not isinstance(message, agent_pb2.ConnectResponse):
                 return
             kind = message.WhichOneof("message")
-            if kind == "dispatch":
+            if kind == "orders":
+                for task in message.orders.dispatches:
+                    self.invoke_of[task.task_id] = task.invoke_id
+                if message.orders.dispatches:
+                    await call.write(self._reports(message.orders.dispatches))
+                for ack in message.orders.acks:
+                    self._stored(ack)
+            elif kind == "dispatch":
                 task = message.dispatch
                 self.invoke_of[task.task_id] = task.invoke_id
                 for request in (
@@ -89,13 +109,29 @@ class StoredAgent:
                     ),
                 ):
                     await call.write(request)
-            elif kind == "ack" and message.ack.result_stored:
-                invoke_id = self.invoke_of.pop(message.ack.task_id, "")
-                future = self.stored.pop(invoke_id, None)
-                if future is None:
-                    self.early[invoke_id] = time.perf_counter()
-                elif not future.done():
-                    future.set_result(time.perf_counter())
+            elif kind == "ack":
+                self._stored(message.ack)
+
+    @staticmethod
+    def _reports(dispatches: list[agent_pb2.Dispatch]) -> agent_pb2.ConnectRequest:
+        """What the real agent sends for a quick task: acceptance, output and result at once."""
+        reports = agent_pb2.Reports()
+        for task in dispatches:
+            report = reports.tasks.add(task_id=task.task_id, offset=0, data=OUTPUT)
+            report.accepted_time.GetCurrentTime()
+            report.finished.exit_code = 0
+            report.finished.output_size = len(OUTPUT)
+        return agent_pb2.ConnectRequest(reports=reports)
+
+    def _stored(self, ack: agent_pb2.Ack) -> None:
+        if not ack.result_stored:
+            return
+        invoke_id = self.invoke_of.pop(ack.task_id, "")
+        future = self.stored.pop(invoke_id, None)
+        if future is None:
+            self.early[invoke_id] = time.perf_counter()
+        elif not future.done():
+            future.set_result(time.perf_counter())
 
 
 async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, object]:
@@ -103,7 +139,7 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, obje
     async with client_channel(server) as admin_channel:
         credentials = await register_all(channels[0], admin_channel, args.agents, "i-rate-")
         agents = [
-            StoredAgent(channels[n % len(channels)], iid, secret)
+            StoredAgent(channels[n % len(channels)], iid, secret, args.protocol)
             for n, (iid, secret) in enumerate(credentials)
         ]
         tasks = [asyncio.create_task(a.run()) for a in agents]
@@ -120,8 +156,16 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, obje
         deadline = time.perf_counter() + args.seconds
         warmup_until = time.perf_counter() + args.warmup
 
+        measured_from: dict[str, object] = {}
+
         async def client() -> None:
             while time.perf_counter() < deadline:
+                if not measured_from and time.perf_counter() >= warmup_until:
+                    measured_from.update(
+                        cpu=cpu_seconds(server.pid),
+                        messages=agent_messages(server.metrics_port),
+                        transactions=db_transactions(server.metrics_port),
+                    )
                 agent = agents[next(counter) % len(agents)]
                 start = time.perf_counter()
                 invoked = await stub.InvokeCommand(
@@ -138,20 +182,43 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, obje
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(args.concurrency)))
         measured = time.perf_counter() - max(began, warmup_until - args.warmup) - args.warmup
+        server_cpu = cpu_seconds(server.pid) - float(measured_from["cpu"])  # type: ignore[arg-type]
+        messages, by_kind = messages_per_record(
+            measured_from["messages"],  # type: ignore[arg-type]
+            agent_messages(server.metrics_port),
+            len(latencies),
+        )
+        transactions_before: dict[str, float] = measured_from["transactions"]  # type: ignore[assignment]
+        transactions = {
+            kind: round((count - transactions_before.get(kind, 0.0)) / len(latencies), 2)
+            for kind, count in db_transactions(server.metrics_port).items()
+        }
         for task in tasks:
             task.cancel()
     for channel in channels:
         await channel.close()
     ms = sorted(x * 1000 for x in latencies)
+    floor_cpu_us, _ = await asyncio.to_thread(grpc_message_floor_us)
+    # The client's request and response, and the agent stream's messages.
+    floor_per_second = 1e6 / ((2 + messages) * floor_cpu_us)
+    per_second = len(ms) / measured
     return {
         "benchmark": "invocation-throughput",
         "seconds": args.seconds,
         "concurrency": args.concurrency,
         "agents": args.agents,
         "invocations": len(ms),
-        "per_second": round(len(ms) / measured, 1),
+        "protocol": args.protocol,
+        "per_second": round(per_second, 1),
         "p50_ms": round(statistics.median(ms), 1),
         "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
+        "server_cpu_ms_per_invocation": round(server_cpu / len(ms) * 1000, 2),
+        "messages_per_invocation": messages,
+        "messages_by_kind": by_kind,
+        "db_transactions_per_invocation": transactions,
+        "floor_grpc_cpu_us_per_message": round(floor_cpu_us, 1),
+        "floor_per_second": round(floor_per_second, 1),
+        "per_second_over_floor": round(per_second / floor_per_second, 2),
         "machine": f"{platform.machine()} Python {platform.python_version()}",
     }
 
@@ -162,12 +229,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--protocol", type=int, choices=(1, 2), default=2)
     args = parser.parse_args()
     args.seconds += args.warmup
     with tempfile.TemporaryDirectory(prefix="cloudassist-rate-") as tmp:
         server = ServerProcess(
             Path(tmp) / "server", "--rate-limit", "0", "--max-invocations-per-day", "100000000",
-            "--log-level", "WARNING",
+            "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0",
         )  # fmt: skip
         server.start()
         try:

@@ -133,6 +133,7 @@ class ServerApp:
         self.hub = Hub(self.events)
         self.metrics.count_agents_with(self.hub.online_count)
         self.metrics.count_records_with(self._records_by_state)
+        self.metrics.count_transactions_in(self.db.transactions)
         self.recorder = Recorder(self.db, self.hub, metrics=self.metrics)
         self.reaper = Reaper(self.db, self.hub)
         self.plane = CommandPlane(

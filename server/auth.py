@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.domain import reasons
-from server.domain.accounts import Principal
+from server.domain.accounts import AuditTicket, Principal
 from server.domain.credentials import split_token
 from server.domain.errors import ResourceExhausted, Unauthenticated
 from server.store.database import Database
@@ -18,6 +18,10 @@ from server.store.security import authenticate_key
 
 # The principal of the call being handled (set by the guard in the handler's own task).
 current_principal: ContextVar[Principal] = ContextVar("current_principal")
+
+
+# The audit row a mutating call may write in its own transaction (set by the guard).
+pending_audit: ContextVar[AuditTicket | None] = ContextVar("pending_audit", default=None)
 
 
 def principal() -> Principal:

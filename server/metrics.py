@@ -13,7 +13,7 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from server.domain.status import ExecutionState
@@ -42,6 +42,23 @@ class _RecordsByState(Collector):
             return
         for state in ExecutionState:
             family.add_metric([state.value], counts.get(state.value, 0))
+        yield family
+
+
+class _Transactions(Collector):
+    """`cloudassist_db_transactions_total{kind}`: database transactions this process began."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "cloudassist_db_transactions",
+            "Database transactions begun by this server, by kind (write, read)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self._counts.items()):
+            family.add_metric([kind], count)
         yield family
 
 
@@ -107,6 +124,9 @@ class Metrics:
 
     def count_records_with(self, count: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_RecordsByState(count))
+
+    def count_transactions_in(self, counts: dict[str, int]) -> None:
+        self.registry.register(_Transactions(counts))
 
     def serve(self, address: str) -> tuple[WSGIServer, Thread, int]:
         """Serves /metrics on `address` (host:port; port 0 picks one); returns the port."""

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import tzinfo
 from typing import TypeVar
 
+from server.auth import pending_audit
 from server.clock import now_ms
 from server.domain import ids, reasons
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -330,7 +331,12 @@ class CommandPlane:
             # Every check of the transaction (quotas included), then nothing kept.
             await self._db.rehearse(invocations_repo.create_invocation, plan)
             return Started(dry_run=self._dry_run(plan, targets))
+        ticket = pending_audit.get()
+        if ticket is not None:
+            plan = replace(plan, audit=ticket.entry)
         result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
+        if ticket is not None:
+            ticket.written = True
         log.info(
             "invocation created",
             extra=about(

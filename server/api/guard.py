@@ -14,8 +14,9 @@ from grpc import aio
 from server.api.forwarded import BridgeTrust
 from server.auth import Authenticator, RateLimiter
 from server.clock import now_ms
-from server.domain import ids, reasons
-from server.domain.accounts import AuditEntry, Principal
+from server.domain import ids as ids_module
+from server.domain import reasons
+from server.domain.accounts import AuditEntry, AuditTicket, Principal
 from server.domain.errors import PermissionDenied
 
 MUTATING_PREFIXES = (
@@ -76,6 +77,25 @@ class Guard:
     def audits(method_name: str) -> bool:
         return method_name.startswith(MUTATING_PREFIXES)
 
+    def ticket(self, who: Principal, method: str, request: Message, peer: str) -> AuditTicket:
+        """The audit row of this call if it succeeds, for the call's own transaction."""
+        return AuditTicket(self._entry(who, method, resource_ids(request), "OK", peer))
+
+    @staticmethod
+    def _entry(
+        who: Principal, method: str, ids: tuple[str, ...], code: str, peer: str
+    ) -> AuditEntry:
+        return AuditEntry(
+            event_id=ids_module.new_id("e"),
+            time_ms=now_ms(),
+            account_id=who.account_id,
+            key_id=who.key_id,
+            method=method,
+            resource_ids=ids,
+            code=code,
+            peer=peer,
+        )
+
     async def audit(
         self,
         who: Principal,
@@ -85,15 +105,4 @@ class Guard:
         code: str,
         peer: str,
     ) -> None:
-        await self.record(
-            AuditEntry(
-                event_id=ids.new_id("e"),
-                time_ms=now_ms(),
-                account_id=who.account_id,
-                key_id=who.key_id,
-                method=method,
-                resource_ids=resource_ids(request, response),
-                code=code,
-                peer=peer,
-            )
-        )
+        await self.record(self._entry(who, method, resource_ids(request, response), code, peer))

@@ -19,7 +19,7 @@ from grpc import aio
 
 from server.api.errors import abort_with
 from server.api.guard import Guard
-from server.auth import current_principal
+from server.auth import current_principal, pending_audit
 from server.domain import reasons
 from server.domain.accounts import Principal
 from server.domain.errors import DomainError, InvalidArgument
@@ -129,6 +129,13 @@ def _handler(
         if guard is None:
             return await implementation(request, context)
         who = await _admit(guard, context)
+        if not audited:
+            return await implementation(request, context)
+        peer = guard.peer(context)
+        # A call whose transaction writes its own audit row (InvokeCommand, RunCommand) saves
+        # a second write transaction; any other call, or a failure, is audited here.
+        ticket = guard.ticket(who, full_name, request, peer)
+        pending_audit.set(ticket)
         response = None
         code = "OK"
         try:
@@ -138,8 +145,8 @@ def _handler(
             code = _code(context)
             raise
         finally:
-            if audited:
-                await guard.audit(who, full_name, request, response, code, guard.peer(context))
+            if not (ticket.written and code == "OK"):
+                await guard.audit(who, full_name, request, response, code, peer)
 
     return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serialize)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
@@ -62,6 +62,21 @@ class AuditEntry:
     resource_ids: tuple[str, ...]
     code: str
     peer: str
+
+
+@dataclass
+class AuditTicket:
+    """The audit row of a successful mutating call, offered to the call's own transaction:
+    the call that writes it there marks it `written`, and the guard then writes nothing."""
+
+    entry: AuditEntry  # code OK, the request's resource ids
+    written: bool = False
+
+
+def naming_also(entry: AuditEntry, *resource_ids: str) -> AuditEntry:
+    """The entry with the ids a call made (its response's) after those of its request."""
+    ids = tuple(dict.fromkeys((*entry.resource_ids, *resource_ids)))
+    return replace(entry, resource_ids=ids)
 
 
 def check_account_name(name: str) -> str:

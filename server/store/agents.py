@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
@@ -463,7 +463,11 @@ _START = (
 )
 _END = (
     update(RECORDS)
-    .where(RECORDS.c.record_id == bindparam("b_record_id"), RECORDS.c.state.in_(ACTIVE))
+    # Not `in_`: its expanding parameter cannot be used with executemany.
+    .where(
+        RECORDS.c.record_id == bindparam("b_record_id"),
+        or_(*(RECORDS.c.state == state for state in ACTIVE)),
+    )
     .values(
         state=bindparam("b_state"),
         error_code=bindparam("b_error_code"),

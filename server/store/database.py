@@ -25,6 +25,8 @@ class Database:
         self.engine = engine
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-write")
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-read")
+        # Transactions begun, by kind (counted on the event loop, read by the metrics).
+        self.transactions = {"write": 0, "read": 0}
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -64,6 +66,7 @@ class Database:
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Runs `fn(conn, ...)` in one transaction on the writer thread."""
+        self.transactions["write"] += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._in_transaction, fn, args, kwargs)
 
@@ -79,6 +82,7 @@ class Database:
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Runs `fn(conn, ...)` on a reader thread."""
+        self.transactions["read"] += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._read_only, fn, args, kwargs)
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, u
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.domain import reasons
+from server.domain.accounts import AuditEntry, naming_also
 from server.domain.errors import FailedPrecondition, NotFound, ResourceExhausted
 from server.domain.files import FileSpec
 from server.domain.model import (
@@ -39,6 +40,7 @@ from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
 from server.store.output import read_range
 from server.store.reports import CancelOrder, Effects
+from server.store.security import record_audit
 from server.store.tables import (
     INSTANCES,
     INVOCATION_INSTANCES,
@@ -70,6 +72,8 @@ class InvocationPlan:
     # A periodic invocation has no records until its first fire.
     one_shot: bool = True
     next_fire_ms: int | None = None
+    # The call's audit row, written in this transaction rather than in one of its own.
+    audit: AuditEntry | None = None
 
 
 def _not_found(invoke_id: str, region_id: str) -> NotFound:
@@ -110,6 +114,7 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     lock_scope(conn, plan.account_id, plan.spec.region_id)
     previous = replay(conn, plan.idempotency)
     if previous is not None:
+        _audit(conn, plan, previous)
         return previous, []
     spec = plan.spec
     account_id = plan.account_id
@@ -187,12 +192,18 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     )
     result = {"invoke_id": plan.invoke_id, "command_id": spec.command_id}
     remember(conn, plan.idempotency, result, plan.now_ms)
+    _audit(conn, plan, result)
     tasks = [
         build_task(record_id, instance_id, plan.invoke_id, spec, plan.output_limit)
         for instance_id, record_id in plan.record_ids.items()
         if instance_id not in held
     ]
     return result, tasks
+
+
+def _audit(conn: Connection, plan: InvocationPlan, result: dict[str, str]) -> None:
+    if plan.audit is not None:
+        record_audit(conn, naming_also(plan.audit, result["invoke_id"], result["command_id"]))
 
 
 def insert_records(

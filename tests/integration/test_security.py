@@ -328,6 +328,70 @@ async def test_mutating_calls_are_audited(
         assert tenants.other_key.split(".", 1)[1] not in " ".join(event.resource_ids)
 
 
+async def test_invocations_are_audited_once_with_the_ids_they_made(
+    admin_channel: aio.Channel, tenants: Tenants
+) -> None:
+    """InvokeCommand and RunCommand write their audit row in the invocation's own
+    transaction: still exactly one row per call, naming what the call made; a dry run (which
+    keeps nothing) and a refused call are audited by the guard as before."""
+    mine = command_pb2_grpc.CommandServiceStub(admin_channel)
+    created = await mine.CreateCommand(
+        command_pb2.CreateCommandRequest(
+            region_id=REGION, name="audited-invoke", type=SHELL, command_content=b"true"
+        )
+    )
+    invoked = await mine.InvokeCommand(
+        command_pb2.InvokeCommandRequest(
+            region_id=REGION, command_id=created.command_id, instance_ids=["i-owned"]
+        )
+    )
+    ran = await mine.RunCommand(
+        command_pb2.RunCommandRequest(
+            region_id=REGION, type=SHELL, command_content=b"true", instance_ids=["i-owned"]
+        )
+    )
+    rehearsed = await mine.InvokeCommand(
+        command_pb2.InvokeCommandRequest(
+            region_id=REGION,
+            command_id=created.command_id,
+            instance_ids=["i-owned"],
+            dry_run=True,
+        )
+    )
+    assert not rehearsed.invoke_id
+    with pytest.raises(aio.AioRpcError) as refused:
+        await mine.InvokeCommand(
+            command_pb2.InvokeCommandRequest(
+                region_id=REGION, command_id=created.command_id, instance_ids=["i-absent"]
+            )
+        )
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    await watch(mine, invoked.invoke_id)
+    await watch(mine, ran.invoke_id)
+    admin = admin_pb2_grpc.AdminServiceStub(admin_channel)
+    events = (
+        await admin.ListAuditEvents(
+            admin_pb2.ListAuditEventsRequest(method="/cloudassist.v1.CommandService/InvokeCommand")
+        )
+    ).events
+    rows = sorted(
+        (e.code, list(e.resource_ids)) for e in events if created.command_id in e.resource_ids
+    )
+    assert rows == [
+        ("NOT_FOUND", [created.command_id, "i-absent"]),
+        ("OK", [created.command_id, "i-owned"]),  # the dry run: nothing made, nothing named
+        ("OK", [created.command_id, "i-owned", invoked.invoke_id]),
+    ]
+    runs = (
+        await admin.ListAuditEvents(
+            admin_pb2.ListAuditEventsRequest(method="/cloudassist.v1.CommandService/RunCommand")
+        )
+    ).events
+    rows = [(e.code, sorted(e.resource_ids)) for e in runs if ran.invoke_id in e.resource_ids]
+    assert rows == [("OK", sorted(["i-owned", ran.command_id, ran.invoke_id]))]
+    assert all(e.peer and e.key_id for e in events)
+
+
 def _retry_info(error: aio.AioRpcError) -> error_details_pb2.RetryInfo:
     for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":

@@ -377,6 +377,48 @@ def test_invocation_runs_until_every_instance_finished(tenant: Tenant) -> None:
     assert invocation(tenant).status is InvokeStatus.FINISHED
 
 
+def test_reports_of_many_agents_in_one_batch_are_stored_in_one_go(tenant: Tenant) -> None:
+    """The recorder commits what many agents sent together: every start, chunk and end of
+    the batch lands, whichever instance it came from, each as if it came alone."""
+    tenant.register("i-3", REGISTERED_MS)
+    rids = invoke(tenant, instance_ids=("i-1", "i-2", "i-3"))
+    effects = apply(
+        tenant,
+        [
+            TaskStart(rids["i-1"], "i-1", NOW + 500),
+            TaskStart(rids["i-2"], "i-2", NOW + 600),
+            OutputAppend(rids["i-1"], "i-1", 0, b"one\n"),
+            OutputAppend(rids["i-2"], "i-2", 0, b"two\n"),
+            finish(rids["i-1"], output_size=4),
+            finish(rids["i-2"], output_size=4, instance_id="i-2", exit_code=2, start_ms=NOW + 600),
+            TaskStart(rids["i-3"], "i-3", NOW + 700),
+        ],
+        now_ms=NOW + 6_000,
+    )
+    assert effects.rejected == []
+    assert {a.record_id: a for a in effects.acks} == {
+        rids["i-1"]: OutputAck("i-1", rids["i-1"], 4, result_stored=True),
+        rids["i-2"]: OutputAck("i-2", rids["i-2"], 4, result_stored=True),
+    }
+    rows = {i: record_row(tenant, rids[i]) for i in rids}
+    assert [rows[i].state for i in ("i-1", "i-2", "i-3")] == [
+        ExecutionState.SUCCESS,
+        ExecutionState.FAILED,
+        ExecutionState.RUNNING,
+    ]
+    assert (rows["i-1"].start_ms, rows["i-2"].start_ms, rows["i-3"].start_ms) == (
+        NOW + 500,
+        NOW + 600,
+        NOW + 700,
+    )
+    assert rows["i-2"].exit_code == 2
+    assert output_of(tenant, rids["i-1"]) == b"one\n"
+    assert output_of(tenant, rids["i-2"]) == b"two\n"
+    assert invocation(tenant).status is InvokeStatus.RUNNING
+    apply(tenant, [finish(rids["i-3"], output_size=0, instance_id="i-3", start_ms=NOW + 700)])
+    assert invocation(tenant).status is InvokeStatus.FINISHED
+
+
 def test_reports_from_another_instance_are_rejected(tenant: Tenant) -> None:
     rids = invoke(tenant, instance_ids=("i-1", "i-2"))
     rid = rids["i-1"]
