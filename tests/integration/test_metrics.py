@@ -109,6 +109,8 @@ def test_the_ready_file_names_the_metrics_port_and_every_metric_is_served(
         "cloudassist_db_flush_seconds",
         "cloudassist_agent_reports",
         "cloudassist_serving",
+        "cloudassist_agent_messages",
+        "cloudassist_db_transactions",
     } <= families
 
 
@@ -171,6 +173,11 @@ async def test_a_run_is_counted_by_every_metric(
     # At least a start, some output and a result from each agent.
     assert grew("cloudassist_agent_reports_total") >= 3 * len(INSTANCES)
     assert value(after, "cloudassist_serving") == 1
+    # The run's writes: its invocation (audit row included), then the agents' reports in
+    # batches; a batch that failed and was retried report by report would show in the log.
+    assert grew("cloudassist_db_transactions_total", kind="write") >= 2
+    assert grew("cloudassist_db_transactions_total", kind="read") >= 1
+    assert "agent reports failed" not in server.log()
 
 
 def test_a_metrics_port_in_use_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:
