@@ -46,11 +46,12 @@ async def one_run(
         pb.InvokeCommandRequest(region_id=REGION, command_id=command_id, instance_ids=ids)
     )
     states: dict[str, int] = {}
-    async for event in stub.WatchInvocation(
-        pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoked.invoke_id)
+    async for response in stub.WatchInvocation(
+        pb.WatchInvocationRequest(region_id=REGION, invoke_id=invoked.invoke_id, batch=True)
     ):
-        if event.HasField("state_change"):
-            states[event.state_change.instance_id] = event.state_change.state
+        for event in response.events:
+            if event.HasField("state_change"):
+                states[event.state_change.instance_id] = event.state_change.state
     elapsed = time.perf_counter() - start
     if set(states.values()) != {pb.EXECUTION_STATE_SUCCESS} or len(states) != len(ids):
         raise RuntimeError(f"run {invoked.invoke_id} did not succeed everywhere: {states}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 from grpc import aio
@@ -142,9 +142,7 @@ async def follow(
 
     `prefix`: plain mode prefixes lines with instance ids (None: once a second instance
     writes). `instance_ids`: those known beforehand, shown pending in the live view."""
-    stream = commands.WatchInvocation(
-        pb.WatchInvocationRequest(region_id=region, invoke_id=invoke_id)
-    )
+    stream = watch_events(commands, region, invoke_id)
     if mode == "live":
         return await _follow_live(commands, region, invoke_id, stream, palette, instance_ids)
     progress: dict[str, InstanceProgress] = {}
@@ -181,11 +179,27 @@ async def follow(
     return exit_code_of(progress)
 
 
+async def watch_events(
+    commands: command_pb2_grpc.CommandServiceAsyncStub, region: str, invoke_id: str
+) -> AsyncIterator[pb.WatchInvocationResponse]:
+    """The invocation's events one by one, received in batches (one message for the events of
+    each look the server takes; a server that predates batches sends one event per message)."""
+    stream = commands.WatchInvocation(
+        pb.WatchInvocationRequest(region_id=region, invoke_id=invoke_id, batch=True)
+    )
+    async for response in stream:
+        if response.events:
+            for event in response.events:
+                yield event
+        elif response.WhichOneof("event"):
+            yield response
+
+
 async def _follow_live(
     commands: command_pb2_grpc.CommandServiceAsyncStub,
     region: str,
     invoke_id: str,
-    stream: Any,
+    stream: AsyncIterator[pb.WatchInvocationResponse],
     palette: Palette,
     instance_ids: Sequence[str],
 ) -> int:

@@ -591,9 +591,12 @@ class CommandPlane:
 
     async def watch(
         self, account_id: str, region_id: str, invoke_id: str, instance_id: str
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncIterator[list[WatchEvent]]:
         """Stored output and states first, then live changes; ends when the invocation is over
-        (not Running, every record terminal and its agent's last output stored)."""
+        (not Running, every record terminal and its agent's last output stored).
+
+        Yields the events of each look at the invocation together (split where their output
+        passes WATCH_CHUNK bytes), so that a client can take them in one message."""
         check_region(region_id)
         check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
         sent: dict[str, int] = {}
@@ -619,25 +622,29 @@ class CommandPlane:
                     dict(sent),
                     WATCH_CHUNK,
                 )
+                events: list[WatchEvent] = []
+                size = 0
                 for progress in snapshot.records:
                     record = progress.record
                     offset = sent.get(record.record_id, 0)
-                    if progress.new_output:
-                        data = progress.new_output
-                        yield OutputEvent(record.instance_id, record.record_id, offset, data)
+                    data = progress.new_output or await self._output_after(record, offset)
+                    while data:
+                        # A batch holds at most WATCH_CHUNK bytes of output (or one chunk).
+                        if events and size + len(data) > WATCH_CHUNK:
+                            yield events
+                            events, size = [], 0
+                        event = OutputEvent(record.instance_id, record.record_id, offset, data)
+                        events.append(event)
                         offset += len(data)
-                    while offset < record.output_size:
-                        end = min(record.output_size, offset + WATCH_CHUNK)
-                        data = await self._db.read(read_range, record.record_id, offset, end)
-                        if not data:
-                            break
-                        yield OutputEvent(record.instance_id, record.record_id, offset, data)
-                        offset += len(data)
+                        size += len(data)
+                        data = await self._output_after(record, offset)
                     sent[record.record_id] = offset
                     key = (record.state, record.exit_code, record.error_code, record.dropped)
                     if last_state.get(record.record_id) != key:
                         last_state[record.record_id] = key
-                        yield StateEvent(record, snapshot.status)
+                        events.append(StateEvent(record, snapshot.status))
+                if events:
+                    yield events
                 if snapshot.status is InvokeStatus.RUNNING:
                     await changed.wait()
                     continue
@@ -649,6 +656,13 @@ class CommandPlane:
                 timeout = None if None in waits else min(pending) / 1000
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), timeout)
+
+    async def _output_after(self, record: Record, offset: int) -> bytes:
+        """The record's stored output from `offset` (at most WATCH_CHUNK bytes; empty: none)."""
+        if offset >= record.output_size:
+            return b""
+        end = min(record.output_size, offset + WATCH_CHUNK)
+        return await self._db.read(read_range, record.record_id, offset, end)
 
     # Instances --------------------------------------------------------------------------
 

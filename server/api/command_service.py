@@ -16,7 +16,7 @@ from server.auth import principal
 from server.clock import now_ms
 from server.domain.limits import Limits
 from server.domain.schedule_preview import preview_schedule
-from server.plane import CommandPlane, OutputEvent
+from server.plane import CommandPlane, OutputEvent, WatchEvent
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -224,24 +224,16 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def WatchInvocation(
         self, request: pb.WatchInvocationRequest, context: Context
     ) -> AsyncIterator[pb.WatchInvocationResponse]:
-        async for event in self._plane.watch(
+        async for events in self._plane.watch(
             principal().account_id, request.region_id, request.invoke_id, request.instance_id
         ):
-            if isinstance(event, OutputEvent):
-                yield pb.WatchInvocationResponse(
-                    output=pb.OutputChunk(
-                        instance_id=event.instance_id,
-                        record_id=event.record_id,
-                        offset=event.offset,
-                        data=event.data,
-                    )
-                )
+            now = now_ms()
+            responses = [_watch_event(event, now) for event in events]
+            if request.batch:
+                yield pb.WatchInvocationResponse(events=responses)
             else:
-                yield pb.WatchInvocationResponse(
-                    state_change=convert.state_change_to(
-                        event.record, event.invocation_status, now_ms()
-                    )
-                )
+                for response in responses:
+                    yield response
 
     @unary_errors
     async def PreviewSchedule(
@@ -263,3 +255,18 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
             ],
             time_zone=preview.time_zone,
         )
+
+
+def _watch_event(event: WatchEvent, now: int) -> pb.WatchInvocationResponse:
+    if isinstance(event, OutputEvent):
+        return pb.WatchInvocationResponse(
+            output=pb.OutputChunk(
+                instance_id=event.instance_id,
+                record_id=event.record_id,
+                offset=event.offset,
+                data=event.data,
+            )
+        )
+    return pb.WatchInvocationResponse(
+        state_change=convert.state_change_to(event.record, event.invocation_status, now)
+    )

@@ -22,25 +22,39 @@ class Watched:
     by_record: dict[str, bytearray] = field(default_factory=dict)
     states: dict[str, pb.StateChange] = field(default_factory=dict)
     events: list[pb.WatchInvocationResponse] = field(default_factory=list)
+    messages: int = 0  # responses received (fewer than events when batched)
+
+    def take(self, event: pb.WatchInvocationResponse) -> None:
+        self.events.append(event)
+        if event.HasField("output"):
+            chunk = event.output
+            record = self.by_record.setdefault(chunk.record_id, bytearray())
+            assert chunk.offset == len(record), "output arrives in order, without gaps"
+            record += chunk.data
+            self.output.setdefault(chunk.instance_id, bytearray()).extend(chunk.data)
+        else:
+            self.states[event.state_change.instance_id] = event.state_change
 
 
 async def watch(
-    stub: command_pb2_grpc.CommandServiceStub, invoke_id: str, region: str = REGION
+    stub: command_pb2_grpc.CommandServiceStub,
+    invoke_id: str,
+    region: str = REGION,
+    batch: bool = False,
 ) -> Watched:
-    """Follows an invocation until the server ends the stream (every record over)."""
+    """Follows an invocation until the server ends the stream (every record over); with
+    `batch`, takes the events in batches (`messages` counts what arrived either way)."""
     seen = Watched()
-    async for event in stub.WatchInvocation(
-        pb.WatchInvocationRequest(region_id=region, invoke_id=invoke_id)
+    async for response in stub.WatchInvocation(
+        pb.WatchInvocationRequest(region_id=region, invoke_id=invoke_id, batch=batch)
     ):
-        seen.events.append(event)
-        if event.HasField("output"):
-            chunk = event.output
-            record = seen.by_record.setdefault(chunk.record_id, bytearray())
-            assert chunk.offset == len(record), "output arrives in order, without gaps"
-            record += chunk.data
-            seen.output.setdefault(chunk.instance_id, bytearray()).extend(chunk.data)
-        else:
-            seen.states[event.state_change.instance_id] = event.state_change
+        seen.messages += 1
+        if batch:
+            assert not response.WhichOneof("event"), "a batch holds its events in `events`"
+            assert response.events, "no empty batches"
+        events = list(response.events) if batch else [response]
+        for event in events:
+            seen.take(event)
     return seen
 
 

@@ -104,6 +104,38 @@ async def test_watch_delivers_the_first_line_before_the_second_exists(
     assert marker.exists()
 
 
+def timeless(events: list[pb.WatchInvocationResponse]) -> list[pb.WatchInvocationResponse]:
+    """The events without their `time` (when the server sent them)."""
+    copies = []
+    for event in events:
+        copy = pb.WatchInvocationResponse()
+        copy.CopyFrom(event)
+        if copy.HasField("state_change"):
+            copy.state_change.ClearField("time")
+        copies.append(copy)
+    return copies
+
+
+async def test_a_batched_watch_delivers_the_same_events_in_fewer_messages(stub: Stub) -> None:
+    invoke_id = await run(stub, MERGED_SCRIPT, list(AGENTS), enable_parameter=True)
+    live = await watch(stub, invoke_id, batch=True)
+    # Once it is over, one look at the invocation holds everything: one message batched,
+    # one message per event unbatched, the same events in the same order.
+    batched = await watch(stub, invoke_id, batch=True)
+    unbatched = await watch(stub, invoke_id)
+    assert timeless(batched.events) == timeless(unbatched.events)
+    assert batched.messages == 1
+    assert unbatched.messages == len(unbatched.events) >= 2 * len(AGENTS)
+    for instance_id in AGENTS:
+        expected = f"one on {instance_id}\ntwo to stderr\nthree in {REGION}\n".encode()
+        assert bytes(live.output[instance_id]) == expected
+        assert bytes(batched.output[instance_id]) == expected
+    assert {i: s.state for i, s in live.states.items()} == {
+        i: s.state for i, s in unbatched.states.items()
+    }
+    assert live.messages <= len(live.events)
+
+
 async def test_ten_mebibytes_of_random_bytes_come_back_byte_exact(
     stub: Stub, tmp_path: Path
 ) -> None:
@@ -120,6 +152,9 @@ async def test_ten_mebibytes_of_random_bytes_come_back_byte_exact(
     assert last.dropped == 0
     assert last.eof
     assert bytes(seen.output["i-b"]) == expected, "WatchInvocation delivered it whole too"
+    batched = await watch(stub, invoke_id, batch=True)
+    assert bytes(batched.output["i-b"]) == expected, "and in batches of at most a mebibyte"
+    assert batched.messages >= size // (1024 * 1024)
     result = (await results(stub, invoke_id))["i-b"]
     assert result.state == pb.EXECUTION_STATE_SUCCESS
     assert result.output_size == size

@@ -188,15 +188,18 @@ export async function invocationPage(main: HTMLElement, _query: URLSearchParams,
 
   const follow = async (): Promise<void> => {
     try {
-      const stream = commands.watchInvocation({ regionId: session.region, invokeId }, { signal: abort.signal });
+      // Batched: the events of each look the server takes arrive in one message.
+      const stream = commands.watchInvocation({ regionId: session.region, invokeId, batch: true }, { signal: abort.signal });
       liveState.textContent = "live";
       liveState.classList.add("on");
-      for await (const event of stream) {
-        if (event.event.case === "output") {
-          const chunk = event.event.value;
-          pane(chunk.instanceId).write(chunk.recordId, chunk.data);
-        } else if (event.event.case === "stateChange") {
-          soon();
+      for await (const response of stream) {
+        for (const event of response.events.length > 0 ? response.events : [response]) {
+          if (event.event.case === "output") {
+            const chunk = event.event.value;
+            pane(chunk.instanceId).write(chunk.recordId, chunk.data);
+          } else if (event.event.case === "stateChange") {
+            soon();
+          }
         }
       }
       for (const p of panes.values()) p.flush();
