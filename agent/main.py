@@ -15,7 +15,7 @@ from agent.session import Agent, RegistrationError
 
 # The agent and the server ship in one distribution, so they share one log format (text, or
 # JSON lines with ids as fields).
-from server import logs
+from server import event_loop, logs
 
 
 async def run_agent(argv: list[str] | None = None) -> None:
@@ -37,8 +37,11 @@ def main() -> None:
     if sys.argv[1:2] == ["install-service"]:
         # A step before the agent runs: no event loop, and the agent's flags are parsed there.
         sys.exit(install_service(sys.argv[2:]))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_agent())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            event_loop.run(run_agent())
+    except event_loop.EventLoopError as error:
+        sys.exit(f"cloudassist-agent: {error}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from server import logs
+from server import event_loop, logs
 from server.app import ConfigError, ServerApp
 from server.config import ServerConfig, parse_config, parse_migrate_config
 from server.store import schema
@@ -127,8 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     config = parse_config(args)
     logs.configure(config.log_level, config.log_format)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            event_loop.run(serve(config))
+    except event_loop.EventLoopError as error:
+        sys.exit(f"cloudassist-server: {error}")
 
 
 if __name__ == "__main__":
