@@ -604,6 +604,7 @@ class CommandPlane:
         grace_ms = int(self._settings.output_grace_seconds * 1000)
         loop = asyncio.get_running_loop()
         last_read = -WATCH_READ_INTERVAL
+        checked = False  # the first look checks the invocation's scope; later ones need not
         with self._hub.events.subscribe(invoke_id) as changed:
             while True:
                 # Under load, changes come faster than a watcher needs to look: gather those of
@@ -621,7 +622,9 @@ class CommandPlane:
                     instance_id,
                     dict(sent),
                     WATCH_CHUNK,
+                    checked,
                 )
+                checked = True
                 events: list[WatchEvent] = []
                 size = 0
                 for progress in snapshot.records:

@@ -38,7 +38,7 @@ from server.store import convert
 from server.store.commands import check_command_quota, count_invocation, store_command
 from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
-from server.store.output import read_range
+from server.store.output import read_range, read_ranges
 from server.store.reports import CancelOrder, Effects
 from server.store.security import record_audit
 from server.store.tables import (
@@ -888,20 +888,18 @@ def watch_snapshot(
     instance_id: str,
     sent: Mapping[str, int] | None = None,
     chunk: int = 1024 * 1024,
+    checked: bool = False,
 ) -> WatchSnapshot:
     """The invocation's status and records, with each record's output from `sent[record_id]`
     (0 when absent) on: one read for states and output alike.
 
     The status comes from the records' own statement: SQLite (without BEGIN) and PostgreSQL
     (READ COMMITTED) give each statement its own snapshot, and a status read apart could
-    predate the records, so a watcher would see the last record end while still Running."""
-    invocation = get_invocation(conn, account_id, region_id, invoke_id)
-    if instance_id and instance_id not in invocation.spec.instance_ids:
-        raise NotFound(
-            reasons.INSTANCE_NOT_IN_INVOCATION,
-            f"instance_id: {instance_id!r} is not an instance of invocation {invoke_id}",
-            field="instance_id",
-        )
+    predate the records, so a watcher would see the last record end while still Running.
+
+    `checked`: an earlier look of the same watcher found the invocation in the caller's
+    scope (and the instance in it), so this look reads only the records."""
+    found = None if checked else _check_watched(conn, account_id, region_id, invoke_id, instance_id)
     conditions = [RECORDS.c.invoke_id == invoke_id]
     if instance_id:
         conditions.append(RECORDS.c.instance_id == instance_id)
@@ -915,17 +913,42 @@ def watch_snapshot(
         .where(*conditions)
         .order_by(RECORDS.c.record_id)
     ).all()
-    progress = []
-    for row in rows:
-        record = _record(row)
+    records = [(_record(row), bool(row.agent_done)) for row in rows]
+    ranges: dict[str, tuple[int, int]] = {}
+    for record, _ in records:
         offset = (sent or {}).get(record.record_id, 0)
-        data = b""
         if offset < record.output_size:
-            end = min(record.output_size, offset + chunk)
-            data = read_range(conn, record.record_id, offset, end)
-        progress.append(RecordProgress(record, bool(row.agent_done), data))
-    status = InvokeStatus(rows[0].invocation_status) if rows else invocation.status
+            ranges[record.record_id] = (offset, min(record.output_size, offset + chunk))
+    new_output = read_ranges(conn, ranges) if ranges else {}
+    progress = [
+        RecordProgress(record, agent_done, new_output.get(record.record_id, b""))
+        for record, agent_done in records
+    ]
+    if not rows:
+        # No records (yet, or any more): the invocation itself says how it stands.
+        status = (
+            found
+            if found is not None
+            else _check_watched(conn, account_id, region_id, invoke_id, instance_id)
+        )
+    else:
+        status = InvokeStatus(rows[0].invocation_status)
     return WatchSnapshot(status=status, records=progress)
+
+
+def _check_watched(
+    conn: Connection, account_id: str, region_id: str, invoke_id: str, instance_id: str
+) -> InvokeStatus:
+    """The invocation's status, once it is found in the caller's scope with `instance_id`
+    (when given) among its instances."""
+    invocation = get_invocation(conn, account_id, region_id, invoke_id)
+    if instance_id and instance_id not in invocation.spec.instance_ids:
+        raise NotFound(
+            reasons.INSTANCE_NOT_IN_INVOCATION,
+            f"instance_id: {instance_id!r} is not an instance of invocation {invoke_id}",
+            field="instance_id",
+        )
+    return invocation.status
 
 
 def modify_periodic(

@@ -759,3 +759,46 @@ def test_watch_snapshot_status_matches_its_records_when_they_end_during_the_read
     [progress] = snapshot.records
     assert progress.record.state is ExecutionState.SUCCESS
     assert snapshot.status is InvokeStatus.FINISHED
+
+
+def test_watch_snapshot_reads_the_new_output_of_every_record_in_one_statement(
+    tenant: Tenant,
+) -> None:
+    """A watcher of an invocation on many instances: each record's output from the watcher's
+    own offset, byte-exact across chunk edges, in one statement for all records."""
+    records = invoke(tenant, ("i-1", "i-2"))
+    one, two = records["i-1"], records["i-2"]
+    apply(
+        tenant,
+        [
+            OutputAppend(one, "i-1", 0, b"alpha "),
+            OutputAppend(one, "i-1", 6, b"beta"),
+            OutputAppend(two, "i-2", 0, b"gamma"),
+        ],
+    )
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(tenant.engine, "before_cursor_execute", seen)
+    try:
+        with tenant.engine.connect() as conn:
+            snapshot = invocations.watch_snapshot(
+                conn, tenant.account_id, REGION, INVOKE_ID, "", {one: 3, two: 0}, checked=True
+            )
+    finally:
+        event.remove(tenant.engine, "before_cursor_execute", seen)
+    output = {p.record.record_id: p.new_output for p in snapshot.records}
+    assert output == {one: b"ha beta", two: b"gamma"}
+    assert sum("FROM output_chunks" in s for s in statements) == 1
+    # checked: the invocation was found by an earlier look, so only records and output are read
+    assert len(statements) == 2
+
+
+def test_a_first_watch_look_still_refuses_an_invocation_of_another_account(
+    tenant: Tenant,
+) -> None:
+    invoke(tenant)
+    with tenant.engine.connect() as conn, pytest.raises(NotFound):
+        invocations.watch_snapshot(conn, "someone-else", REGION, INVOKE_ID, "")
