@@ -653,9 +653,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
-            if not any(h.result_ready and not h.result_sent for h in self.tasks.values()):
-                # Only output of running tasks (or nothing): let more of it gather.
-                await asyncio.sleep(OUTPUT_LINGER_SECONDS)
+            if not self._results_to_send():
+                # Only output of running tasks (or nothing): let more of it gather, but no
+                # longer than a result takes to come (a quick task's output goes with it).
+                await self._linger(loop.time() + OUTPUT_LINGER_SECONDS)
             now = loop.time()
             wake_at: float | None = None
             reports: list[pb.TaskReport] = []
@@ -679,6 +680,19 @@ class Agent:
             timeout = None if wake_at is None else max(0.0, wake_at - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _results_to_send(self) -> bool:
+        return any(h.result_ready and not h.result_sent for h in self.tasks.values())
+
+    async def _linger(self, until: float) -> None:
+        """Waits until `until`, or until a task has a result to send."""
+        loop = asyncio.get_running_loop()
+        while (left := until - loop.time()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+            if self._results_to_send():
+                return
 
     async def _report(self, held: HeldTask, now: float, budget: int) -> pb.TaskReport | None:
         """What is new about a task: its acceptance, output, result; None: nothing."""

@@ -613,7 +613,9 @@ class CommandPlane:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 changed.clear()
-                last_read = loop.time()
+                # The first look (what is stored already) does not hold back the next: the
+                # first change after it is read at once, and later ones gathered.
+                last_read = loop.time() if checked else -WATCH_READ_INTERVAL
                 snapshot = await self._db.read(
                     invocations_repo.watch_snapshot,
                     account_id,

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_FLUSH_SECONDS = 5.0
 RETRY_SECONDS = 0.5
+# The writer lingers (to gather more reports into one transaction) only when reports keep
+# coming: the previous batch was stored less than this many lingers ago. A lone result is
+# stored at once.
+BUSY_LINGERS = 1
 
 
 class Recorder:
@@ -46,6 +50,7 @@ class Recorder:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_stored = -float("inf")
 
     def submit(self, report: Report) -> None:
         self._pending.append(report)
@@ -65,7 +70,9 @@ class Recorder:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), HEARTBEAT_FLUSH_SECONDS)
-            if self._linger and self._wake.is_set():
+            loop = asyncio.get_running_loop()
+            busy = loop.time() - self._last_stored < self._linger * BUSY_LINGERS
+            if self._linger and busy and self._wake.is_set():
                 await asyncio.sleep(self._linger)
             self._wake.clear()
             batch: list[Report] = [HeartbeatSeen(i, t) for i, t in self._heartbeats.items()]
@@ -74,6 +81,7 @@ class Recorder:
             self._pending = []
             if batch:
                 self._hub.carry_out(await self._store(batch))
+                self._last_stored = loop.time()
             if not self._pending:
                 self._idle.set()
 
