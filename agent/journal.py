@@ -24,7 +24,7 @@ import shutil
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,12 @@ class TaskMeta:
     result: TaskResult | None = None
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies field by field, and this runs for every
+        # task's acceptance and result.
+        data: dict[str, object] = {name: getattr(self, name) for name in _META_FIELDS}
+        if self.result is not None:
+            data["result"] = {name: getattr(self.result, name) for name in _RESULT_FIELDS}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> TaskMeta:
@@ -91,6 +96,10 @@ class TaskMeta:
         meta = cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
         meta.result = TaskResult(**result) if isinstance(result, dict) else None
         return meta
+
+
+_META_FIELDS = tuple(f.name for f in fields(TaskMeta))
+_RESULT_FIELDS = tuple(f.name for f in fields(TaskResult))
 
 
 # What the session hands the I/O thread -------------------------------------------------

@@ -606,7 +606,10 @@ class Agent:
             if room <= 0 or held.spool_error is not None:
                 return None
             kept = data[:room]
-            written = spool.append(Output(meta.task_id, spooled.appended, kept))
+            # Lingers like the uploader does: a quick task's output and result are one write.
+            written = spool.append(
+                Output(meta.task_id, spooled.appended, kept), linger=OUTPUT_LINGER_SECONDS
+            )
             spooled.appended += len(kept)
             spool.note_output(len(kept))
             written.add_done_callback(partial(self._output_written, held, kept))

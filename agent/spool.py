@@ -41,6 +41,8 @@ MAX_UNWRITTEN = 8 * 1024 * 1024
 # Records that wait for the next write rather than cause one (forgets, releases): at most this
 # many before they are written on their own.
 LAZY_RECORDS = 256
+# Output waiting for a lingering write: past this, it is written at once.
+LINGER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class Spool:
         # The batch being written now.
         self._in_flight: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # Registration (blocking: called through the I/O thread) ---------------------------
 
@@ -148,10 +151,26 @@ class Spool:
         """Whether the server has already stored everything of `task_id`."""
         return task_id in self._done
 
-    def append(self, record: Record) -> asyncio.Future[None]:
-        """Queues `record` for the journal; the future is done once it is written."""
+    def append(self, record: Record, linger: float = 0.0) -> asyncio.Future[None]:
+        """Queues `record` for the journal; the future is done once it is written.
+
+        `linger`: the write may wait this long for the next record that cannot wait (a
+        quick task's output then goes to disk with its result, in one trip to the I/O
+        thread), unless LINGER_BYTES are already waiting."""
         self._pending.append(record)
-        return self._schedule()
+        if linger <= 0 or self._pending_bytes >= LINGER_BYTES:
+            return self._schedule()
+        loop = asyncio.get_running_loop()
+        if self._batch_written is None:
+            self._batch_written = loop.create_future()
+        if self._linger_timer is None and self._flusher is None:
+            self._linger_timer = loop.call_later(linger, self._linger_over)
+        return self._batch_written
+
+    def _linger_over(self) -> None:
+        self._linger_timer = None
+        if self._pending:
+            self._schedule()
 
     def output_backlog(self) -> int:
         return self._pending_bytes
@@ -200,6 +219,9 @@ class Spool:
         await asyncio.get_running_loop().run_in_executor(self._io, self._journal.close)
 
     def _schedule(self) -> asyncio.Future[None]:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         if self._batch_written is None:
             self._batch_written = asyncio.get_running_loop().create_future()
         if self._flusher is None:

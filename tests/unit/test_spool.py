@@ -193,6 +193,46 @@ async def test_records_appended_together_share_one_write(
     await spool.close()
 
 
+async def test_lingering_output_goes_to_disk_with_the_result_in_one_write(
+    tmp_path: Path, io: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quick task: its output may wait for its result, so both cost one write."""
+    spool = Spool(tmp_path, io)
+    await spool.load()
+    await spool.append(Accept(snapshot(_meta())))
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal.os, "write", counting_write)
+    # A minute's linger: only the result's write can take the output to disk in time.
+    output_written = spool.append(Output("r-1", 0, b"hi\n"), linger=60)
+    await asyncio.sleep(0)  # the event loop turns: the output alone is not written
+    assert writes == []
+    assert not output_written.done()
+    meta = _meta()
+    meta.result = TaskResult("finished", 1, exit_code=0)
+    await asyncio.wait_for(spool.append(Result(snapshot(meta))), 5)
+    assert output_written.done()
+    assert len(writes) == 1, writes
+    await spool.close()
+    assert _journal(tmp_path).read("r-1", 0, 3) == b"hi\n"
+
+
+async def test_lingering_output_is_written_when_its_linger_is_over(
+    tmp_path: Path, io: ThreadPoolExecutor
+) -> None:
+    spool = Spool(tmp_path, io)
+    await spool.load()
+    await spool.append(Accept(snapshot(_meta())))
+    await asyncio.wait_for(spool.append(Output("r-1", 0, b"hi\n"), linger=0.01), 5)
+    await spool.close()
+    assert _journal(tmp_path).read("r-1", 0, 3) == b"hi\n"
+
+
 async def test_a_forgotten_task_is_known_at_once_and_after_a_restart(
     tmp_path: Path, io: ThreadPoolExecutor
 ) -> None:
