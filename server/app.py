@@ -172,6 +172,7 @@ class ServerApp:
                 new_record_id=ids.record_id,
             ),
         )
+        self.plane.schedules_changed = self.scheduler.wake
         self.health = HealthServicer()
         interceptors = [MetricsInterceptor(self.metrics)]
         self.server = aio.server(options=grpc_options(config), interceptors=interceptors)

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import tzinfo
 from typing import TypeVar
@@ -153,6 +153,9 @@ class CommandPlane:
         self._hub = hub
         self._settings = settings
         self._limits = settings.limits
+        # Told when an invocation's next fire time is set or changed (the scheduler sleeps
+        # until the earliest one it knows).
+        self.schedules_changed: Callable[[], None] = lambda: None
 
     # Commands ---------------------------------------------------------------------------
 
@@ -337,6 +340,8 @@ class CommandPlane:
         result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
         if ticket is not None:
             ticket.written = True
+        if plan.next_fire_ms is not None:
+            self.schedules_changed()
         log.info(
             "invocation created",
             extra=about(
@@ -559,6 +564,8 @@ class CommandPlane:
             schedule,
             now,
         )
+        if schedule is not None:
+            self.schedules_changed()
         self._hub.carry_out(effects)
 
     async def stop(

@@ -1,6 +1,7 @@
 """Enforces the stored deadlines: delivery (PENDING), execution (RUNNING), stop (STOPPING).
 
 Deadlines live in the records, so they survive a restart and hold when the agent is gone.
+Each sweep first reads the earliest deadline, and takes the writer only when one has passed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 
 from server.clock import now_ms
 from server.hub import Hub
-from server.store.agents import expire_due
+from server.store.agents import earliest_deadline_ms, expire_due
 from server.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ class Reaper:
 
     async def sweep(self) -> int:
         """Expires what is due now; returns how many records changed."""
+        earliest = await self._db.read(earliest_deadline_ms)
+        if earliest is None or earliest > now_ms():
+            return 0
         effects = await self._db.write(expire_due, now_ms())
         self._hub.carry_out(effects)
         return len(effects.cancels)

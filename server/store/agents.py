@@ -683,6 +683,12 @@ def _apply_end(
     p.agent_done = True
 
 
+def earliest_deadline_ms(conn: Connection) -> int | None:
+    """The earliest deadline of any record (None: no record has one)."""
+    value = conn.execute(select(func.min(RECORDS.c.deadline_ms))).scalar_one()
+    return int(value) if value is not None else None
+
+
 def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
     """Applies every deadline that has passed: delivery, execution and stop confirmation."""
     rows = conn.execute(

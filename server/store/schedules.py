@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from server.domain.schedule import AT_EXPIRED, Schedule
 from server.domain.status import ACTIVE_STATES, ExecutionState, InvokeStatus
@@ -33,6 +33,12 @@ class FirePolicy:
     # (frequency, timeout_seconds, created_ms) -> the invocation's schedule
     schedule_for: Callable[[str, int, int], Schedule]
     new_record_id: Callable[[], str]
+
+
+def next_fire_ms(conn: Connection) -> int | None:
+    """The earliest next fire time of any invocation (None: nothing is scheduled)."""
+    value = conn.execute(select(func.min(INVOCATIONS.c.next_fire_ms))).scalar_one()
+    return int(value) if value is not None else None
 
 
 def fire_due(conn: Connection, now_ms: int, policy: FirePolicy, limit: int = 100) -> Effects:
