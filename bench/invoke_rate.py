@@ -134,14 +134,42 @@ class StoredAgent:
             future.set_result(time.perf_counter())
 
 
-async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, object]:
-    channels = [aio.insecure_channel(server.agent_address) for _ in range(8)]
+def _cpu(servers: list[ServerProcess]) -> float:
+    return sum(cpu_seconds(s.pid) for s in servers)
+
+
+def _summed(counts: list[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for count in counts:
+        for key, value in count.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def _messages(servers: list[ServerProcess]) -> dict[str, float]:
+    return _summed([agent_messages(s.metrics_port) for s in servers])
+
+
+def _transactions(servers: list[ServerProcess]) -> dict[str, float]:
+    return _summed([db_transactions(s.metrics_port) for s in servers])
+
+
+async def run(args: argparse.Namespace, servers: list[ServerProcess]) -> dict[str, object]:
+    server = servers[0]
+    # Agent n is connected to server n % len(servers); a client calls the server of the
+    # agents it invokes, so every invocation stays on one server (as behind a load balancer
+    # that keeps a fleet's agents and its callers together).
+    channels = [aio.insecure_channel(servers[n % len(servers)].agent_address) for n in range(8)]
+    callers = [client_channel(s, server.admin_key) for s in servers]
     async with client_channel(server) as admin_channel:
         credentials = await register_all(channels[0], admin_channel, args.agents, "i-rate-")
         agents = [
             StoredAgent(channels[n % len(channels)], iid, secret, args.protocol)
             for n, (iid, secret) in enumerate(credentials)
         ]
+        by_server: list[list[StoredAgent]] = [[] for _ in servers]
+        for n, agent in enumerate(agents):
+            by_server[(n % len(channels)) % len(servers)].append(agent)
         tasks = [asyncio.create_task(a.run()) for a in agents]
         await asyncio.gather(*(a.ready.wait() for a in agents))
         stub = command_pb2_grpc.CommandServiceStub(admin_channel)
@@ -158,17 +186,19 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, obje
 
         measured_from: dict[str, object] = {}
 
-        async def client() -> None:
+        async def client(number: int) -> None:
+            mine = by_server[number % len(servers)]
+            caller = command_pb2_grpc.CommandServiceStub(callers[number % len(servers)])
             while time.perf_counter() < deadline:
                 if not measured_from and time.perf_counter() >= warmup_until:
                     measured_from.update(
-                        cpu=cpu_seconds(server.pid),
-                        messages=agent_messages(server.metrics_port),
-                        transactions=db_transactions(server.metrics_port),
+                        cpu=_cpu(servers),
+                        messages=_messages(servers),
+                        transactions=_transactions(servers),
                     )
-                agent = agents[next(counter) % len(agents)]
+                agent = mine[next(counter) % len(mine)]
                 start = time.perf_counter()
-                invoked = await stub.InvokeCommand(
+                invoked = await caller.InvokeCommand(
                     command_pb2.InvokeCommandRequest(
                         region_id=REGION,
                         command_id=created.command_id,
@@ -180,22 +210,22 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, obje
                     latencies.append(done - start)
 
         began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(args.concurrency)))
+        await asyncio.gather(*(client(n) for n in range(args.concurrency)))
         measured = time.perf_counter() - max(began, warmup_until - args.warmup) - args.warmup
-        server_cpu = cpu_seconds(server.pid) - float(measured_from["cpu"])  # type: ignore[arg-type]
+        server_cpu = _cpu(servers) - float(measured_from["cpu"])  # type: ignore[arg-type]
         messages, by_kind = messages_per_record(
             measured_from["messages"],  # type: ignore[arg-type]
-            agent_messages(server.metrics_port),
+            _messages(servers),
             len(latencies),
         )
         transactions_before: dict[str, float] = measured_from["transactions"]  # type: ignore[assignment]
         transactions = {
             kind: round((count - transactions_before.get(kind, 0.0)) / len(latencies), 2)
-            for kind, count in db_transactions(server.metrics_port).items()
+            for kind, count in _transactions(servers).items()
         }
         for task in tasks:
             task.cancel()
-    for channel in channels:
+    for channel in [*channels, *callers]:
         await channel.close()
     ms = sorted(x * 1000 for x in latencies)
     floor_cpu_us, _ = await asyncio.to_thread(grpc_message_floor_us)
@@ -207,6 +237,8 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> dict[str, obje
         "seconds": args.seconds,
         "concurrency": args.concurrency,
         "agents": args.agents,
+        "servers": len(servers),
+        "database": "postgresql" if server.db_url else "sqlite",
         "invocations": len(ms),
         "protocol": args.protocol,
         "per_second": round(per_second, 1),
@@ -230,18 +262,42 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--protocol", type=int, choices=(1, 2), default=2)
+    parser.add_argument(
+        "--servers", type=int, default=1,
+        help="server processes on one database (more than one: on a PostgreSQL the bench starts)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--postgres", action="store_true", help="PostgreSQL even for one server (needs initdb)"
+    )
     args = parser.parse_args()
     args.seconds += args.warmup
-    with tempfile.TemporaryDirectory(prefix="cloudassist-rate-") as tmp:
-        server = ServerProcess(
-            Path(tmp) / "server", "--rate-limit", "0", "--max-invocations-per-day", "100000000",
-            "--log-level", "WARNING", "--metrics-listen", "127.0.0.1:0",
-        )  # fmt: skip
-        server.start()
-        try:
-            result = asyncio.run(run(args, server))
-        finally:
-            server.stop()
+    postgres = None
+    db_url = None
+    if args.servers > 1 or args.postgres:
+        from tests.postgres import PostgresServer
+
+        postgres = PostgresServer()
+        postgres.start()
+        db_url = postgres.new_database()
+    servers: list[ServerProcess] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="cloudassist-rate-") as tmp:
+            for n in range(args.servers):
+                server = ServerProcess(
+                    Path(tmp) / f"server-{n}", "--rate-limit", "0",
+                    "--max-invocations-per-day", "100000000", "--log-level", "WARNING",
+                    "--metrics-listen", "127.0.0.1:0", db_url=db_url,
+                )  # fmt: skip
+                servers.append(server)
+                server.start()
+            try:
+                result = asyncio.run(run(args, servers))
+            finally:
+                for server in servers:
+                    server.stop()
+    finally:
+        if postgres is not None:
+            postgres.stop()
     print(json.dumps(result), flush=True)
 
 

@@ -4,7 +4,9 @@ stored and acknowledged (the record is terminal), checked byte for byte.
     .venv/bin/python bench/throughput.py --mib 200 --agents 1,10
 
 For each agent count, runs one invocation on that many real agent processes and prints one
-JSON line: seconds from InvokeCommand until the invocation is over, MB/s per agent and in all.
+JSON line: seconds from InvokeCommand until the invocation is over, MB/s per agent and in all,
+and beside them the floor: raw SQLite inserts of the same number of bytes on the same disk,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.floors import sqlite_insert_floor_mb_s
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 from tests.support import AgentProcess, ServerProcess, client_channel
@@ -119,9 +122,11 @@ def main() -> None:
                     agent.start()
                     agents.append(agent)
                 ids = [a.instance_id for a in agents[:count]]
-                print(
-                    json.dumps(asyncio.run(stream_once(server, ids, args.mib, workdir))), flush=True
-                )
+                result = asyncio.run(stream_once(server, ids, args.mib, workdir))
+                floor = sqlite_insert_floor_mb_s(count * args.mib * MIB)
+                result["floor_sqlite_insert_mb_s"] = round(floor, 1)
+                result["total_over_floor"] = round(float(result["mb_per_s_total"]) / floor, 2)  # type: ignore[arg-type]
+                print(json.dumps(result), flush=True)
         finally:
             for agent in agents:
                 agent.stop()
