@@ -656,9 +656,9 @@ class Agent:
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
-            if not self._results_to_send():
-                # Only output of running tasks (or nothing): let more of it gather, but no
-                # longer than a result takes to come (a quick task's output goes with it).
+            if not self._results_to_send() and self._output_to_send():
+                # Only output of running tasks: let more of it gather, but no longer than a
+                # result takes to come (a quick task's output goes with it).
                 await self._linger(loop.time() + OUTPUT_LINGER_SECONDS)
             now = loop.time()
             wake_at: float | None = None
@@ -686,6 +686,9 @@ class Agent:
 
     def _results_to_send(self) -> bool:
         return any(h.result_ready and not h.result_sent for h in self.tasks.values())
+
+    def _output_to_send(self) -> bool:
+        return any(h.sent < h.spooled.size for h in self.tasks.values())
 
     async def _linger(self, until: float) -> None:
         """Waits until `until`, or until a task has a result to send."""
