@@ -941,14 +941,28 @@ def _check_watched(
 ) -> InvokeStatus:
     """The invocation's status, once it is found in the caller's scope with `instance_id`
     (when given) among its instances."""
-    invocation = get_invocation(conn, account_id, region_id, invoke_id)
-    if instance_id and instance_id not in invocation.spec.instance_ids:
+    row = conn.execute(
+        select(INVOCATIONS.c.status).where(
+            *_scope(account_id, region_id), INVOCATIONS.c.invoke_id == invoke_id
+        )
+    ).first()
+    if row is None:
+        raise _not_found(invoke_id, region_id)
+    if (
+        instance_id
+        and not conn.execute(
+            select(INVOCATION_INSTANCES.c.instance_id).where(
+                INVOCATION_INSTANCES.c.invoke_id == invoke_id,
+                INVOCATION_INSTANCES.c.instance_id == instance_id,
+            )
+        ).first()
+    ):
         raise NotFound(
             reasons.INSTANCE_NOT_IN_INVOCATION,
             f"instance_id: {instance_id!r} is not an instance of invocation {invoke_id}",
             field="instance_id",
         )
-    return invocation.status
+    return InvokeStatus(row.status)
 
 
 def modify_periodic(

@@ -761,11 +761,12 @@ def test_watch_snapshot_status_matches_its_records_when_they_end_during_the_read
     assert snapshot.status is InvokeStatus.FINISHED
 
 
-def test_watch_snapshot_reads_the_new_output_of_every_record_in_one_statement(
+def test_watch_snapshot_reads_the_new_output_of_many_records_in_few_statements(
     tenant: Tenant,
 ) -> None:
     """A watcher of an invocation on many instances: each record's output from the watcher's
-    own offset, byte-exact across chunk edges, in one statement for all records."""
+    own offset, byte-exact across chunk edges; the records read from their start share one
+    statement, the others another."""
     records = invoke(tenant, ("i-1", "i-2"))
     one, two = records["i-1"], records["i-2"]
     apply(
@@ -781,19 +782,25 @@ def test_watch_snapshot_reads_the_new_output_of_every_record_in_one_statement(
     def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    event.listen(tenant.engine, "before_cursor_execute", seen)
-    try:
+    def look(sent: dict[str, int]) -> dict[str, bytes]:
+        statements.clear()
         with tenant.engine.connect() as conn:
             snapshot = invocations.watch_snapshot(
-                conn, tenant.account_id, REGION, INVOKE_ID, "", {one: 3, two: 0}, checked=True
+                conn, tenant.account_id, REGION, INVOKE_ID, "", sent, checked=True
             )
+        return {p.record.record_id: p.new_output for p in snapshot.records}
+
+    event.listen(tenant.engine, "before_cursor_execute", seen)
+    try:
+        assert look({}) == {one: b"alpha beta", two: b"gamma"}
+        assert sum("FROM output_chunks" in s for s in statements) == 1
+        # checked: the invocation was found by an earlier look, so only records and output
+        assert len(statements) == 2
+        assert look({one: 3, two: 0}) == {one: b"ha beta", two: b"gamma"}
+        assert sum("FROM output_chunks" in s for s in statements) == 2
+        assert look({one: 10, two: 2}) == {one: b"", two: b"mma"}
     finally:
         event.remove(tenant.engine, "before_cursor_execute", seen)
-    output = {p.record.record_id: p.new_output for p in snapshot.records}
-    assert output == {one: b"ha beta", two: b"gamma"}
-    assert sum("FROM output_chunks" in s for s in statements) == 1
-    # checked: the invocation was found by an earlier look, so only records and output are read
-    assert len(statements) == 2
 
 
 def test_a_first_watch_look_still_refuses_an_invocation_of_another_account(
@@ -802,3 +809,13 @@ def test_a_first_watch_look_still_refuses_an_invocation_of_another_account(
     invoke(tenant)
     with tenant.engine.connect() as conn, pytest.raises(NotFound):
         invocations.watch_snapshot(conn, "someone-else", REGION, INVOKE_ID, "")
+
+
+def test_a_watch_of_an_instance_outside_the_invocation_is_not_found(tenant: Tenant) -> None:
+    invoke(tenant)
+    with tenant.engine.connect() as conn, pytest.raises(NotFound) as caught:
+        invocations.watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "i-9")
+    assert caught.value.reason == reasons.INSTANCE_NOT_IN_INVOCATION
+    with tenant.engine.connect() as conn:
+        snapshot = invocations.watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "i-1")
+    assert [p.record.instance_id for p in snapshot.records] == ["i-1"]
