@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_FLUSH_SECONDS = 5.0
 RETRY_SECONDS = 0.5
-# The writer lingers (to gather more reports into one transaction) only when reports keep
-# coming: the previous batch was stored less than this many lingers ago. A lone result is
-# stored at once.
-BUSY_LINGERS = 1
 
 
 class Recorder:
@@ -71,7 +67,9 @@ class Recorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), HEARTBEAT_FLUSH_SECONDS)
             loop = asyncio.get_running_loop()
-            busy = loop.time() - self._last_stored < self._linger * BUSY_LINGERS
+            # Linger (gather more reports into one transaction) only while reports keep coming:
+            # the previous batch was stored less than a linger ago. A lone result goes at once.
+            busy = loop.time() - self._last_stored < self._linger
             if self._linger and busy and self._wake.is_set():
                 await asyncio.sleep(self._linger)
             self._wake.clear()

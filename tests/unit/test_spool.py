@@ -43,6 +43,19 @@ async def io() -> AsyncIterator[ThreadPoolExecutor]:
     executor.shutdown(wait=True)
 
 
+def count_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the journal's writes from now on."""
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal.os, "write", counting_write)
+    return writes
+
+
 # In memory -------------------------------------------------------------------------------
 
 
@@ -177,14 +190,7 @@ async def test_records_appended_together_share_one_write(
 ) -> None:
     spool = Spool(tmp_path, io)
     await spool.load()
-    writes: list[int] = []
-    real_write = os.write
-
-    def counting_write(fd: int, data: bytes) -> int:
-        writes.append(len(data))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(journal.os, "write", counting_write)
+    writes = count_writes(monkeypatch)
     written = [spool.append(Accept(snapshot(_meta(f"r-{n}")))) for n in range(50)]
     ran = await spool.call(lambda: "after the records")
     assert ran == "after the records"
@@ -200,14 +206,7 @@ async def test_lingering_output_goes_to_disk_with_the_result_in_one_write(
     spool = Spool(tmp_path, io)
     await spool.load()
     await spool.append(Accept(snapshot(_meta())))
-    writes: list[int] = []
-    real_write = os.write
-
-    def counting_write(fd: int, data: bytes) -> int:
-        writes.append(len(data))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(journal.os, "write", counting_write)
+    writes = count_writes(monkeypatch)
     # A minute's linger: only the result's write can take the output to disk in time.
     output_written = spool.append(Output("r-1", 0, b"hi\n"), linger=60)
     await asyncio.sleep(0)  # the event loop turns: the output alone is not written
