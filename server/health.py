@@ -90,8 +90,13 @@ class HealthReporter:
                     outstanding = asyncio.wrap_future(self._pinger.submit(_ping, engine))
                     # A ping given up on may still fail later: its error is not news then.
                     outstanding.add_done_callback(_retrieve)
+                # asyncio.wait, not wait_for: on Python 3.11 wait_for loses a cancellation that
+                # comes as the ping ends, and the server's shutdown then waits for this forever.
+                await asyncio.wait({outstanding}, timeout=interval)
                 try:
-                    await asyncio.wait_for(asyncio.shield(outstanding), interval)
+                    if not outstanding.done():
+                        raise TimeoutError()
+                    outstanding.result()
                     failures = 0
                 except Exception as exc:
                     failures += 1
