@@ -56,6 +56,14 @@ def count_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return writes
 
 
+async def _spool_holding_a_task(root: Path, io: ThreadPoolExecutor) -> Spool:
+    """A loaded spool whose journal holds task r-1 (accepted)."""
+    spool = Spool(root, io)
+    await spool.load()
+    await spool.append(Accept(snapshot(_meta())))
+    return spool
+
+
 # In memory -------------------------------------------------------------------------------
 
 
@@ -203,9 +211,7 @@ async def test_lingering_output_goes_to_disk_with_the_result_in_one_write(
     tmp_path: Path, io: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A quick task: its output may wait for its result, so both cost one write."""
-    spool = Spool(tmp_path, io)
-    await spool.load()
-    await spool.append(Accept(snapshot(_meta())))
+    spool = await _spool_holding_a_task(tmp_path, io)
     writes = count_writes(monkeypatch)
     # A minute's linger: only the result's write can take the output to disk in time.
     output_written = spool.append(Output("r-1", 0, b"hi\n"), linger=60)
@@ -224,9 +230,7 @@ async def test_lingering_output_goes_to_disk_with_the_result_in_one_write(
 async def test_lingering_output_is_written_when_its_linger_is_over(
     tmp_path: Path, io: ThreadPoolExecutor
 ) -> None:
-    spool = Spool(tmp_path, io)
-    await spool.load()
-    await spool.append(Accept(snapshot(_meta())))
+    spool = await _spool_holding_a_task(tmp_path, io)
     await asyncio.wait_for(spool.append(Output("r-1", 0, b"hi\n"), linger=0.01), 5)
     await spool.close()
     assert _journal(tmp_path).read("r-1", 0, 3) == b"hi\n"
@@ -235,9 +239,7 @@ async def test_lingering_output_is_written_when_its_linger_is_over(
 async def test_a_forgotten_task_is_known_at_once_and_after_a_restart(
     tmp_path: Path, io: ThreadPoolExecutor
 ) -> None:
-    spool = Spool(tmp_path, io)
-    await spool.load()
-    await spool.append(Accept(snapshot(_meta())))
+    spool = await _spool_holding_a_task(tmp_path, io)
     assert not spool.knows("r-1"), "held, not yet stored by the server"
     spool.forget("r-1")
     assert spool.knows("r-1")
