@@ -45,6 +45,9 @@ from cloudassist.v1 import agent_pb2 as pb
 from cloudassist.v1 import agent_pb2_grpc, command_pb2, instance_pb2, tag_pb2
 from server.logs import about
 
+# The error code of a task addressed to another instance (the server's reasons name it too).
+INSTANCE_MISMATCH = "InstanceMismatch"
+
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
@@ -102,6 +105,7 @@ class Script:
     launcher: str = ""
     powershell: str = ""  # the agent's pwsh, when it runs PowerShell
     file: FileToWrite | None = None  # SendFile: write the content here instead of running it
+    instance_id: str = ""  # the instance the server addressed it to (empty: an older server)
 
 
 @dataclass
@@ -495,6 +499,7 @@ class Agent:
                     dispatch.launcher,
                     self.powershell,
                     _file_to_write(dispatch),
+                    dispatch.instance_id,
                 ),
             )
         )
@@ -563,6 +568,22 @@ class Agent:
     async def _execute(self, held: HeldTask, script: Script) -> TaskResult:
         meta = held.meta
         spool = self.spool
+        if script.instance_id and script.instance_id != self.instance_id:
+            # Whatever went wrong upstream, a script never runs on a machine it was not
+            # meant for: refused before anything is written, and reported as data.
+            log.error(
+                "refused a task addressed to instance %s (this is %s)",
+                script.instance_id,
+                self.instance_id,
+                extra=_ids(meta),
+            )
+            return TaskResult(
+                "error",
+                now_ms(),
+                error_code=INSTANCE_MISMATCH,
+                error_info=f"the task is for instance {script.instance_id}, "
+                f"not this one ({self.instance_id})",
+            )
         if held.stop_requested:
             return TaskResult(
                 "timed_out" if held.stop_requested == "timeout" else "stopped", now_ms()

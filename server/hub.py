@@ -57,6 +57,16 @@ class AgentSession:
         if self.closed:
             return False
         if isinstance(item, Task):
+            if item.instance_id != self.instance_id:
+                # Never reached through Hub.send, which looks the session up by the task's
+                # own instance; a task must not run on another machine whatever the caller.
+                log.error(
+                    "refused to send task %s, which is for instance %s, to instance %s",
+                    item.task_id,
+                    item.instance_id,
+                    self.instance_id,
+                )
+                return True
             if item.task_id in self.sent:
                 return True
             self.sent.add(item.task_id)
@@ -121,7 +131,9 @@ class Hub:
         for ack in effects.acks:
             self.send(ack.instance_id, ack)
         remote_cancels = [c for c in effects.cancels if not self.send(c.instance_id, c)]
-        remote_dispatch = [i for i, task in effects.dispatches if not self.send(i, task)]
+        remote_dispatch = [
+            task.instance_id for task in effects.dispatches if not self.send(task.instance_id, task)
+        ]
         for reason in effects.rejected:
             log.warning("ignored agent report: %s", reason)
         log_ended(effects.ended)

@@ -68,7 +68,6 @@ from server.store.database import Database
 from server.store.idempotency import IdempotencyKey, replay
 from server.store.invocations import InvocationPlan, RecordProgress
 from server.store.output import read_range
-from server.store.reports import Effects
 
 T = TypeVar("T")
 
@@ -337,7 +336,7 @@ class CommandPlane:
         ticket = pending_audit.get()
         if ticket is not None:
             plan = replace(plan, audit=ticket.entry)
-        result, tasks = await self._db.write(invocations_repo.create_invocation, plan)
+        result, effects = await self._db.write(invocations_repo.create_invocation, plan)
         if ticket is not None:
             ticket.written = True
         if plan.next_fire_ms is not None:
@@ -353,12 +352,7 @@ class CommandPlane:
         )
         # An agent connected to another server gets it from that server; one that is not
         # connected gets it when it connects (or it is ABORTED).
-        self._hub.carry_out(
-            Effects(
-                dispatches=list(zip(spec.instance_ids, tasks, strict=False)),
-                changed_invocations={plan.invoke_id} if tasks else set(),
-            )
-        )
+        self._hub.carry_out(effects)
         return Started(invoke_id=result["invoke_id"], command_id=result["command_id"])
 
     def _dry_run(self, plan: InvocationPlan, targets: Mapping[str, Instance]) -> DryRun:

@@ -61,6 +61,7 @@ def _file_push(task: Task) -> pb.FilePush | None:
 def dispatch_to(task: Task) -> pb.Dispatch:
     return pb.Dispatch(
         task_id=task.task_id,
+        instance_id=task.instance_id,
         invoke_id=task.invoke_id,
         command_id=task.command_id,
         command_type=convert.command_type_to(task.command_type),

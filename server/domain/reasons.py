@@ -107,6 +107,8 @@ COMMAND_NOT_APPLICABLE = "CommandNotApplicable"
 EXECUTION_EXCEPTION = "ExecutionException"
 TERMINATION_EXCEPTION = "TerminationException"
 INSTANCE_DEREGISTERED = "InstanceDeregistered"
+# An agent refused a task addressed to another instance (it never wrote or ran the script).
+INSTANCE_MISMATCH = "InstanceMismatch"
 
 # Error codes an agent reports that make a record INVALID rather than ERROR.
 LAUNCHER_NOT_FOUND = "LauncherNotFound"

@@ -14,9 +14,11 @@ from server.domain.status import ExecutionState
 
 @dataclass(frozen=True)
 class Task:
-    """One record as the agent sees it: the script with every parameter filled in."""
+    """One record as the agent sees it: the script with every parameter filled in, and the
+    instance it is for (a task names its instance, so it cannot be sent to another)."""
 
     task_id: str
+    instance_id: str
     invoke_id: str
     command_id: str
     command_type: CommandType
@@ -44,6 +46,7 @@ def build_task(
     )
     return Task(
         task_id=record_id,
+        instance_id=instance_id,
         invoke_id=invoke_id,
         command_id=spec.command_id,
         command_type=spec.command_type,

@@ -375,7 +375,7 @@ def agent_hello(
         )
         .order_by(RECORDS.c.record_id)
     ).all()
-    effects.dispatches.extend((instance_id, task) for task in tasks_for(conn, pending))
+    effects.dispatches.extend(tasks_for(conn, pending))
     effects.changed_invocations |= sync_invocations(conn, [*changed, *booted], now_ms, effects)
     return effects, acks
 
@@ -559,10 +559,22 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
             continue
         p = progress.get(report.record_id)
         if p is None or p.instance_id != report.instance_id:
+            owner = f" (a task of instance {p.instance_id!r})" if p is not None else ""
             effects.rejected.append(
-                f"instance {report.instance_id!r} reported on task {report.record_id!r}, "
-                "which is not one of its tasks"
+                f"instance {report.instance_id!r} reported on task {report.record_id!r}"
+                f"{owner}, which is not one of its tasks: refused"
             )
+            if p is not None and isinstance(report, TaskEnd):
+                # Never applied; the agent is told it may forget the task, or it would send
+                # the result again after every reconnect.
+                effects.acks.append(
+                    OutputAck(
+                        report.instance_id,
+                        report.record_id,
+                        report.output_size,
+                        result_stored=True,
+                    )
+                )
             continue
         if isinstance(report, OutputAppend):
             end = report.offset + len(report.data)

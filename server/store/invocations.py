@@ -105,17 +105,17 @@ def check_invocation_quota(
         )
 
 
-def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str, str], list[Task]]:
+def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str, str], Effects]:
     """Stores an invocation with one PENDING record per instance (none yet when scheduled).
 
     Returns the ids (those of the first request when a client_token is retried) and the
-    tasks to dispatch (none on a retry).
+    effects: the tasks to dispatch now, each naming its instance (none on a retry).
     """
     lock_scope(conn, plan.account_id, plan.spec.region_id)
     previous = replay(conn, plan.idempotency)
     if previous is not None:
         _audit(conn, plan, previous)
-        return previous, []
+        return previous, Effects()
     spec = plan.spec
     account_id = plan.account_id
     if plan.new_command is not None:
@@ -193,12 +193,16 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     result = {"invoke_id": plan.invoke_id, "command_id": spec.command_id}
     remember(conn, plan.idempotency, result, plan.now_ms)
     _audit(conn, plan, result)
-    tasks = [
-        build_task(record_id, instance_id, plan.invoke_id, spec, plan.output_limit)
-        for instance_id, record_id in plan.record_ids.items()
-        if instance_id not in held
-    ]
-    return result, tasks
+    effects = Effects(
+        dispatches=[
+            build_task(record_id, instance_id, plan.invoke_id, spec, plan.output_limit)
+            for instance_id, record_id in plan.record_ids.items()
+            if instance_id not in held
+        ]
+    )
+    if plan.record_ids:
+        effects.changed_invocations.add(plan.invoke_id)
+    return result, effects
 
 
 def _audit(conn: Connection, plan: InvocationPlan, result: dict[str, str]) -> None:
@@ -710,9 +714,7 @@ def advance_rate_control(
             .where(RECORDS.c.record_id.in_([r.record_id for r in start]))
             .order_by(RECORDS.c.record_id)
         ).all()
-        effects.dispatches += [
-            (row.instance_id, task) for row, task in zip(rows, tasks_for(conn, rows), strict=True)
-        ]
+        effects.dispatches += tasks_for(conn, rows)
         touched.add(inv.invoke_id)
     return touched
 

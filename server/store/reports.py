@@ -69,7 +69,8 @@ class Effects:
 
     acks: list[OutputAck] = field(default_factory=list)
     cancels: list[CancelOrder] = field(default_factory=list)
-    dispatches: list[tuple[str, Task]] = field(default_factory=list)  # (instance_id, task)
+    # Each task names the instance it is for: nothing pairs tasks with instances by position.
+    dispatches: list[Task] = field(default_factory=list)
     changed_invocations: set[str] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)  # why reports were ignored, for the log
     ended: list[RecordEnded] = field(default_factory=list)

@@ -140,8 +140,9 @@ def _fire(conn: Connection, inv: object, now_ms: int, policy: FirePolicy) -> Eff
         .values(last_invoked_ms=now_ms)
     )
     spec = convert.invocation_spec(inv, all_ids)
-    for instance_id, record_id in record_ids.items():
-        task = build_task(record_id, instance_id, invoke_id, spec, policy.output_limit)
-        effects.dispatches.append((instance_id, task))
+    effects.dispatches += [
+        build_task(record_id, instance_id, invoke_id, spec, policy.output_limit)
+        for instance_id, record_id in record_ids.items()
+    ]
     effects.changed_invocations |= sync_invocations(conn, record_ids.values(), now_ms)
     return effects

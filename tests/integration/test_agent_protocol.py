@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +39,11 @@ class WireMessage:
 @dataclass
 class CountingProxy:
     """A gRPC proxy between an agent and the server that passes the agent stream's messages
-    through unchanged (as bytes) and keeps each one, decoded."""
+    through unchanged (as bytes) and keeps each one, decoded; with `rewrite`, the server's
+    messages pass through that function first (a server with a bug, played by the test)."""
 
     upstream: str
+    rewrite: Callable[[bytes], bytes] | None = None
     seen: list[WireMessage] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
@@ -91,6 +93,8 @@ class CountingProxy:
             forward = asyncio.create_task(up())
             try:
                 async for raw in call:
+                    if self.rewrite is not None:
+                        raw = self.rewrite(raw)
                     self._keep("down", raw)
                     yield raw
             finally:

@@ -431,7 +431,9 @@ def test_reports_from_another_instance_are_rejected(tenant: Tenant) -> None:
         ],
     )
     assert len(effects.rejected) == 3
-    assert effects.acks == []
+    # Nothing is acknowledged to the record's own agent; the other agent is told only that
+    # it may forget the result it sent (it will never be stored).
+    assert effects.acks == [OutputAck("i-2", rid, 6, result_stored=True)]
     assert effects.changed_invocations == set()
     row = record_row(tenant, rid)
     assert row.state == ExecutionState.PENDING
@@ -601,8 +603,8 @@ def test_hello_returns_pending_records_for_redispatch(tenant: Tenant) -> None:
     rid = invoke(tenant)["i-1"]
     effects, _ = hello(tenant, "i-1", now_ms=NOW + 2_000)
     assert len(effects.dispatches) == 1
-    instance_id, task = effects.dispatches[0]
-    assert instance_id == "i-1"
+    task = effects.dispatches[0]
+    assert task.instance_id == "i-1"
     assert task.task_id == rid
     assert task.invoke_id == INVOKE_ID
     assert task.script == b"echo i-1"

@@ -106,7 +106,7 @@ def make_periodic(
             100,
             None,
         )
-        _, tasks = invocations.create_invocation(
+        _, effects = invocations.create_invocation(
             conn,
             InvocationPlan(
                 account_id=tenant.account_id,
@@ -123,7 +123,7 @@ def make_periodic(
                 next_fire_ms=schedule.first_fire(NOW),
             ),
         )
-    assert tasks == []
+    assert effects.dispatches == []
     return schedule
 
 
@@ -216,7 +216,7 @@ def test_due_fire_makes_one_pending_record_per_instance_and_dispatches_them(
     ]
     assert all(r.created_ms == NOW and r.deadline_ms == NOW + DELIVERY_MS for r in rows)
     assert all(r.output_limit == OUTPUT_LIMIT for r in rows)
-    assert sorted((i, t.task_id, t.invoke_id) for i, t in effects.dispatches) == [
+    assert sorted((t.instance_id, t.task_id, t.invoke_id) for t in effects.dispatches) == [
         (r.instance_id, r.record_id, INVOKE_ID) for r in rows
     ]
     assert effects.changed_invocations == {INVOKE_ID}
@@ -266,7 +266,7 @@ def test_each_fire_adds_a_record_and_counts_repeats(tenant: Tenant) -> None:
         (ExecutionState.SUCCESS, 1),
         (ExecutionState.PENDING, 2),
     ]
-    assert [t.task_id for _, t in effects.dispatches] == [rows[1].record_id]
+    assert [t.task_id for t in effects.dispatches] == [rows[1].record_id]
     member = members(tenant)["i-1"]
     assert (member.latest_record_id, member.repeats) == (rows[1].record_id, 2)
     assert next_fire(tenant) == NOW + 2 * MINUTE_MS
@@ -288,7 +288,7 @@ def test_an_instance_still_running_its_previous_fire_is_skipped(tenant: Tenant) 
     run(tenant, first["i-1"], "i-1", NOW + 100, end=False)  # still RUNNING
     run(tenant, first["i-2"], "i-2", NOW + 100)  # SUCCESS
     effects = fire(tenant, NOW + MINUTE_MS, fire_policy)
-    assert [i for i, _ in effects.dispatches] == ["i-2"]
+    assert [t.instance_id for t in effects.dispatches] == ["i-2"]
     new = [r for r in records(tenant) if r.record_id not in first.values()]
     assert [(r.instance_id, r.repeats) for r in new] == [("i-2", 2)]
     assert members(tenant)["i-1"].latest_record_id == first["i-1"]
@@ -320,7 +320,7 @@ def test_a_stopped_instance_gets_no_more_records(tenant: Tenant) -> None:
     assert effects.dispatches == []
     run(tenant, records(tenant)[0].record_id, "i-1", NOW + MINUTE_MS + 100)
     effects = fire(tenant, NOW + 2 * MINUTE_MS, fire_policy)
-    assert [i for i, _ in effects.dispatches] == ["i-1"]
+    assert [t.instance_id for t in effects.dispatches] == ["i-1"]
     new = [r for r in records(tenant) if r.record_id not in first]
     assert [r.instance_id for r in new] == ["i-1"]
     assert members(tenant)["i-2"].stopped
@@ -409,7 +409,7 @@ def test_at_invocation_fires_once_then_has_no_next_fire(tenant: Tenant) -> None:
     fire_policy = policy()
     assert fire(tenant, AT - 1, fire_policy).dispatches == []
     effects = fire(tenant, AT, fire_policy)
-    assert sorted(i for i, _ in effects.dispatches) == list(PAIR)
+    assert sorted(t.instance_id for t in effects.dispatches) == list(PAIR)
     assert next_fire(tenant) is None
     assert fire(tenant, AT + 10 * MINUTE_MS, fire_policy).dispatches == []
     assert len(records(tenant)) == 2

@@ -417,6 +417,7 @@ class Dispatch(_message.Message):
     ENV_FIELD_NUMBER: _builtins.int
     LAUNCHER_FIELD_NUMBER: _builtins.int
     FILE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     invoke_id: _builtins.str
     command_id: _builtins.str
@@ -433,6 +434,10 @@ class Dispatch(_message.Message):
     """The server stores at most this many bytes; the agent sends no more, but counts them."""
     launcher: _builtins.str
     """A command line with {{ACS::ScriptFile}}; empty: /bin/sh, or the script's #! line."""
+    instance_id: _builtins.str
+    """The instance this task is for. An agent refuses a task addressed to another instance
+    (TaskError `InstanceMismatch`, the script never written); empty from older servers.
+    """
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment variables for the script, on top of the agent's minimal environment."""
@@ -456,10 +461,11 @@ class Dispatch(_message.Message):
         env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         launcher: _builtins.str = ...,
         file: Global___FilePush | None = ...,
+        instance_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "file", b"file", "invoke_id", b"invoke_id", "launcher", b"launcher", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_type", b"command_type", "env", b"env", "file", b"file", "instance_id", b"instance_id", "invoke_id", b"invoke_id", "launcher", b"launcher", "output_limit", b"output_limit", "script", b"script", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "username", b"username", "working_dir", b"working_dir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
