@@ -1,24 +1,41 @@
-# Every target works from a fresh clone: each depends on `install`.
+# Every target works from a fresh clone: `run` depends on `install-runtime` (the product and
+# what it needs to run), every other target on `install` (that and the development tools).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+NEW_VENV := test -x $(PY) || $(PYTHON) -m venv $(VENV)
 PROTOS := $(wildcard protos/cloudassist/v1/*.proto)
 
-.PHONY: install interop-deps console-deps console check-console run test gen check-gen lint lint-protos bench migration clean
+.PHONY: install install-runtime system-deps interop-deps console-deps console check-console run test gen check-gen lint lint-protos bench migration clean
 
 install: $(STAMP)
 
+install-runtime: $(RUNTIME_STAMP)
+
+# The full install holds the runtime one: it brings that stamp up to date too.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(NEW_VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME_STAMP)
 
-run: install
+$(RUNTIME_STAMP): pyproject.toml
+	$(NEW_VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+run: install-runtime
 	./deploy/run-local.sh
 
-test: install interop-deps
+# The system packages the tests drive for real (PostgreSQL, Node.js, Chromium, tmux, systemd's
+# tools): apt-get installs what is missing, or the script prints the one command to run.
+system-deps:
+	./deploy/system-deps.sh
+
+test: system-deps install interop-deps
 	$(PY) -m pytest
 	CLOUDASSIST_TEST_DB=postgres $(PY) -m pytest tests/integration \
 	  --ignore tests/integration/test_cluster.py

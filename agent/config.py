@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # The agent ships in the server's distribution: it logs the way the server does.
@@ -170,9 +170,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.absolute()
+
+
+def program_path(program: str) -> str:
+    """A program given as a path (it has a slash), absolute; a bare name stays one (PATH)."""
+    return str(Path(program).absolute()) if os.sep in program else program
+
+
+def with_absolute_paths(config: AgentConfig) -> AgentConfig:
+    """`config` with every path it holds absolute, against the current directory: the agent
+    resolves them once, at start-up, so that nothing later depends on its current directory
+    (its scripts start elsewhere, in their working directory or their user's home)."""
+    return replace(
+        config,
+        state_dir=config.state_dir.absolute(),
+        ca=_absolute(config.ca),
+        cert=_absolute(config.cert),
+        key=_absolute(config.key),
+        boot_id_file=config.boot_id_file.absolute(),
+        powershell=program_path(config.powershell),
+    )
+
+
 def parse_config(argv: list[str] | None = None) -> AgentConfig:
+    """The agent's configuration from its flags and environment, every path absolute."""
     args = build_parser().parse_args(argv)
-    return AgentConfig(
+    config = AgentConfig(
         server=args.server,
         instance_id=args.instance_id,
         region_id=args.region_id,
@@ -190,3 +215,4 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         boot_id_file=args.boot_id_file,
         powershell=args.powershell,
     )
+    return with_absolute_paths(config)

@@ -39,6 +39,13 @@ PWSH_FLAGS = "-NoLogo -NoProfile -NonInteractive -File"
 # After the script exits, how long to wait for background children to close the pipe.
 DRAIN_SECONDS = 1.0
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+DIRECTORY_NOT_ABSOLUTE = "DirectoryNotAbsolute"
+DIRECTORY_NOT_ACCESSIBLE = "DirectoryNotAccessible"
+# How a script run as another user enters its working directory as that user, then becomes the
+# script; a refusal goes to stdin, the write end of a pipe (the script's stdin is /dev/null).
+ENTER_AS_USER = (
+    'cd -P -- "$1" 2>/dev/null || { echo refused >&0; exit 126; }; shift; exec "$@" </dev/null'
+)
 
 
 class LaunchError(Exception):
@@ -121,6 +128,8 @@ def plan_launch(
         raise LaunchError(
             "CommandNotApplicable", f"{command_type} scripts do not run on this instance"
         )
+    if working_dir and not os.path.isabs(working_dir):  # never the agent's own current one
+        raise LaunchError(DIRECTORY_NOT_ABSOLUTE, f"working directory {working_dir!r} is relative")
     account, switch = _account(username)
     cwd = working_dir or account.pw_dir
     if not os.path.isdir(cwd):
@@ -257,23 +266,44 @@ def kill_leftover(pid: int, proc_start: str | None) -> bool:
     return True
 
 
-def _spawn(plan: LaunchPlan) -> subprocess.Popen[bytes]:
+def _spawn(plan: LaunchPlan) -> tuple[subprocess.Popen[bytes], int | None]:
     """Starts the script in a session of its own, stdout and stderr on one pipe. Without a
     change of user, CPython starts it with vfork(), the cheapest way the standard library
-    has that can also chdir and setsid (posix_spawn can do neither before Python 3.13)."""
+    has that can also chdir and setsid (posix_spawn can do neither before Python 3.13). As
+    another user, the child would chdir before it drops its privileges: ENTER_AS_USER does it
+    after, and the read end of its pipe is returned too (None: the script has started)."""
     run_as = plan.run_as
-    return subprocess.Popen(
-        plan.argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=plan.cwd,
-        env=plan.env,
-        start_new_session=True,
-        user=run_as.uid if run_as else None,
-        group=run_as.gid if run_as else None,
-        extra_groups=run_as.groups if run_as else None,
-    )
+    argv, cwd, stdin, entered, told = plan.argv, plan.cwd, subprocess.DEVNULL, None, None
+    if run_as is not None:
+        entered, told = os.pipe()
+        argv, cwd, stdin = ["/bin/sh", "-c", ENTER_AS_USER, "sh", cwd, *argv], "/", told
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=plan.env,
+            start_new_session=True,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=run_as.groups if run_as else None,
+        )
+    except BaseException as exc:
+        if entered is not None:
+            os.close(entered)
+        if isinstance(exc, OSError) and exc.filename == plan.cwd:  # the agent's own user
+            raise LaunchError(
+                DIRECTORY_NOT_ACCESSIBLE, f"cannot enter working directory {plan.cwd!r}: {exc}"
+            ) from exc
+        raise
+    finally:
+        if told is not None:
+            os.close(told)
+    if entered is not None:
+        os.set_blocking(entered, False)
+    return proc, entered
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
@@ -340,12 +370,14 @@ class TaskProcess:
     async def run(self, on_started: Callable[[int], None], on_output: OutputSink) -> ProcessOutcome:
         """Runs the script; `on_output` gets its output in order (when it returns an
         awaitable, reading waits for it: backpressure)."""
-        proc = _spawn(self._plan)
+        proc, entered = _spawn(self._plan)
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         os.set_blocking(fd, False)
         with contextlib.suppress(OSError):  # fewer, larger reads of a chatty script
             fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        if entered is not None:
+            await self._enter(proc, entered)
         on_started(proc.pid)
         pump = asyncio.create_task(self._pump(fd, on_output))
         exited = _exited(proc)
@@ -380,6 +412,27 @@ class TaskProcess:
             proc.stdout.close()
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
         return ProcessOutcome(kind, code if code >= 0 else 128 - code)
+
+    async def _enter(self, proc: subprocess.Popen[bytes], entered: int) -> None:
+        """Waits until a script that runs as another user has entered its working directory
+        and started; LaunchError, the process gone, if that user could not enter it."""
+        try:
+            # One write (the refusal) or the end of the pipe (the script started).
+            await asyncio.wait_for(_readable(entered), self._timeout)
+            if os.read(entered, 64):
+                user = self._plan.run_as.name if self._plan.run_as else ""
+                raise LaunchError(
+                    DIRECTORY_NOT_ACCESSIBLE,
+                    f"the user {user} cannot enter working directory {self._plan.cwd!r}",
+                )
+        except BaseException:  # refused, timed out (a directory that hangs) or cancelled
+            await kill_tree(proc.pid, 0)
+            await asyncio.to_thread(proc.wait)
+            assert proc.stdout is not None
+            proc.stdout.close()
+            raise
+        finally:
+            os.close(entered)
 
     @staticmethod
     async def _pump(fd: int, on_output: OutputSink) -> None:

@@ -36,6 +36,11 @@ def _ids(file: FileToWrite) -> tuple[int, int]:
     return uid, gid
 
 
+def _start_of(name: str, max_bytes: int = 64) -> str:
+    """The start of `name` that takes at most `max_bytes` bytes in UTF-8."""
+    return name.encode()[:max_bytes].decode(errors="ignore")
+
+
 def write_file(file: FileToWrite, content: bytes) -> None:
     """Writes the file (blocking: call it from the I/O thread). A file already there stays
     as it was unless `overwrite`; readers never see a part of the new one."""
@@ -50,7 +55,8 @@ def write_file(file: FileToWrite, content: bytes) -> None:
         raise LaunchError("FileAlreadyExists", f"{path} is a directory")
     if path.exists() and not file.overwrite:
         raise LaunchError("FileAlreadyExists", f"{path} exists and overwrite is off")
-    fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{file.name}.")
+    # The temporary name must fit where the file's own name just fits (255 bytes).
+    fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{_start_of(file.name)}.")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(content)

@@ -13,7 +13,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from agent.config import ENV_PREFIX, build_parser
+from agent.config import ENV_PREFIX, build_parser, program_path
 
 UNIT_NAME = "cloudassist-agent.service"
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
@@ -108,6 +108,8 @@ def agent_environment(flags: list[str]) -> dict[str, str]:
     for action in actions:
         action.default = argparse.SUPPRESS
     given = vars(parser.parse_args(flags))
+    if "powershell" in given:  # a path to pwsh, like the Path flags, is made absolute
+        given["powershell"] = program_path(given["powershell"])
     return {_variable(a): _text(given[a.dest]) for a in actions if a.dest in given}
 
 

@@ -25,12 +25,16 @@ def config_path() -> Path:
 
 
 def load_config() -> dict[str, Any]:
-    """`server`, `region`, `api_key`, `ca` from the config file (TOML), if there is one."""
+    """`server`, `region`, `api_key`, `ca` from the config file (TOML), if there is one. A
+    relative `ca` is relative to the config file's directory (not to wherever the CLI runs)."""
     path = config_path()
     if not path.is_file():
         return {}
     with path.open("rb") as source:
-        return tomllib.load(source)
+        config = tomllib.load(source)
+    if isinstance(config.get("ca"), str) and config["ca"]:
+        config["ca"] = str(path.absolute().parent / config["ca"])
+    return config
 
 
 def find_api_key(explicit: str | None, server: str, config: dict[str, Any]) -> str | None:

@@ -31,24 +31,32 @@ from cloudassist.v1 import (
 )
 from cloudassist.v1 import command_pb2 as pb
 
-# Exit codes of every command; run, watch and invoke --watch exit with the script's own code
-# or one of client/follow.py's.
+# Exit codes of every command; run, watch, invoke --watch and rerun --watch exit with the
+# script's own code or one of client/follow.py's.
 EXIT_OK = 0
 EXIT_LOCAL_ERROR = 1
 EXIT_API_ERROR = 2
 EXIT_CODES_HELP = (
     f"Exit status: {EXIT_OK} on success; {EXIT_LOCAL_ERROR} for a problem found before calling "
     f"the server (a bad KEY=VALUE, a file that cannot be read); {EXIT_API_ERROR} for a bad "
-    "command line or when the server refused the request or could not be reached. run, watch "
-    "and invoke --watch exit with the script's exit code (the first failing instance's when "
-    f"there are several), {EXIT_TIMEOUT} on timeout, {EXIT_NOT_RUN} when it could not run, "
-    f"{EXIT_STOPPED} when it was stopped (or on Ctrl-C)."
+    "command line or when the server refused the request or could not be reached. run, watch, "
+    "invoke --watch and rerun --watch exit with the script's exit code (the first failing "
+    f"instance's when there are several), {EXIT_TIMEOUT} on timeout, {EXIT_NOT_RUN} when it "
+    f"could not run, {EXIT_STOPPED} when it was stopped (or on Ctrl-C)."
 )
 
 TYPES = {
     "shell": pb.COMMAND_TYPE_RUN_SHELL_SCRIPT,
     "bat": pb.COMMAND_TYPE_RUN_BAT_SCRIPT,
     "powershell": pb.COMMAND_TYPE_RUN_POWERSHELL_SCRIPT,
+}
+# The failed states `rerun --state` chooses from (all of them by default).
+RERUN_STATES = {
+    "failed": pb.EXECUTION_STATE_FAILED,
+    "timeout": pb.EXECUTION_STATE_TIMEOUT,
+    "aborted": pb.EXECUTION_STATE_ABORTED,
+    "invalid": pb.EXECUTION_STATE_INVALID,
+    "error": pb.EXECUTION_STATE_ERROR,
 }
 STATUSES = {
     "running": pb.INVOKE_STATUS_RUNNING,
@@ -76,7 +84,8 @@ def _content(args: argparse.Namespace) -> bytes | None:
     if getattr(args, "file", None):
         return Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     if getattr(args, "content", None) is not None:
-        return str(args.content).encode()
+        # The bytes the shell passed: os.fsencode undoes how Python decoded argv.
+        return os.fsencode(str(args.content))
     return None
 
 
@@ -247,6 +256,43 @@ async def invoke(c: Client) -> int:
     return 0
 
 
+def _rerun_states(values: list[str] | None) -> list[pb.ExecutionState.ValueType]:
+    """--state values (repeatable, comma-separated) as execution states."""
+    states = []
+    for value in ",".join(values or []).split(","):
+        name = value.strip().lower()
+        if not name:
+            continue
+        if name not in RERUN_STATES:
+            raise SystemExit(
+                f"cloudassist: --state takes {', '.join(RERUN_STATES)}, not {value.strip()!r}"
+            )
+        states.append(RERUN_STATES[name])
+    return states
+
+
+async def rerun(c: Client) -> int:
+    a = c.args
+    response = await c.commands.RerunInvocation(
+        pb.RerunInvocationRequest(
+            region_id=c.region,
+            invoke_id=a.invoke_id,
+            states=_rerun_states(a.state),
+            instance_ids=a.instance,
+            client_token=a.client_token,
+        )
+    )
+    if a.json and a.watch:
+        render.print_json_line({"invocation": render.message_dict(response)})
+    elif a.json:
+        render.print_json(response)
+    else:
+        print(response.invoke_id)
+    if a.watch:
+        return await _follow(c, response.invoke_id, list(response.instance_ids))
+    return 0
+
+
 async def send_file(c: Client) -> int:
     a = c.args
     instance_ids, resource_tags = _targets(a)
@@ -348,6 +394,7 @@ async def invocations(c: Client) -> int:
             invoke_status=STATUSES[a.status] if a.status else pb.INVOKE_STATUS_UNSPECIFIED,
             page_size=a.page_size,
             page_token=a.page_token,
+            command_name=a.command_name,
         )
     )
     if a.json:
@@ -515,6 +562,22 @@ async def instances(c: Client) -> int:
         c.palette,
     )
     _footer(response.total_count, len(response.instances), response.next_page_token)
+    return 0
+
+
+async def regions(c: Client) -> int:
+    response = await c.instances.DescribeRegions(instance_pb2.DescribeRegionsRequest())
+    if c.args.json:
+        render.print_json(response)
+        return 0
+    render.print_table(
+        ["REGION", "INSTANCES", "ONLINE", "COMMANDS"],
+        [
+            [r.region_id, r.instance_count, r.online_count, r.command_count]
+            for r in response.regions
+        ],
+        c.palette,
+    )
     return 0
 
 
@@ -704,7 +767,7 @@ async def run(c: Client) -> int:
     instance_ids, resource_tags = _targets(a)
     script = _content(a)
     if script is None:
-        script = a.script.encode() if a.script else b""
+        script = os.fsencode(a.script) if a.script else b""
     response = await c.commands.RunCommand(
         pb.RunCommandRequest(
             region_id=c.region,
@@ -860,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = csub.add_parser("list", help="list commands, newest first")
     listing.add_argument("--id", default="")
-    listing.add_argument("--name", default="")
+    listing.add_argument("--name", default="", help="names containing this, any case")
     listing.add_argument("--type", choices=sorted(TYPES))
     listing.add_argument("-t", "--tag", action="append", help="KEY=VALUE (empty value: any)")
     paged(listing)
@@ -902,6 +965,27 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--watch", action="store_true", help="print output until it ends")
     inv.set_defaults(handler=invoke)
 
+    rr = sub.add_parser(
+        "rerun",
+        help="run an ended invocation again on its failed instances",
+        description="Starts a new invocation of the same script, parameters and options, "
+        "once, on the instances whose latest record failed (by default any of: "
+        f"{', '.join(RERUN_STATES)}; FAILED is an exit code other than 0). Prints its id.",
+        epilog=EXIT_CODES_HELP,
+    )
+    rr.add_argument("invoke_id")
+    chosen = rr.add_mutually_exclusive_group()
+    chosen.add_argument("--failed", action="store_true", help="every failed instance (the default)")
+    chosen.add_argument(
+        "--state",
+        action="append",
+        help=f"only these, comma-separated or repeated: {','.join(RERUN_STATES)}",
+    )
+    rr.add_argument("-i", "--instance", action="append", default=[], help="only these failed ones")
+    rr.add_argument("--client-token", default="")
+    rr.add_argument("--watch", action="store_true", help="print output until it ends")
+    rr.set_defaults(handler=rerun)
+
     sf = sub.add_parser("send-file", help="write a file on instances (at most 32 KB)")
     sf.add_argument("-i", "--instance", action="append", help="repeatable")
     sf.add_argument("-t", "--tag", action="append", help="KEY=VALUE: every instance with the tag")
@@ -935,7 +1019,8 @@ def build_parser() -> argparse.ArgumentParser:
     invs = sub.add_parser("invocations", help="list invocations, newest first")
     invs.add_argument("--id", default="")
     invs.add_argument("--command-id", default="")
-    invs.add_argument("--instance-id", default="")
+    invs.add_argument("--command-name", default="", help="command names containing this, any case")
+    invs.add_argument("--instance-id", default="", help="invocations that include it")
     invs.add_argument("--status", choices=sorted(STATUSES))
     paged(invs)
     invs.set_defaults(handler=invocations)
@@ -1009,6 +1094,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wt.add_argument("invoke_id")
     wt.set_defaults(handler=watch)
+
+    rg = sub.add_parser(
+        "regions", help="the regions holding your instances, commands or invocations"
+    )
+    rg.set_defaults(handler=regions)
 
     tg = sub.add_parser("tag", help="set tags on instances")
     tg.add_argument("-i", "--instance", action="append", required=True, help="repeatable")
@@ -1111,9 +1201,42 @@ async def _main(args: argparse.Namespace) -> int:
         await client.channel.close()
 
 
+def with_absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the files it names (--ca, --file) absolute, against the current directory,
+    once, before anything reads them."""
+    if args.ca is not None:
+        args.ca = args.ca.absolute()
+    if getattr(args, "file", None) and args.file != "-":
+        args.file = str(Path(args.file).absolute())
+    return args
+
+
+# Arguments that are bytes, not text: scripts (sent as they are) and local file names.
+_BYTES_ARGS = frozenset({"script", "content", "file"})
+
+
+def check_text(args: argparse.Namespace) -> argparse.Namespace:
+    """`args`, or a local error naming the first argument the server would take as text that
+    is not UTF-8 (what a terminal in another encoding passes), instead of a traceback."""
+    for name, value in vars(args).items():
+        if name in _BYTES_ARGS:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise SystemExit(
+                    f"cloudassist: {name.replace('_', '-')}: {os.fsencode(text)!r} is not UTF-8 "
+                    "text (a script may be any bytes: give it as the script or with --file)"
+                ) from None
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = check_text(with_absolute_paths(parser.parse_args(argv)))
     if args.command == "completion":
         sys.stdout.write(completion.script(args.shell, parser))
         return

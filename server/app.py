@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import make_url
 
 from cloudassist.v1 import admin_pb2, agent_pb2, command_pb2, instance_pb2
+from server.admin_key import local_peer, read_key_file
 from server.admin_plane import AdminPlane
 from server.agent_plane import AgentPlane
 from server.api.admin_service import AdminService
@@ -55,6 +56,7 @@ from server.reaper import Reaper
 from server.recorder import Recorder
 from server.scheduler import Scheduler
 from server.store import servers, stats
+from server.store.admin_keys import ProvidedKey, ProvidedKeyError, register_provided_key
 from server.store.database import Database
 from server.store.engine import is_sqlite
 from server.store.schedules import FirePolicy
@@ -126,6 +128,7 @@ class ServerApp:
         self.config = config
         self._check_transport()
         self.destinations = self._output_destinations()
+        self.provided_key = self._provided_key()
         self.db = Database.open(config.database_url)
         self.server_id = ids.new_id("s")
         self.metrics = Metrics()
@@ -203,6 +206,15 @@ class ServerApp:
         if config.agent_ca is not None and (config.tls_cert is None or not config.agent_listen):
             raise ConfigError("--agent-ca needs --tls-cert, --tls-key and --agent-listen")
 
+    def _provided_key(self) -> tuple[str, str] | None:
+        """The admin key of --admin-key-file, checked before anything starts."""
+        if self.config.admin_key_file is None:
+            return None
+        try:
+            return read_key_file(self.config.admin_key_file)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
     def _output_destinations(self) -> list[Destination]:
         config = self.config
         destinations: list[Destination] = []
@@ -242,6 +254,9 @@ class ServerApp:
         return port
 
     async def _bootstrap(self) -> None:
+        if self.provided_key is not None:
+            await self._register_provided_key(*self.provided_key)
+            return
         token = await self.db.write(bootstrap_admin, now_ms())
         if token is None:
             return
@@ -251,6 +266,21 @@ class ServerApp:
         with os.fdopen(fd, "w") as out:
             out.write(token + "\n")
         log.warning("created the admin account; its API key is in %s (mode 0600)", path)
+
+    async def _register_provided_key(self, key_id: str, secret: str) -> None:
+        """The key of --admin-key-file becomes the admin's (once, whichever server starts
+        first); no admin.key is written."""
+        path = self.config.admin_key_file
+        try:
+            done = await self.db.write(
+                register_provided_key, key_id, secret, now_ms(), local_peer()
+            )
+        except ProvidedKeyError as exc:
+            raise ConfigError(f"--admin-key-file {path}: {exc}") from exc
+        if done is ProvidedKey.REVOKED:
+            log.warning("the admin key %s of %s: %s", key_id, path, done.value)
+        else:
+            log.info("the admin key %s of %s: %s", key_id, path, done.value)
 
     def _records_by_state(self) -> dict[str, int]:
         """Called on the metrics server's thread, which may block."""

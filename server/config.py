@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from pathlib import Path
 
 from server.domain.limits import Limits
 from server.domain.timezones import parse_timezone
 from server.logs import LOG_FORMATS
+from server.store.engine import absolute_database_url
 
 ENV_PREFIX = "CLOUDASSIST_"
 
@@ -56,6 +57,8 @@ class ServerConfig:
     tls_key: Path | None = None
     # CA that agent client certificates must chain to; the certificate's CN is the instance id.
     agent_ca: Path | None = None
+    # The bootstrap admin key, from a file the operator provides (a Kubernetes Secret, ...).
+    admin_key_file: Path | None = None
     insecure: bool = False
     rate_limit: float = 100.0
     rate_burst: float = 200.0
@@ -73,6 +76,26 @@ def _env(name: str, default: str) -> str:
 def _path_env(name: str) -> Path | None:
     value = _env(name, "")
     return Path(value) if value else None
+
+
+def with_absolute_paths(config: ServerConfig) -> ServerConfig:
+    """`config` with every path it holds absolute, against the current directory: resolved
+    once, at start-up, so that nothing later depends on the process's current directory."""
+
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else path.absolute()
+
+    return replace(
+        config,
+        data_dir=config.data_dir.absolute(),
+        output_dir=absolute(config.output_dir),
+        db_url=absolute_database_url(config.db_url),
+        ready_file=absolute(config.ready_file),
+        tls_cert=absolute(config.tls_cert),
+        tls_key=absolute(config.tls_key),
+        agent_ca=absolute(config.agent_ca),
+        admin_key_file=absolute(config.admin_key_file),
+    )
 
 
 def _timezone(text: str) -> tzinfo:
@@ -125,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The cloudassist gRPC server: command API, agent streams, deadlines. "
         "Every flag can also be set with an environment variable CLOUDASSIST_<FLAG> "
         "(e.g. CLOUDASSIST_LISTEN). `cloudassist-server migrate [--show] "
-        "[--db URL | --data-dir DIR]` upgrades (or shows) the database schema instead.",
+        "[--db URL | --data-dir DIR]` upgrades (or shows) the database schema instead; "
+        "`cloudassist-server admin-key [--db URL | --data-dir DIR] [--output FILE]` issues a "
+        "new admin API key.",
     )
     add = parser.add_argument
     add(
@@ -266,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
         "is their instance id (mTLS, on --agent-listen)",
     )
     add(
+        "--admin-key-file",
+        type=Path,
+        default=_path_env("admin-key-file"),
+        metavar="FILE",
+        help="the admin API key '<key id>.<secret>' from this file (e.g. a mounted secret) "
+        "instead of a generated admin.key: registered for the admin account at start-up, so "
+        "that every server given the same file accepts it",
+    )
+    add(
         "--insecure",
         action="store_true",
         default=_env("insecure", "") == "1",
@@ -322,34 +356,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_migrate_config(argv: list[str]) -> tuple[ServerConfig, bool]:
-    """`cloudassist-server migrate`'s flags: the database the server would use (same flags and
-    environment variables), and --show. Returns the config and whether to only show."""
+def add_database_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a subcommand that works on the server's database: --data-dir and --db
+    (with the server's environment variables), and the logging flags."""
     defaults = ServerConfig()
-    parser = argparse.ArgumentParser(
-        prog="cloudassist-server migrate",
-        description="Upgrades the database schema to this server's revision (a new database "
-        "gets the whole schema). Back up the database first. The flags and environment "
-        "variables name the database as they do for the server.",
-    )
-    add = parser.add_argument
-    add("--show", action="store_true", help="print the revisions; exit 0 only when current")
-    add(
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=Path(_env("data-dir", str(defaults.data_dir))),
         help="the server's data directory, for its SQLite database [%(default)s]",
     )
-    add("--db", default=_env("db", ""), help="SQLAlchemy database URL [the SQLite database]")
+    parser.add_argument(
+        "--db", default=_env("db", ""), help="SQLAlchemy database URL [the SQLite database]"
+    )
     _add_logging_flags(parser, defaults)
-    args = parser.parse_args(argv)
+
+
+def database_config(args: argparse.Namespace) -> ServerConfig:
+    """The config of the flags `add_database_flags` added, its paths absolute."""
     config = ServerConfig(
         data_dir=args.data_dir,
         db_url=args.db,
         log_level=args.log_level,
         log_format=args.log_format,
     )
-    return config, args.show
+    return with_absolute_paths(config)
+
+
+def parse_migrate_config(argv: list[str]) -> tuple[ServerConfig, bool]:
+    """`cloudassist-server migrate`'s flags: the database the server would use (same flags and
+    environment variables), and --show. Returns the config and whether to only show."""
+    parser = argparse.ArgumentParser(
+        prog="cloudassist-server migrate",
+        description="Upgrades the database schema to this server's revision (a new database "
+        "gets the whole schema). Back up the database first. The flags and environment "
+        "variables name the database as they do for the server.",
+    )
+    parser.add_argument(
+        "--show", action="store_true", help="print the revisions; exit 0 only when current"
+    )
+    add_database_flags(parser)
+    args = parser.parse_args(argv)
+    return database_config(args), args.show
 
 
 def parse_config(argv: list[str] | None = None) -> ServerConfig:
@@ -362,7 +410,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     default_timezone = args.default_timezone
     if isinstance(default_timezone, str):
         default_timezone = _timezone(default_timezone)
-    return ServerConfig(
+    config = ServerConfig(
         listen=args.listen,
         data_dir=args.data_dir,
         output_dir=args.output_dir,
@@ -392,8 +440,10 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         agent_ca=args.agent_ca,
+        admin_key_file=args.admin_key_file,
         insecure=args.insecure,
         rate_limit=args.rate_limit,
         rate_burst=args.rate_burst,
         max_message_bytes=args.max_message_bytes,
     )
+    return with_absolute_paths(config)

@@ -2,6 +2,7 @@
 
 `cloudassist-server migrate [flags]` upgrades the database schema instead (the same --db or
 --data-dir as the server); `--show` prints its revision and changes nothing.
+`cloudassist-server admin-key [flags]` issues a new admin API key (server/admin_key.py).
 """
 
 from __future__ import annotations
@@ -11,26 +12,20 @@ import contextlib
 import logging
 import signal
 import sys
-from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from server import event_loop, logs
+from server import admin_key, event_loop, logs
 from server.app import ConfigError, ServerApp
 from server.config import ServerConfig, parse_config, parse_migrate_config
 from server.store import schema
-from server.store.engine import DatabasePathError, is_sqlite, make_engine, sqlite_path
-
-# What opening a database raises for a URL that is malformed, names a driver that is not
-# installed, or reaches nothing: the operator's to fix, so a line and not a traceback. (The
-# server leaves ImportError out: there it may be about something else, like boto3.)
-DATABASE_ERRORS = (SQLAlchemyError, ImportError)
-
-
-def _database_error(error: BaseException) -> str:
-    # SQLAlchemy appends the statement and a link on lines of their own.
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"cannot use the database: {first}"
+from server.store.engine import (
+    DATABASE_ERRORS,
+    DatabasePathError,
+    database_error,
+    make_engine,
+    missing_sqlite_file,
+)
 
 
 async def serve(config: ServerConfig) -> None:
@@ -40,7 +35,7 @@ async def serve(config: ServerConfig) -> None:
     except (ConfigError, schema.SchemaError, DatabasePathError) as error:
         sys.exit(f"cloudassist-server: {error}")
     except SQLAlchemyError as error:
-        sys.exit(f"cloudassist-server: {_database_error(error)}")
+        sys.exit(f"cloudassist-server: {database_error(error)}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,24 +70,13 @@ def _report(done: schema.Upgrade) -> str:
     return f"upgraded the database from revision {done.before} to {done.after}"
 
 
-def _missing_sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL when there is none (None: it exists, or is in memory)."""
-    path = sqlite_path(url) if is_sqlite(url) else None
-    if path is None:
-        return None
-    try:
-        return None if path.exists() else path
-    except OSError as error:  # a name too long, a directory it may not search
-        raise DatabasePathError(path, error) from error
-
-
 def migrate(config: ServerConfig, *, show: bool) -> None:
     """Upgrades the database to this server's revision, or with `show` prints where it is and
     exits 0 only when it is current. A SQLite file that does not exist is refused rather than
     created: it means a --db or --data-dir other than the server's."""
     url = config.database_url
     try:
-        missing = _missing_sqlite_file(url)
+        missing = missing_sqlite_file(url)
         if missing is not None and show:
             print(f"database revision: none (no database at {missing})")
             sys.exit(1)
@@ -114,7 +98,7 @@ def migrate(config: ServerConfig, *, show: bool) -> None:
     except (schema.SchemaError, DatabasePathError) as error:
         sys.exit(f"cloudassist-server migrate: {error}")
     except DATABASE_ERRORS as error:
-        sys.exit(f"cloudassist-server migrate: {_database_error(error)}")
+        sys.exit(f"cloudassist-server migrate: {database_error(error)}")
     print(_report(done))
 
 
@@ -124,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         config, show = parse_migrate_config(args[1:])
         logs.configure(config.log_level, config.log_format)
         migrate(config, show=show)
+        return
+    if args[:1] == ["admin-key"]:
+        admin_key.main(args[1:])
         return
     config = parse_config(args)
     logs.configure(config.log_level, config.log_format)

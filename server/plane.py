@@ -35,12 +35,14 @@ from server.domain.model import (
     InvocationSpec,
     OutputSlice,
     Record,
+    Region,
     RepeatMode,
     runs_on,
 )
 from server.domain.pagination import parse_page
+from server.domain.rerun import Rerun, check_states, rerun_spec, rerun_targets
 from server.domain.schedule import Schedule, parse_frequency
-from server.domain.status import InvokeStatus
+from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tags import check_selector, check_tags
 from server.domain.tasks import Task, build_task
 from server.domain.timezones import day_start_ms
@@ -51,6 +53,7 @@ from server.domain.validation import (
     check_client_token,
     check_instance_id,
     check_instances_found,
+    check_name_filter,
     check_region,
     check_required,
     validate_command,
@@ -63,6 +66,7 @@ from server.logs import about
 from server.store import agents as agents_repo
 from server.store import commands as commands_repo
 from server.store import invocations as invocations_repo
+from server.store import regions as regions_repo
 from server.store import tags as tags_repo
 from server.store.database import Database
 from server.store.idempotency import IdempotencyKey, replay
@@ -198,6 +202,7 @@ class CommandPlane:
         tags: Sequence[tuple[str, str]] = (),
     ) -> Listing[Command]:
         check_region(region_id)
+        check_name_filter(name, "name", self._limits)
         selector = check_selector(tags, "tags")
         filters = (region_id, command_id, name, command_type, selector)
         page = parse_page("commands", filters, page_size, page_token)
@@ -355,6 +360,44 @@ class CommandPlane:
         self._hub.carry_out(effects)
         return Started(invoke_id=result["invoke_id"], command_id=result["command_id"])
 
+    async def rerun(
+        self,
+        account_id: str,
+        region_id: str,
+        invoke_id: str,
+        states: Sequence[ExecutionState],
+        instance_ids: Sequence[str],
+        client_token: str,
+    ) -> Rerun:
+        """RerunInvocation: the source's content and options, once, on its failed instances
+        (server/domain/rerun.py), made as InvokeCommand makes an invocation."""
+        check_region(region_id)
+        check_required(invoke_id, "invoke_id", reasons.MISSING_INVOKE_ID)
+        chosen = check_states(states)
+        for instance_id in instance_ids:
+            check_instance_id(instance_id, self._limits)
+        key = self._idempotency_key(
+            account_id,
+            region_id,
+            "RerunInvocation",
+            client_token,
+            invoke_id,
+            [s.value for s in chosen],
+            sorted(set(instance_ids)),
+        )
+        previous = await self._db.read(replay, key)
+        if previous is not None:  # a retry: what the first call made
+            made = await self._db.read(
+                invocations_repo.get_invocation, account_id, region_id, previous["invoke_id"]
+            )
+            return Rerun(made.invoke_id, made.spec.command_id, made.spec.instance_ids)
+        source = await self._db.read(
+            invocations_repo.get_invocation, account_id, region_id, invoke_id
+        )
+        targets = rerun_targets(source, chosen, instance_ids)
+        started = await self._start(account_id, rerun_spec(source.spec, targets), key)
+        return Rerun(started.invoke_id, started.command_id, tuple(sorted(targets)))
+
     def _dry_run(self, plan: InvocationPlan, targets: Mapping[str, Instance]) -> DryRun:
         spec = plan.spec
         return DryRun(
@@ -397,9 +440,11 @@ class CommandPlane:
         status: InvokeStatus | None,
         page_size: int,
         page_token: str,
+        command_name: str = "",
     ) -> Listing[Invocation]:
         check_region(region_id)
-        filters = (region_id, invoke_id, command_id, instance_id, status)
+        check_name_filter(command_name, "command_name", self._limits)
+        filters = (region_id, invoke_id, command_id, instance_id, status, command_name)
         page = parse_page("invocations", filters, page_size, page_token)
         items, total = await self._db.read(
             invocations_repo.list_invocations,
@@ -410,6 +455,7 @@ class CommandPlane:
             instance_id,
             status,
             page,
+            command_name,
         )
         return listing(page, items, total, lambda i: i.invoke_id)
 
@@ -671,6 +717,9 @@ class CommandPlane:
         return await self._db.read(read_range, record.record_id, offset, end)
 
     # Instances --------------------------------------------------------------------------
+
+    async def describe_regions(self, account_id: str) -> list[Region]:
+        return await self._db.read(regions_repo.list_regions, account_id)
 
     async def describe_instances(
         self,

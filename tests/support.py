@@ -36,10 +36,18 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 class Process:
     """A child process whose output goes to a log file; stopped by pid only."""
 
-    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.argv = argv
         self.log_path = log_path
         self.env = env
+        # The directory it starts in (relative paths in its flags are relative to it).
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -50,6 +58,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(self.env or {})},
+            cwd=self.cwd,
         )
 
     @property
@@ -208,12 +217,23 @@ class ServerProcess(Process):
 
 
 class AgentProcess(Process):
+    """An agent registered with the admin's activation of `region`, or with `activation` (id,
+    code) of another account, whose instances `api_key` (that account's key) can see."""
+
     def __init__(
-        self, server: ServerProcess, instance_id: str, workdir: Path, region: str = "cn-hangzhou"
+        self,
+        server: ServerProcess,
+        instance_id: str,
+        workdir: Path,
+        region: str = "cn-hangzhou",
+        activation: tuple[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.server = server
         self.instance_id = instance_id
         self.region = region
+        self.activation = activation
+        self.api_key = api_key
         self.state_dir = workdir / f"agent-{instance_id}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Connect through this address (a proxy) instead of the server's own.
@@ -227,7 +247,7 @@ class AgentProcess(Process):
         self.wait_online(True)
 
     def start_process(self) -> None:
-        activation_id, activation_code = self.server.activation(self.region)
+        activation_id, activation_code = self.activation or self.server.activation(self.region)
         # The server's port is known only once it runs.
         self.argv = [
             str(BIN / "cloudassist-agent"),
@@ -252,6 +272,9 @@ class AgentProcess(Process):
         super().start()
 
     def wait_online(self, online: bool) -> None:
+        metadata = (
+            [("authorization", f"Bearer {self.api_key}")] if self.api_key else self.server.metadata
+        )
         with self.server.sync_channel() as channel:
             stub = instance_pb2_grpc.InstanceServiceStub(channel)
 
@@ -262,7 +285,7 @@ class AgentProcess(Process):
                     instance_pb2.DescribeInstancesRequest(
                         region_id=self.region, instance_ids=[self.instance_id]
                     ),
-                    metadata=self.server.metadata,
+                    metadata=metadata,
                 )
                 return bool(response.instances) and response.instances[0].online is online
 

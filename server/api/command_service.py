@@ -161,11 +161,30 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
             convert.invoke_status_from(request.invoke_status, "invoke_status"),
             request.page_size,
             request.page_token,
+            request.command_name,
         )
         return pb.DescribeInvocationsResponse(
             invocations=[convert.invocation_to(i) for i in listing.items],
             total_count=listing.total_count,
             next_page_token=listing.next_page_token,
+        )
+
+    @unary_errors
+    async def RerunInvocation(
+        self, request: pb.RerunInvocationRequest, context: Context
+    ) -> pb.RerunInvocationResponse:
+        rerun = await self._plane.rerun(
+            principal().account_id,
+            request.region_id,
+            request.invoke_id,
+            convert.states_from(request.states, "states"),
+            list(request.instance_ids),
+            request.client_token,
+        )
+        return pb.RerunInvocationResponse(
+            invoke_id=rerun.invoke_id,
+            command_id=rerun.command_id,
+            instance_ids=list(rerun.instance_ids),
         )
 
     @unary_errors

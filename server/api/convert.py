@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cloudassist.v1 import command_pb2 as pb
@@ -95,6 +97,21 @@ def invoke_status_to(value: InvokeStatus) -> pb.InvokeStatus.ValueType:
 
 def state_to(value: ExecutionState) -> pb.ExecutionState.ValueType:
     return pb.ExecutionState.Value(f"EXECUTION_STATE_{value.value}")
+
+
+def states_from(values: Iterable[int], field: str) -> list[ExecutionState]:
+    """Execution states; INVALID_ARGUMENT for an unknown or unspecified one."""
+    states = []
+    for value in values:
+        if value == pb.EXECUTION_STATE_UNSPECIFIED or value not in pb.ExecutionState.values():
+            raise InvalidArgument(
+                reasons.INVALID_RERUN_STATES,
+                f"{field}: {value} is not an execution state (EXECUTION_STATE_FAILED, ...)",
+                field=field,
+            )
+        name = pb.ExecutionState.Name(value).removeprefix("EXECUTION_STATE_")  # type: ignore[arg-type]
+        states.append(ExecutionState(name))
+    return states
 
 
 def os_type_to(value: OsType) -> instance_pb.OsType.ValueType:

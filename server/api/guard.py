@@ -20,7 +20,8 @@ from server.domain.accounts import AuditEntry, AuditTicket, Principal
 from server.domain.errors import PermissionDenied
 
 MUTATING_PREFIXES = (
-    "Create", "Modify", "Delete", "Invoke", "Run", "Stop", "Revoke", "Deregister", "Tag", "Untag",
+    "Create", "Modify", "Delete", "Invoke", "Run", "Rerun", "Stop", "Revoke", "Deregister", "Tag",
+    "Untag",
 )  # fmt: skip
 
 

@@ -68,3 +68,20 @@ class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
             list(request.keys),
         )
         return pb.UntagInstancesResponse()
+
+    @unary_errors
+    async def DescribeRegions(
+        self, request: pb.DescribeRegionsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.DescribeRegionsResponse:
+        regions = await self._plane.describe_regions(principal().account_id)
+        return pb.DescribeRegionsResponse(
+            regions=[
+                pb.Region(
+                    region_id=r.region_id,
+                    instance_count=r.instance_count,
+                    online_count=r.online_count,
+                    command_count=r.command_count,
+                )
+                for r in regions
+            ]
+        )

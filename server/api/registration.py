@@ -19,6 +19,7 @@ from grpc import aio
 
 from server.api.errors import abort_with
 from server.api.guard import Guard
+from server.api.wire import check_wire_format
 from server.auth import current_principal, pending_audit
 from server.domain import reasons
 from server.domain.accounts import Principal
@@ -52,6 +53,8 @@ def _nul_field(message: Message, prefix: str = "") -> str | None:
 def decode(raw: bytes, request_type: type[Message]) -> Message:
     """The request, or InvalidArgument when it does not parse or holds NUL characters."""
     try:
+        if raw and not request_type.DESCRIPTOR.fields:
+            check_wire_format(raw)
         message = request_type.FromString(raw)
     except DecodeError as exc:
         raise InvalidArgument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from server.domain import ids
@@ -40,3 +41,22 @@ def split_token(token: str) -> tuple[str, str] | None:
     if not dot or not key_id or not secret or len(token) > 256:
         return None
     return key_id, secret
+
+
+# An API key an operator provides (--admin-key-file): the shape of the keys the server makes,
+# `k-<id>.<secret>`, with a secret of 256 bits so that one SHA-256 is enough to store it.
+_PROVIDED_KEY = re.compile(r"(k-[0-9a-z]{1,62})\.([0-9a-f]{64})")
+PROVIDED_KEY_RULE = (
+    "one line '<key id>.<secret>': a key id of k- and 1 to 62 lower-case letters or digits, a "
+    "secret of 64 lower-case hex digits (256 random bits), e.g. "
+    "k-$(openssl rand -hex 10).$(openssl rand -hex 32)"
+)
+
+
+def parse_provided_key(text: str) -> tuple[str, str]:
+    """(key id, secret) of an API key an operator wrote (surrounding whitespace, such as a
+    final newline, aside); ValueError naming the rule when it has another shape."""
+    found = _PROVIDED_KEY.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"expected {PROVIDED_KEY_RULE}")
+    return found.group(1), found.group(2)

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from server.domain import reasons
 from server.domain.errors import InvalidArgument
+from server.domain.paths import is_absolute_linux_dir
 
 MAX_CONTENT_BYTES = 32 * 1024
-NAME_CHARS = 255
+NAME_BYTES = 255
 DIR_CHARS = 4096
 DEFAULT_MODE = 0o644
 _MODE = re.compile(r"0?[0-7]{3,4}")
@@ -47,12 +48,16 @@ def _invalid(reason: str, field: str, text: str) -> InvalidArgument:
 def check_file(draft: FileDraft) -> tuple[FileSpec, bytes]:
     """The file to push and its content, or InvalidArgument naming the first broken rule."""
     name = draft.name
-    if not name or len(name) > NAME_CHARS or "/" in name or name in (".", ".."):
+    # File systems count a name's bytes (UTF-8), not its characters.
+    size = len(name.encode())
+    if not name or size > NAME_BYTES or "/" in name or name in (".", ".."):
         raise _invalid(
-            reasons.FILE_NAME_INVALID, "name", f"1 to {NAME_CHARS} characters, no '/', not . or .."
+            reasons.FILE_NAME_INVALID,
+            "name",
+            f"1 to {NAME_BYTES} bytes in UTF-8 (this one has {size}), no '/', not . or ..",
         )
     target = draft.target_dir
-    if not target.startswith("/") or len(target) > DIR_CHARS or "/../" in f"{target}/":
+    if not is_absolute_linux_dir(target) or len(target) > DIR_CHARS:
         raise _invalid(
             reasons.FILE_DIR_INVALID,
             "target_dir",

@@ -230,3 +230,13 @@ class OutputSlice:
     @property
     def eof(self) -> bool:
         return self.terminal and self.next_offset >= self.total_size
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region that holds an account's instances, commands or invocations."""
+
+    region_id: str
+    instance_count: int = 0
+    online_count: int = 0
+    command_count: int = 0

@@ -95,6 +95,11 @@ INVALID_PARAMETERS_CHANGE = "InvalidParameter.ReplaceParameters"
 CMD_COUNT_EXCEED_QUOTA = "CmdCount.ExceedQuota"
 INVOCATION_EXCEED_QUOTA = "Invocation.ExceedQuota"
 IDEMPOTENT_PARAMETER_MISMATCH = "IdempotentParameterMismatch"
+# RerunInvocation.
+INVALID_RERUN_STATES = "InvalidParameter.States"
+INVOCATION_NOT_ENDED = "InvalidStatus.InvocationRunning"
+NO_FAILED_INSTANCE = "InvalidStatus.NoFailedInstance"
+INSTANCE_NOT_FAILED = "InvalidInstanceId.NotFailed"
 
 # Record error codes (InvocationResult.error_code).
 EXIT_CODE_NONZERO = "ExitCodeNonzero"
@@ -102,6 +107,10 @@ EXECUTION_TIMEOUT = "ExecutionTimeout"
 DELIVERY_TIMEOUT = "DeliveryTimeout"
 CLIENT_RESTARTED = "ClientRestarted"
 DIRECTORY_NOT_EXISTS = "DirectoryNotExists"
+# A working directory that is not absolute (stored before the rule, or from an older server).
+DIRECTORY_NOT_ABSOLUTE = "DirectoryNotAbsolute"
+# A working directory the user the script runs as cannot enter.
+DIRECTORY_NOT_ACCESSIBLE = "DirectoryNotAccessible"
 ACCOUNT_NOT_EXISTS = "AccountNotExists"
 COMMAND_NOT_APPLICABLE = "CommandNotApplicable"
 EXECUTION_EXCEPTION = "ExecutionException"
@@ -115,6 +124,8 @@ LAUNCHER_NOT_FOUND = "LauncherNotFound"
 INVALID_ON_INSTANCE = frozenset(
     {
         DIRECTORY_NOT_EXISTS,
+        DIRECTORY_NOT_ABSOLUTE,
+        DIRECTORY_NOT_ACCESSIBLE,
         ACCOUNT_NOT_EXISTS,
         COMMAND_NOT_APPLICABLE,
         LAUNCHER_NOT_FOUND,

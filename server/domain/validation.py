@@ -26,6 +26,7 @@ from server.domain.parameters import (
     parameters_size,
     parse_parameter_names,
 )
+from server.domain.paths import check_working_dir
 from server.domain.rate_control import parse_max_concurrency, parse_max_errors
 from server.domain.tags import check_tags
 
@@ -97,6 +98,18 @@ def check_client_token(token: str) -> str:
     return token
 
 
+def check_name_filter(text: str, field: str, limits: Limits) -> str:
+    """A search text for command names: no longer than a command name may be."""
+    if len(text) > limits.name_chars:
+        raise InvalidArgument(
+            reasons.INVALID_FILTER,
+            f"{field}: {len(text)} characters; a command name, and so the text searched for in "
+            f"one, is at most {limits.name_chars}",
+            field=field,
+        )
+    return text
+
+
 def _check_name(name: str, limits: Limits) -> str:
     if not name:
         raise InvalidArgument(reasons.MISSING_NAME, "name: required", field="name")
@@ -129,16 +142,6 @@ def _check_description(description: str, limits: Limits) -> str:
             field="description",
         )
     return description
-
-
-def check_working_dir(working_dir: str, limits: Limits) -> str:
-    if len(working_dir) > limits.working_dir_chars or _has_control_chars(working_dir):
-        raise InvalidArgument(
-            reasons.INVALID_WORKING_DIR,
-            f"working_dir: at most {limits.working_dir_chars} characters, no control characters",
-            field="working_dir",
-        )
-    return working_dir
 
 
 def check_timeout(timeout_seconds: int, limits: Limits) -> int:
@@ -242,7 +245,7 @@ def validate_command(draft: CommandDraft, limits: Limits) -> CommandSpec:
         type=draft.type,
         content=content,
         description=_check_description(draft.description, limits),
-        working_dir=check_working_dir(draft.working_dir, limits),
+        working_dir=check_working_dir(draft.working_dir, draft.type, limits),
         timeout_seconds=check_timeout(draft.timeout_seconds, limits),
         enable_parameter=draft.enable_parameter,
         parameter_names=tuple(names),
@@ -354,10 +357,11 @@ def validate_invocation(
         max_count=limits.parameters_per_command,
     )
     _check_content(command.content, limits, extra=parameters_size(draft.parameters))
+    # The command's own is checked again: it may have been stored before the rule was.
     working_dir = (
-        command.working_dir
+        check_working_dir(command.working_dir, command.type, limits, "the command's ")
         if draft.working_dir is None
-        else check_working_dir(draft.working_dir, limits)
+        else check_working_dir(draft.working_dir, command.type, limits)
     )
     max_concurrency = parse_max_concurrency(draft.max_concurrency, len(instance_ids))
     max_errors = parse_max_errors(draft.max_errors, len(instance_ids))

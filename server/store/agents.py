@@ -10,15 +10,16 @@ from typing import cast
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.domain import reasons
+from server.domain import lifecycle, reasons
 from server.domain.credentials import secret_matches
 from server.domain.errors import NotFound, Unauthenticated
 from server.domain.ids import new_id
+from server.domain.lifecycle import ACCEPTED, DeadlinePassed, Ended, HelloHolding, HelloWithout
 from server.domain.model import CommandType, Instance, OsType, RepeatMode
 from server.domain.pagination import Page, split_time_cursor
 from server.domain.status import ExecutionState, InvokeStatus
 from server.domain.tags import TagPairs
-from server.domain.tasks import EndKind, Task, TaskEnd, outcome_of
+from server.domain.tasks import EndKind, Task, TaskEnd
 from server.store import convert
 from server.store.invocations import (
     ACTIVE,
@@ -51,6 +52,7 @@ from server.store.tables import (
     RECORDS,
 )
 from server.store.tags import having_tags, replace_agent_tags, tags_of
+from server.store.transitions import change_values, orders_of
 
 PENDING = ExecutionState.PENDING.value
 RUNNING = ExecutionState.RUNNING.value
@@ -318,8 +320,11 @@ def agent_hello(
             continue
         acks.append((task.record_id, row.output_size, bool(row.agent_done)))
         state = ExecutionState(row.state)
-        if state is ExecutionState.PENDING:
-            # The agent took it but its task_accepted was lost.
+        change = lifecycle.on(state, HelloHolding(task.finished))
+        if change is None:
+            continue
+        if change.state is not state:
+            # The agent took it but its task_accepted was lost: it runs from now.
             timeout = conn.execute(
                 select(INVOCATIONS.c.timeout_seconds).where(
                     INVOCATIONS.c.invoke_id == row.invoke_id
@@ -327,16 +332,11 @@ def agent_hello(
             ).scalar_one()
             conn.execute(
                 update(RECORDS)
-                .where(RECORDS.c.record_id == row.record_id, RECORDS.c.state == PENDING)
-                .values(state=RUNNING, start_ms=now_ms, deadline_ms=now_ms + timeout * 1000)
+                .where(RECORDS.c.record_id == row.record_id, RECORDS.c.state == state.value)
+                .values(**change_values(change, now_ms, now_ms + timeout * 1000))
             )
             changed.append(row.record_id)
-        elif state.terminal and not task.finished:
-            effects.cancels.append(
-                CancelOrder(instance_id, row.record_id, timeout=state is ExecutionState.TIMEOUT)
-            )
-        elif state is ExecutionState.STOPPING and not task.finished:
-            effects.cancels.append(CancelOrder(instance_id, row.record_id))
+        effects.cancels.extend(orders_of(change, instance_id, row.record_id))
     lost = conn.execute(
         select(RECORDS.c.record_id, RECORDS.c.state).where(
             RECORDS.c.instance_id == instance_id,
@@ -346,23 +346,12 @@ def agent_hello(
     ).all()
     for record_id, state in lost:
         # The agent does not know a task the server thinks is running: it restarted.
-        values_lost: dict[str, object] = {
-            "finish_ms": now_ms,
-            "agent_done": True,
-            "deadline_ms": None,
-        }
-        if state == STOPPING:
-            values_lost |= {"state": ExecutionState.TERMINATED.value, "stop_ms": now_ms}
-        else:
-            values_lost |= {
-                "state": ExecutionState.ERROR.value,
-                "error_code": reasons.CLIENT_RESTARTED,
-                "error_info": "the agent restarted while the script was running",
-            }
+        change = lifecycle.on(ExecutionState(state), HelloWithout())
+        assert change is not None, "a running or stopping record the agent lost ends"
         conn.execute(
             update(RECORDS)
             .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
-            .values(**values_lost)
+            .values(**change_values(change, now_ms))
         )
         changed.append(record_id)
     pending = conn.execute(
@@ -590,24 +579,20 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
                 p.size += len(piece)
             acks[report.record_id] = OutputAck(p.instance_id, report.record_id, p.size)
         elif isinstance(report, TaskStart):
-            if p.state == PENDING:
+            change = lifecycle.on(ExecutionState(p.state), ACCEPTED)
+            if change is None:
+                continue
+            if change.state.value != p.state:
                 writes.starts[report.record_id] = {
                     "b_record_id": report.record_id,
                     "b_start_ms": report.start_ms,
                     "b_deadline_ms": now_ms + p.timeout_seconds * 1000,
                 }
-                p.mirror.state = RUNNING
+                p.mirror.state = change.state.value
                 p.mirror.start_ms = report.start_ms
                 changed.append(report.record_id)
-            elif ExecutionState(p.state).terminal:
-                # Stopped or expired before the agent took it: the agent must drop it.
-                effects.cancels.append(
-                    CancelOrder(
-                        p.instance_id,
-                        report.record_id,
-                        timeout=p.state == ExecutionState.TIMEOUT.value,
-                    )
-                )
+            # Stopped or expired before the agent took it: the agent must drop it.
+            effects.cancels.extend(orders_of(change, p.instance_id, report.record_id))
         else:
             _apply_end(report, p, effects, acks, changed, writes)
 
@@ -646,19 +631,19 @@ def _apply_end(
         return
     dropped = max(0, end.output_size - p.size)
     exit_code = end.exit_code if end.kind is not EndKind.ERROR else None
-    if p.state in ACTIVE:
-        outcome = outcome_of(end)
+    change = lifecycle.on(ExecutionState(p.state), Ended(end))
+    if change is not None:
         # A start in the same batch is not written on its own: this write takes its time
         # (which comes first, as it would had it been written).
         start = writes.starts.pop(end.record_id, None)
         start_ms = cast(int, start["b_start_ms"]) if start is not None else end.start_ms
-        stopped = outcome.state in (ExecutionState.TERMINATED, ExecutionState.CANCELLED)
+        stopped = change.stopped
         writes.ends.append(
             {
                 "b_record_id": end.record_id,
-                "b_state": outcome.state.value,
-                "b_error_code": outcome.error_code,
-                "b_error_info": outcome.error_info[:1024],
+                "b_state": change.state.value,
+                "b_error_code": change.error_code,
+                "b_error_info": change.error_info,
                 "b_exit_code": exit_code,
                 "b_dropped": dropped,
                 "b_finish_ms": end.time_ms,
@@ -667,9 +652,9 @@ def _apply_end(
             }
         )
         m = p.mirror
-        m.state = outcome.state.value
-        m.error_code = outcome.error_code
-        m.error_info = outcome.error_info[:1024]
+        m.state = change.state.value
+        m.error_code = change.error_code
+        m.error_info = change.error_info
         m.exit_code = exit_code
         m.finish_ms = end.time_ms
         m.start_ms = m.start_ms if m.start_ms is not None else start_ms
@@ -682,7 +667,7 @@ def _apply_end(
                 end.record_id,
                 p.state,
                 exit_code,
-                outcome.error_code,
+                change.error_code,
             )
         )
     else:
@@ -732,38 +717,10 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
     }
     changed = []
     for record_id, instance_id, state, timeout_seconds, invoke_id in rows:
-        values: dict[str, object] = {"deadline_ms": None, "finish_ms": now_ms}
-        if state == PENDING:
-            if instance_id in online:
-                code, info = reasons.DELIVERY_TIMEOUT, "the agent did not take the task in time"
-            else:
-                code, info = (
-                    reasons.CLIENT_NOT_ONLINE,
-                    "the agent was not connected before the delivery timeout",
-                )
-            values |= {
-                "state": ExecutionState.ABORTED.value,
-                "error_code": code,
-                "error_info": info,
-                "agent_done": True,
-            }
-            effects.cancels.append(CancelOrder(instance_id, record_id))
-        elif state == RUNNING:
-            values |= {
-                "state": ExecutionState.TIMEOUT.value,
-                "error_code": reasons.EXECUTION_TIMEOUT,
-                "error_info": f"the script ran longer than its timeout of {timeout_seconds} s",
-            }
-            effects.cancels.append(CancelOrder(instance_id, record_id, timeout=True))
-        elif state == STOPPING:
-            values |= {
-                "state": ExecutionState.TERMINATED.value,
-                "stop_ms": now_ms,
-                "error_code": reasons.TERMINATION_EXCEPTION,
-                "error_info": "the agent did not confirm the stop in time",
-            }
-            effects.cancels.append(CancelOrder(instance_id, record_id))
-        else:
+        before = ExecutionState(state)
+        change = lifecycle.on(before, DeadlinePassed(instance_id in online, timeout_seconds))
+        assert change is not None, "a passed deadline always changes the record"
+        if change.state is before:
             # Terminal with a stray deadline: clear it.
             conn.execute(
                 update(RECORDS).where(RECORDS.c.record_id == record_id).values(deadline_ms=None)
@@ -772,20 +729,15 @@ def expire_due(conn: Connection, now_ms: int, limit: int = 500) -> Effects:
         expired = conn.execute(
             update(RECORDS)
             .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
-            .values(**values)
+            .values(**change_values(change, now_ms))
         )
         if expired.rowcount != 1:
-            effects.cancels.pop()  # something else ended it first
-            continue
+            continue  # something else ended it first
+        effects.cancels.extend(orders_of(change, instance_id, record_id))
         changed.append(record_id)
         effects.ended.append(
             RecordEnded(
-                invoke_id,
-                instance_id,
-                record_id,
-                str(values["state"]),
-                None,
-                str(values["error_code"]),
+                invoke_id, instance_id, record_id, change.state.value, None, change.error_code
             )
         )
     effects.changed_invocations |= sync_invocations(conn, changed, now_ms, effects)

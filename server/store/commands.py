@@ -18,6 +18,7 @@ from server.domain.tags import TagPairs
 from server.store import convert
 from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
+from server.store.search import contains_text
 from server.store.tables import COMMAND_TAGS, COMMANDS
 from server.store.tags import tagged_with
 
@@ -163,7 +164,7 @@ def list_commands(
     if command_id:
         conditions.append(COMMANDS.c.command_id == command_id)
     if name:
-        conditions.append(COMMANDS.c.name == name)
+        conditions.append(contains_text(COMMANDS.c.name, name))
     if command_type is not None:
         conditions.append(COMMANDS.c.type == command_type.value)
     total = conn.execute(select(func.count()).select_from(COMMANDS).where(*conditions)).scalar_one()

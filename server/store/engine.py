@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from server.store.search import detect_postgres_folding, register_sqlite_functions
 
 
 def is_sqlite(url: str) -> bool:
@@ -20,6 +23,7 @@ def _tune_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    register_sqlite_functions(dbapi_connection)
 
 
 class DatabasePathError(Exception):
@@ -33,6 +37,45 @@ def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL; None for an in-memory database."""
     database = make_url(url).database
     return Path(database) if database and database != ":memory:" else None
+
+
+def absolute_database_url(url: str) -> str:
+    """`url` with a relative SQLite file made absolute against the current directory; any
+    other URL (PostgreSQL, in memory, a SQLite `file:` URI) as it is."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # not a URL: opening it says so, as for any URL it cannot use
+        return url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(Path(database).absolute())).render_as_string(hide_password=False)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when there is none (None: it exists, or is in memory)."""
+    path = sqlite_path(url) if is_sqlite(url) else None
+    if path is None:
+        return None
+    try:
+        return None if path.exists() else path
+    except OSError as error:  # a name too long, a directory it may not search
+        raise DatabasePathError(path, error) from error
+
+
+# What opening a database raises for a URL that is malformed, names a driver that is not
+# installed, or reaches nothing: the operator's to fix, so a line and not a traceback. (The
+# server leaves ImportError out: there it may be about something else, like boto3.)
+DATABASE_ERRORS = (SQLAlchemyError, ImportError)
+
+
+def database_error(error: BaseException) -> str:
+    """A one-line message of what opening a database raised."""
+    # SQLAlchemy appends the statement and a link on lines of their own.
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot use the database: {first}"
 
 
 def make_engine(url: str) -> Engine:
@@ -53,4 +96,11 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+        event.listen(
+            engine,
+            "first_connect",
+            lambda connection, _record: detect_postgres_folding(engine.dialect, connection),
+        )
+    return engine

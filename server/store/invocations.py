@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.domain import reasons
+from server.domain import lifecycle, reasons
 from server.domain.accounts import AuditEntry, naming_also
 from server.domain.errors import FailedPrecondition, NotFound, ResourceExhausted
 from server.domain.files import FileSpec
+from server.domain.lifecycle import STOP_ASKED, ErrorBudgetSpent
 from server.domain.model import (
     CommandSpec,
     Invocation,
@@ -39,7 +40,8 @@ from server.store.commands import check_command_quota, count_invocation, store_c
 from server.store.idempotency import IdempotencyKey, remember, replay
 from server.store.locks import lock_scope
 from server.store.output import read_range, read_ranges
-from server.store.reports import CancelOrder, Effects
+from server.store.reports import Effects
+from server.store.search import contains_text
 from server.store.security import record_audit
 from server.store.tables import (
     INSTANCES,
@@ -47,8 +49,10 @@ from server.store.tables import (
     INVOCATIONS,
     RECORDS,
 )
+from server.store.transitions import change_values, orders_of
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
+PENDING_STATE = ExecutionState.PENDING
 RESULT_OUTPUT_TAIL = 24 * 1024
 
 
@@ -302,6 +306,7 @@ def list_invocations(
     instance_id: str,
     status: InvokeStatus | None,
     page: Page,
+    command_name: str = "",
 ) -> tuple[list[Invocation], int]:
     # SendFile invocations are listed by DescribeSendFileResults, not here.
     conditions = [*_scope(account_id, region_id), INVOCATIONS.c.file == ""]
@@ -309,6 +314,8 @@ def list_invocations(
         conditions.append(INVOCATIONS.c.invoke_id == invoke_id)
     if command_id:
         conditions.append(INVOCATIONS.c.command_id == command_id)
+    if command_name:
+        conditions.append(contains_text(INVOCATIONS.c.command_name, command_name))
     if instance_id:
         conditions.append(
             INVOCATIONS.c.invoke_id.in_(
@@ -684,18 +691,12 @@ def advance_rate_control(
         errors = sum(1 for r in records if r.state in errors_states)
         if error_budget_spent(inv.max_errors, errors):
             ids = [r.record_id for r in waiting]
+            change = lifecycle.on(PENDING_STATE, ErrorBudgetSpent(errors, inv.max_errors))
+            assert change is not None, "a held record is PENDING"
             conn.execute(
                 update(RECORDS)
                 .where(RECORDS.c.record_id.in_(ids), RECORDS.c.held.is_(True))
-                .values(
-                    state=ExecutionState.CANCELLED.value,
-                    held=False,
-                    error_code=reasons.MAX_ERRORS_EXCEEDED,
-                    error_info=f"{errors} records ended in error; max_errors is {inv.max_errors}",
-                    stop_ms=now_ms,
-                    finish_ms=now_ms,
-                    agent_done=True,
-                )
+                .values(held=False, **change_values(change, now_ms))
             )
             sync_invocations(conn, ids, now_ms)
             touched.add(inv.invoke_id)
@@ -841,25 +842,15 @@ def stop_invocation(
             )
     effects = Effects()
     for record_id, instance_id, state in rows:
-        if state == ExecutionState.PENDING.value:
+        change = lifecycle.on(ExecutionState(state), STOP_ASKED)
+        assert change is not None, "a stop changes every active record"
+        if change.state.value != state:
             conn.execute(
                 update(RECORDS)
                 .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
-                .values(
-                    state=ExecutionState.CANCELLED.value,
-                    stop_ms=now_ms,
-                    finish_ms=now_ms,
-                    agent_done=True,
-                    deadline_ms=None,
-                )
+                .values(**change_values(change, now_ms, stop_deadline_ms))
             )
-        elif state == ExecutionState.RUNNING.value:
-            conn.execute(
-                update(RECORDS)
-                .where(RECORDS.c.record_id == record_id, RECORDS.c.state == state)
-                .values(state=ExecutionState.STOPPING.value, deadline_ms=stop_deadline_ms)
-            )
-        effects.cancels.append(CancelOrder(instance_id, record_id))
+        effects.cancels.extend(orders_of(change, instance_id, record_id))
     effects.changed_invocations |= sync_invocations(conn, [r[0] for r in rows], now_ms, effects)
     refresh_statuses(conn, {invoke_id})
     effects.changed_invocations.add(invoke_id)

@@ -14,8 +14,11 @@ from typing import Any
 
 from client.cli import build_parser
 from client.completion import leaf_parsers
+from cloudassist.v1 import command_pb2_grpc
 from tests.integration.conftest import Cluster
-from tests.support import AgentProcess, free_port
+from tests.integration.helpers import run as run_script
+from tests.integration.helpers import watch as watch_to_end
+from tests.support import AgentProcess, client_channel, free_port
 
 CLI = str(Path(sys.executable).parent / "cloudassist")
 COMMAND_WORDS = {word for path in leaf_parsers(build_parser()) for word in path}
@@ -239,6 +242,16 @@ async def test_every_command_prints_json_that_parses(cluster: Cluster, tmp_path:
     watched = await json_lines_of("watch", invoke_id)
     assert watched[-1]["summary"]["invoke_id"] == invoke_id
     assert b"hi\n" in {base64.b64decode(w["output"]["data"]) for w in watched if "output" in w}
+
+    async with client_channel(cluster.server) as channel:
+        stub = command_pb2_grpc.CommandServiceStub(channel)
+        half_failed = await run_script(
+            stub, 'test "{{ACS::InstanceId}}" = i-a', ["i-a", "i-b"], enable_parameter=True
+        )
+        await watch_to_end(stub, half_failed)
+    rerun = await json_of("rerun", half_failed, "--failed")
+    assert rerun["instance_ids"] == ["i-b"]
+    assert "cn-hangzhou" in {r["region_id"] for r in (await json_of("regions"))["regions"]}
 
     output = await json_of("output", invoke_id, "-i", "i-a")
     assert base64.b64decode(output["data"]) == b"hi\n"

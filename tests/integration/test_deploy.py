@@ -166,6 +166,18 @@ def test_termination_grace_covers_the_drain() -> None:
     assert agent_pod["terminationGracePeriodSeconds"] > agent.config.AgentConfig.kill_grace_seconds
 
 
+def test_every_server_reads_the_admin_key_from_the_secret_mounted_read_only() -> None:
+    """Not an admin.key in one pod's emptyDir: the same operator-made key in every pod."""
+    pod, container = _pod("Deployment", "cloudassist-server")
+    data = _manifest("ConfigMap", "cloudassist-server")["data"]
+    key_file = Path(data["CLOUDASSIST_ADMIN_KEY_FILE"])
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == key_file.parent]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    # A Secret volume holds one file per key of the Secret: `key` here.
+    assert (volume["secret"]["secretName"], key_file.name) == ("cloudassist-admin-key", "key")
+    assert mount["readOnly"] is True
+
+
 def test_the_manifests_set_only_real_flags() -> None:
     """A misspelt variable would be ignored without a word."""
     config = set(_manifest("ConfigMap", "cloudassist-server")["data"])

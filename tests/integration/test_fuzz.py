@@ -652,6 +652,10 @@ def _templates(seeds: Seeds) -> dict[str, Message]:
         "StopInvocation": c.StopInvocationRequest(
             region_id=REGION, invoke_id=seeds.scheduled_invocation
         ),
+        # The seed that exited 3: a FAILED record to run again.
+        "RerunInvocation": c.RerunInvocationRequest(
+            region_id=REGION, invoke_id=seeds.invocations[1], states=[c.EXECUTION_STATE_FAILED]
+        ),
         "WatchInvocation": c.WatchInvocationRequest(
             region_id=REGION, invoke_id=seeds.output_invocation
         ),
@@ -659,6 +663,7 @@ def _templates(seeds: Seeds) -> dict[str, Message]:
             region_id=REGION, frequency="0 */20 * * * ?", count=5
         ),
         "DescribeInstances": instance_pb2.DescribeInstancesRequest(region_id=REGION),
+        "DescribeRegions": instance_pb2.DescribeRegionsRequest(),
         "DeregisterInstance": instance_pb2.DeregisterInstanceRequest(
             region_id=REGION, instance_id=seeds.spare_instances[0]
         ),

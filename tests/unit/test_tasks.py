@@ -113,7 +113,13 @@ def test_timed_out_is_timeout() -> None:
 
 @pytest.mark.parametrize(
     "code",
-    [reasons.DIRECTORY_NOT_EXISTS, reasons.ACCOUNT_NOT_EXISTS, reasons.COMMAND_NOT_APPLICABLE],
+    [
+        reasons.DIRECTORY_NOT_EXISTS,
+        reasons.DIRECTORY_NOT_ABSOLUTE,
+        reasons.DIRECTORY_NOT_ACCESSIBLE,
+        reasons.ACCOUNT_NOT_EXISTS,
+        reasons.COMMAND_NOT_APPLICABLE,
+    ],
 )
 def test_error_on_the_instance_is_invalid(code: str) -> None:
     outcome = outcome_of(end(EndKind.ERROR, started=False, error_code=code, error_info="why"))

@@ -219,7 +219,12 @@ class Command(_message.Message):
     """The script, exactly as given (JSON: Base64)."""
     description: _builtins.str
     working_dir: _builtins.str
-    """Empty: the home directory of the user the script runs as."""
+    """Empty: the home directory of the user the script runs as. Otherwise absolute, without a
+    `..` component: `/srv/app` for Shell, a drive or UNC path (`C:\\app`, `\\\\server\\share`) for
+    Bat, either for PowerShell; anything else is INVALID_ARGUMENT (InvalidParameter.WorkingDir).
+    Parameters are not filled in it. The script enters it as its user: one that user cannot
+    enter makes the record INVALID (DirectoryNotAccessible).
+    """
     timeout_seconds: _builtins.int
     enable_parameter: _builtins.bool
     invoke_times: _builtins.int
@@ -286,6 +291,7 @@ class CreateCommandRequest(_message.Message):
     description: _builtins.str
     """At most 512 characters."""
     working_dir: _builtins.str
+    """See Command.working_dir."""
     timeout_seconds: _builtins.int
     """0: the default (60 s). Otherwise between the server's minimum (10 s) and maximum."""
     enable_parameter: _builtins.bool
@@ -356,6 +362,7 @@ class ModifyCommandRequest(_message.Message):
     name: _builtins.str
     description: _builtins.str
     working_dir: _builtins.str
+    """See Command.working_dir."""
     timeout_seconds: _builtins.int
     command_content: _builtins.bytes
     """Replaces the script; its parameters are parsed again."""
@@ -427,6 +434,9 @@ class DescribeCommandsRequest(_message.Message):
     command_id: _builtins.str
     """Filters; empty matches all."""
     name: _builtins.str
+    """Commands whose name contains this text, ignoring case ("greet" finds "Greet-f23d4");
+    `%` and `_` are matched as themselves.
+    """
     type: Global___CommandType.ValueType
     page_size: _builtins.int
     """1 to 50; 0 means 10."""
@@ -590,7 +600,9 @@ class InvokeCommandRequest(_message.Message):
     timeout_seconds: _builtins.int
     """Overrides the command's timeout when set."""
     working_dir: _builtins.str
-    """Overrides the command's working directory when set."""
+    """Overrides the command's working directory when set (see Command.working_dir; "" is the
+    user's home).
+    """
     username: _builtins.str
     """The user the script runs as; empty: the agent's user (root)."""
     client_token: _builtins.str
@@ -855,6 +867,7 @@ class RunCommandRequest(_message.Message):
     command_content: _builtins.bytes
     description: _builtins.str
     working_dir: _builtins.str
+    """See Command.working_dir."""
     timeout_seconds: _builtins.int
     enable_parameter: _builtins.bool
     repeat_mode: Global___RepeatMode.ValueType
@@ -1139,6 +1152,7 @@ class DescribeInvocationsRequest(_message.Message):
     INVOKE_STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    COMMAND_NAME_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     invoke_id: _builtins.str
     command_id: _builtins.str
@@ -1147,6 +1161,10 @@ class DescribeInvocationsRequest(_message.Message):
     invoke_status: Global___InvokeStatus.ValueType
     page_size: _builtins.int
     page_token: _builtins.str
+    command_name: _builtins.str
+    """Only invocations whose command name contains this text, ignoring case (as
+    DescribeCommandsRequest.name).
+    """
     def __init__(
         self,
         *,
@@ -1157,10 +1175,11 @@ class DescribeInvocationsRequest(_message.Message):
         invoke_status: Global___InvokeStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        command_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "instance_id", b"instance_id", "invoke_id", b"invoke_id", "invoke_status", b"invoke_status", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "command_name", b"command_name", "instance_id", b"instance_id", "invoke_id", b"invoke_id", "invoke_status", b"invoke_status", "page_size", b"page_size", "page_token", b"page_token", "region_id", b"region_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1723,7 +1742,7 @@ class SendFileRequest(_message.Message):
     CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
     region_id: _builtins.str
     name: _builtins.str
-    """The file's name: 1 to 255 characters, no "/"."""
+    """The file's name: 1 to 255 bytes in UTF-8 (as file systems count), no "/"."""
     target_dir: _builtins.str
     """An absolute directory; created (with its parents) when missing."""
     content: _builtins.bytes
@@ -1986,3 +2005,79 @@ class PreviewScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewScheduleResponse: _TypeAlias = PreviewScheduleResponse  # noqa: Y015
+
+@_typing.final
+class RerunInvocationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    INVOKE_ID_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_TOKEN_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    invoke_id: _builtins.str
+    """The invocation to run again: not Running (FAILED_PRECONDITION), with at least one instance
+    in one of `states` (else FAILED_PRECONDITION). Its status is Failed or PartialFailed, or
+    Finished when an instance exited with a code other than 0.
+    """
+    client_token: _builtins.str
+    """Retrying with the same token and request returns the same invocation."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___ExecutionState.ValueType]:
+        """Which failed states to run again: any of FAILED (an exit code other than 0), TIMEOUT,
+        ABORTED, INVALID and ERROR (another is INVALID_ARGUMENT). Empty: all of them.
+        """
+
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these instances, each of which must be one of the failed ones (else
+        FAILED_PRECONDITION naming it); empty: all of them.
+        """
+
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        invoke_id: _builtins.str = ...,
+        states: _abc.Iterable[Global___ExecutionState.ValueType] | None = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+        client_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_token", b"client_token", "instance_ids", b"instance_ids", "invoke_id", b"invoke_id", "region_id", b"region_id", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunInvocationRequest: _TypeAlias = RerunInvocationRequest  # noqa: Y015
+
+@_typing.final
+class RerunInvocationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOKE_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    invoke_id: _builtins.str
+    """The new invocation."""
+    command_id: _builtins.str
+    """The command it runs (the source invocation's)."""
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The instances it runs on."""
+
+    def __init__(
+        self,
+        *,
+        invoke_id: _builtins.str = ...,
+        command_id: _builtins.str = ...,
+        instance_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "instance_ids", b"instance_ids", "invoke_id", b"invoke_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunInvocationResponse: _TypeAlias = RerunInvocationResponse  # noqa: Y015

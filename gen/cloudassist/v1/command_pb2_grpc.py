@@ -112,6 +112,11 @@ class CommandServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleResponse.FromString,
                 _registered_method=True)
+        self.RerunInvocation = channel.unary_unary(
+                '/cloudassist.v1.CommandService/RerunInvocation',
+                request_serializer=cloudassist_dot_v1_dot_command__pb2.RerunInvocationRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_command__pb2.RerunInvocationResponse.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
@@ -227,6 +232,16 @@ class CommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerunInvocation(self, request, context):
+        """Runs an invocation that has ended again, once, on just the instances whose latest record of
+        it failed: the same content, type, parameters and options (as the invocation stored them,
+        under its command_id), as a new invocation made the way InvokeCommand makes one (quotas,
+        client token, instance checks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +319,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.PreviewSchedule,
                     request_deserializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_command__pb2.PreviewScheduleResponse.SerializeToString,
+            ),
+            'RerunInvocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunInvocation,
+                    request_deserializer=cloudassist_dot_v1_dot_command__pb2.RerunInvocationRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_command__pb2.RerunInvocationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -714,6 +734,33 @@ class CommandService:
             '/cloudassist.v1.CommandService/PreviewSchedule',
             cloudassist_dot_v1_dot_command__pb2.PreviewScheduleRequest.SerializeToString,
             cloudassist_dot_v1_dot_command__pb2.PreviewScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunInvocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.CommandService/RerunInvocation',
+            cloudassist_dot_v1_dot_command__pb2.RerunInvocationRequest.SerializeToString,
+            cloudassist_dot_v1_dot_command__pb2.RerunInvocationResponse.FromString,
             options,
             channel_credentials,
             insecure,

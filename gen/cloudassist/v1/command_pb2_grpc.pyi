@@ -70,6 +70,12 @@ class CommandServiceStub:
     """The next fire times of a periodic invocation's frequency, checked by the rules of
     InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
     """
+    RerunInvocation: _grpc.UnaryUnaryMultiCallable[_command_pb2.RerunInvocationRequest, _command_pb2.RerunInvocationResponse]
+    """Runs an invocation that has ended again, once, on just the instances whose latest record of
+    it failed: the same content, type, parameters and options (as the invocation stored them,
+    under its command_id), as a new invocation made the way InvokeCommand makes one (quotas,
+    client token, instance checks).
+    """
 
 @_typing.type_check_only
 class CommandServiceAsyncStub(CommandServiceStub):
@@ -112,6 +118,12 @@ class CommandServiceAsyncStub(CommandServiceStub):
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_command_pb2.PreviewScheduleRequest, _command_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
     """The next fire times of a periodic invocation's frequency, checked by the rules of
     InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
+    """
+    RerunInvocation: _aio.UnaryUnaryMultiCallable[_command_pb2.RerunInvocationRequest, _command_pb2.RerunInvocationResponse]  # type: ignore[assignment]
+    """Runs an invocation that has ended again, once, on just the instances whose latest record of
+    it failed: the same content, type, parameters and options (as the invocation stored them,
+    under its command_id), as a new invocation made the way InvokeCommand makes one (quotas,
+    client token, instance checks).
     """
 
 class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -242,6 +254,18 @@ class CommandServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_command_pb2.PreviewScheduleResponse, _abc.Awaitable[_command_pb2.PreviewScheduleResponse]]:
         """The next fire times of a periodic invocation's frequency, checked by the rules of
         InvokeCommand (an invalid one is the same INVALID_ARGUMENT); nothing is stored.
+        """
+
+    @_abc_1.abstractmethod
+    def RerunInvocation(
+        self,
+        request: _command_pb2.RerunInvocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_pb2.RerunInvocationResponse, _abc.Awaitable[_command_pb2.RerunInvocationResponse]]:
+        """Runs an invocation that has ended again, once, on just the instances whose latest record of
+        it failed: the same content, type, parameters and options (as the invocation stored them,
+        under its command_id), as a new invocation made the way InvokeCommand makes one (quotas,
+        client token, instance checks).
         """
 
 def add_CommandServiceServicer_to_server(servicer: CommandServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -302,3 +302,73 @@ class UntagInstancesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UntagInstancesResponse: _TypeAlias = UntagInstancesResponse  # noqa: Y015
+
+@_typing.final
+class DescribeRegionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeRegionsRequest: _TypeAlias = DescribeRegionsRequest  # noqa: Y015
+
+@_typing.final
+class Region(_message.Message):
+    """A region that holds instances, commands or invocations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_COUNT_FIELD_NUMBER: _builtins.int
+    ONLINE_COUNT_FIELD_NUMBER: _builtins.int
+    COMMAND_COUNT_FIELD_NUMBER: _builtins.int
+    region_id: _builtins.str
+    instance_count: _builtins.int
+    """Registered instances."""
+    online_count: _builtins.int
+    """Those whose agent is connected now."""
+    command_count: _builtins.int
+    """Saved commands."""
+    def __init__(
+        self,
+        *,
+        region_id: _builtins.str = ...,
+        instance_count: _builtins.int = ...,
+        online_count: _builtins.int = ...,
+        command_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_count", b"command_count", "instance_count", b"instance_count", "online_count", b"online_count", "region_id", b"region_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Region: _TypeAlias = Region  # noqa: Y015
+
+@_typing.final
+class DescribeRegionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]:
+        """Sorted by region_id."""
+
+    def __init__(
+        self,
+        *,
+        regions: _abc.Iterable[Global___Region] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeRegionsResponse: _TypeAlias = DescribeRegionsResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class InstanceServiceStub:
                 request_serializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesRequest.SerializeToString,
                 response_deserializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesResponse.FromString,
                 _registered_method=True)
+        self.DescribeRegions = channel.unary_unary(
+                '/cloudassist.v1.InstanceService/DescribeRegions',
+                request_serializer=cloudassist_dot_v1_dot_instance__pb2.DescribeRegionsRequest.SerializeToString,
+                response_deserializer=cloudassist_dot_v1_dot_instance__pb2.DescribeRegionsResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -89,6 +94,13 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeRegions(self, request, context):
+        """The regions that hold the caller's instances, commands or invocations, by region id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +123,11 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.UntagInstances,
                     request_deserializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesRequest.FromString,
                     response_serializer=cloudassist_dot_v1_dot_instance__pb2.UntagInstancesResponse.SerializeToString,
+            ),
+            'DescribeRegions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeRegions,
+                    request_deserializer=cloudassist_dot_v1_dot_instance__pb2.DescribeRegionsRequest.FromString,
+                    response_serializer=cloudassist_dot_v1_dot_instance__pb2.DescribeRegionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +239,33 @@ class InstanceService:
             '/cloudassist.v1.InstanceService/UntagInstances',
             cloudassist_dot_v1_dot_instance__pb2.UntagInstancesRequest.SerializeToString,
             cloudassist_dot_v1_dot_instance__pb2.UntagInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeRegions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudassist.v1.InstanceService/DescribeRegions',
+            cloudassist_dot_v1_dot_instance__pb2.DescribeRegionsRequest.SerializeToString,
+            cloudassist_dot_v1_dot_instance__pb2.DescribeRegionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,8 @@ class InstanceServiceStub:
     """Sets tags on instances (a key already set gets the new value)."""
     UntagInstances: _grpc.UnaryUnaryMultiCallable[_instance_pb2.UntagInstancesRequest, _instance_pb2.UntagInstancesResponse]
     """Removes tags (by key) from instances."""
+    DescribeRegions: _grpc.UnaryUnaryMultiCallable[_instance_pb2.DescribeRegionsRequest, _instance_pb2.DescribeRegionsResponse]
+    """The regions that hold the caller's instances, commands or invocations, by region id."""
 
 @_typing.type_check_only
 class InstanceServiceAsyncStub(InstanceServiceStub):
@@ -55,6 +57,8 @@ class InstanceServiceAsyncStub(InstanceServiceStub):
     """Sets tags on instances (a key already set gets the new value)."""
     UntagInstances: _aio.UnaryUnaryMultiCallable[_instance_pb2.UntagInstancesRequest, _instance_pb2.UntagInstancesResponse]  # type: ignore[assignment]
     """Removes tags (by key) from instances."""
+    DescribeRegions: _aio.UnaryUnaryMultiCallable[_instance_pb2.DescribeRegionsRequest, _instance_pb2.DescribeRegionsResponse]  # type: ignore[assignment]
+    """The regions that hold the caller's instances, commands or invocations, by region id."""
 
 class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """InstanceService tells which machines have an agent and whether it is connected."""
@@ -90,5 +94,13 @@ class InstanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_instance_pb2.UntagInstancesResponse, _abc.Awaitable[_instance_pb2.UntagInstancesResponse]]:
         """Removes tags (by key) from instances."""
+
+    @_abc_1.abstractmethod
+    def DescribeRegions(
+        self,
+        request: _instance_pb2.DescribeRegionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_instance_pb2.DescribeRegionsResponse, _abc.Awaitable[_instance_pb2.DescribeRegionsResponse]]:
+        """The regions that hold the caller's instances, commands or invocations, by region id."""
 
 def add_InstanceServiceServicer_to_server(servicer: InstanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
