@@ -88,6 +88,14 @@ check-console: console-deps
 	diff -r .console-check server/console/static
 	rm -rf .console-check
 
+# The unit tests of the console's own logic (server/console/web/test/, Node's test runner);
+# `make test` runs them too.
+.PHONY: console-test
+console-test: console-deps
+	cd $(CONSOLE) && npm run --silent generate && npm run --silent test
+
+test: console-test
+
 # buf lint on protos/; buf breaking against the latest tag, once there is one.
 lint-protos: interop-deps
 	$(BUF) lint protos

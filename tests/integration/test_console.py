@@ -4,225 +4,47 @@ the page makes goes through the server's gRPC-Web bridge to its own gRPC service
 
 The tests run in order on one browser tab, as a user would: sign in, create a command, run
 it, stop one, schedule one, be refused, look at instances and files. Screenshots of each page
-go to $CLOUDASSIST_SCREENSHOTS (else a temp dir).
+go to $CLOUDASSIST_SCREENSHOTS (else a temp dir). test_console_records.py goes on with the
+Execution records, the clock, errors and accessibility.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from selenium import webdriver
-from selenium.common.exceptions import (
-    ElementClickInterceptedException,
-    NoAlertPresentException,
-    StaleElementReferenceException,
-    TimeoutException,
-)
-from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
 
 from cloudassist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    command_pb2_grpc,
     instance_pb2,
     instance_pb2_grpc,
 )
 from cloudassist.v1 import command_pb2 as pb
+from tests.integration.console_support import (
+    Console,
+    invoke_id_of,
+    results_by_instance,
+    running_console,
+    sign_in,
+)
 from tests.integration.helpers import REGION
-from tests.support import AgentProcess, ServerProcess
+from tests.support import ServerProcess
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 INSTANCES = ("i-web-1", "i-web-2")
-WAIT_SECONDS = 30
-T = TypeVar("T")
-
-
-@dataclass
-class Console:
-    server: ServerProcess
-    browser: WebDriver
-    workdir: Path
-    shots: Path
-    downloads: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.console_port}/"
-
-    def wait(
-        self, condition: Callable[[WebDriver], T], what: str, seconds: float = WAIT_SECONDS
-    ) -> T:
-        try:
-            return WebDriverWait(self.browser, seconds, poll_frequency=0.05).until(
-                condition, message=f"waiting for {what}"
-            )
-        except TimeoutException:
-            self.shot("timed-out")  # what the page showed instead
-            raise
-
-    def find(self, css: str) -> WebElement:
-        return self.wait(lambda b: b.find_element(By.CSS_SELECTOR, css), css)
-
-    def all(self, css: str) -> list[WebElement]:
-        return self.browser.find_elements(By.CSS_SELECTOR, css)
-
-    def texts(self, css: str) -> list[str]:
-        """The text of every element `css` finds, shown or not (a hidden output tab too),
-        read in one go in the page (the page redraws tables as it follows the server)."""
-        found = self.browser.execute_script(
-            "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)", css
-        )
-        return [str(t) for t in found]
-
-    def text_of(self, css: str) -> str:
-        self.find(css)
-        return "".join(self.texts(css))
-
-    def attribute(self, css: str, name: str) -> str:
-        value = self.browser.execute_script(
-            "const e = document.querySelector(arguments[0]); "
-            "return e ? e.getAttribute(arguments[1]) : null",
-            css,
-            name,
-        )
-        return "" if value is None else str(value)
-
-    def wait_text(self, css: str, text: str, seconds: float = WAIT_SECONDS) -> None:
-        self.wait(lambda _: any(text in t for t in self.texts(css)), f"{text!r} in {css}", seconds)
-
-    def wait_status(self, status: str) -> None:
-        """The invocation page's own status (the seed's coarse one)."""
-        self.wait(
-            lambda _: self.attribute(".invocation-head [data-status]", "data-status") == status,
-            f"the invocation to be {status}",
-        )
-
-    def go(self, route: str) -> None:
-        """A fresh page at `route` (loaded again when already there: a new, empty form)."""
-        target = f"{self.url}#{route}"
-        same = self.browser.current_url == target
-        self.browser.get(target)
-        if same:
-            self.browser.refresh()
-
-    def fill(self, css: str, value: str) -> None:
-        field = self.find(css)
-        field.clear()
-        field.send_keys(value)
-
-    def click(self, css: str) -> None:
-        """Clicks `css` once it is there (found again if the page redrew it meanwhile)."""
-
-        def clicked(browser: WebDriver) -> bool:
-            try:
-                element = browser.find_element(By.CSS_SELECTOR, css)
-                # In the middle of the view: not under the form's sticky Execute bar.
-                browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-                element.click()
-            except (StaleElementReferenceException, ElementClickInterceptedException):
-                return False
-            return True
-
-        self.wait(clicked, f"a click on {css}")
-
-    def checked(self, css: str) -> bool:
-        return bool(
-            self.browser.execute_script("return document.querySelector(arguments[0]).checked", css)
-        )
-
-    def shot(self, name: str) -> None:
-        self.browser.save_screenshot(str(self.shots / f"{name}.png"))
-
-    def stub(self) -> command_pb2_grpc.CommandServiceStub:
-        return command_pb2_grpc.CommandServiceStub(self.server.sync_channel())
-
-    @property
-    def metadata(self) -> list[tuple[str, str]]:
-        return self.server.metadata
-
-
-def chromium(downloads: Path, profile: Path) -> WebDriver:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--window-size=1360,960", f"--user-data-dir={profile}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    browser.execute_cdp_cmd(
-        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
-    return browser
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    # Fails (no skip) where chromium is missing: CI installs it.
-    assert Path(CHROMIUM).exists(), "apt-get install chromium"
-    assert Path(CHROMEDRIVER).exists(), "apt-get install chromium-driver"
-    workdir = tmp_path_factory.mktemp("console")
-    shots = Path(os.environ.get("CLOUDASSIST_SCREENSHOTS") or workdir / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    downloads = workdir / "downloads"
-    downloads.mkdir()
-    server = ServerProcess(
-        workdir / "server",
-        "--console-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-        "--min-timeout", "1", "--stop-grace", "5",
-    )  # fmt: skip
-    agents = [AgentProcess(server, i, workdir) for i in INSTANCES]
-    server.start()
-    browser: WebDriver | None = None
-    try:
-        for agent in agents:
-            agent.start()
-        browser = chromium(downloads, workdir / "profile")
-        yield Console(server, browser, workdir, shots, downloads)
-    finally:
-        if browser is not None:
-            browser.quit()
-        for agent in agents:
-            agent.stop()
-        server.stop()
-
-
-def sign_in(console: Console, key: str) -> None:
-    console.go("/signin")
-    console.fill("[data-test=api-key]", key)
-    console.click("[data-test=sign-in]")
-
-
-def results_by_instance(console: Console, invoke_id: str) -> dict[str, pb.InvocationResult]:
-    found = console.stub().DescribeInvocationResults(
-        pb.DescribeInvocationResultsRequest(region_id=REGION, invoke_id=invoke_id),
-        metadata=console.metadata,
-    )
-    return {r.instance_id: r for r in found.invocation_results}
-
-
-def invoke_id_of(console: Console) -> str:
-    console.wait(lambda b: "#/invocations/t-" in b.current_url, "the invocation page")
-    return console.browser.current_url.rsplit("/", 1)[1]
+    with running_console(tmp_path_factory.mktemp("console"), INSTANCES) as found:
+        yield found
 
 
 def page_rows_match_api(console: Console, invoke_id: str) -> bool:

@@ -28,18 +28,19 @@ function applySgr(style: Style, params: string): void {
   }
 }
 
-/** Appends `text` to `parent` as spans, carrying `style` from one chunk to the next. */
-export function appendAnsi(parent: HTMLElement, text: string, style: Style): void {
+export interface Segment {
+  text: string;
+  fg: number | null;
+  bold: boolean;
+}
+
+/** `text` as runs of printable text with their style, carrying `style` from one chunk to the
+ * next (it is updated in place); escape sequences and control characters are gone. */
+export function parseAnsi(text: string, style: Style): Segment[] {
+  const segments: Segment[] = [];
   let last = 0;
   const emit = (part: string): void => {
-    if (!part) return;
-    const span = document.createElement("span");
-    const classes = [];
-    if (style.fg !== null) classes.push(`ansi-fg-${style.fg}`);
-    if (style.bold) classes.push("ansi-bold");
-    if (classes.length) span.className = classes.join(" ");
-    span.textContent = part;
-    parent.appendChild(span);
+    if (part) segments.push({ text: part, fg: style.fg, bold: style.bold });
   };
   for (const match of text.matchAll(ESCAPE)) {
     emit(text.slice(last, match.index));
@@ -47,4 +48,31 @@ export function appendAnsi(parent: HTMLElement, text: string, style: Style): voi
     last = (match.index ?? 0) + match[0].length;
   }
   emit(text.slice(last));
+  return segments;
+}
+
+/** `text` without its escape sequences and control characters. */
+export function stripAnsi(text: string): string {
+  return parseAnsi(text, plainStyle())
+    .map((s) => s.text)
+    .join("");
+}
+
+/** The CSS classes of a segment's style. */
+export function ansiClasses(segment: Segment): string {
+  const classes = [];
+  if (segment.fg !== null) classes.push(`ansi-fg-${segment.fg}`);
+  if (segment.bold) classes.push("ansi-bold");
+  return classes.join(" ");
+}
+
+/** Appends `text` to `parent` as spans, carrying `style` from one chunk to the next. */
+export function appendAnsi(parent: HTMLElement, text: string, style: Style): void {
+  for (const segment of parseAnsi(text, style)) {
+    const span = document.createElement("span");
+    const classes = ansiClasses(segment);
+    if (classes) span.className = classes;
+    span.textContent = segment.text;
+    parent.appendChild(span);
+  }
 }

@@ -7,7 +7,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AdminService } from "./gen/cloudassist/v1/admin_pb";
 import { CommandService } from "./gen/cloudassist/v1/command_pb";
 import { InstanceService } from "./gen/cloudassist/v1/instance_pb";
-import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
+import { decodeRefusal, type Refusal } from "./errors";
 
 const KEY = "cloudassist.key";
 const REGION = "cloudassist.region";
@@ -54,36 +54,11 @@ export const commands: Client<typeof CommandService> = createClient(CommandServi
 export const instances: Client<typeof InstanceService> = createClient(InstanceService, transport);
 export const admin: Client<typeof AdminService> = createClient(AdminService, transport);
 
-/** A refused call, as the server explained it (google.rpc.Status details). */
-export interface Refusal {
-  code: string;
-  message: string;
-  /** ErrorInfo.reason: the product's error code (ParameterCount.ExceedLimit, ...). */
-  reason: string;
-  /** BadRequest: field -> what is wrong with it. */
-  fields: Map<string, string>;
-  retryAfterSeconds?: number;
-  unauthenticated: boolean;
-}
+export type { Refusal } from "./errors";
 
+/** The server's word on a refused call; a refused key also signs the user out. */
 export function refusal(error: unknown): Refusal {
-  const connectError = ConnectError.from(error);
-  const fields = new Map<string, string>();
-  for (const bad of connectError.findDetails(BadRequestSchema)) {
-    for (const violation of bad.fieldViolations) {
-      fields.set(violation.field, violation.description);
-    }
-  }
-  const info = connectError.findDetails(ErrorInfoSchema)[0];
-  const retry = connectError.findDetails(RetryInfoSchema)[0];
-  const found: Refusal = {
-    code: Code[connectError.code] ?? String(connectError.code),
-    message: connectError.rawMessage,
-    reason: info?.reason ?? "",
-    fields,
-    retryAfterSeconds: retry?.retryDelay ? Number(retry.retryDelay.seconds) + retry.retryDelay.nanos / 1e9 : undefined,
-    unauthenticated: connectError.code === Code.Unauthenticated,
-  };
+  const found = decodeRefusal(error);
   if (found.unauthenticated && session.key) {
     session.key = "";
     onSignedOut(found.message);

@@ -43,6 +43,36 @@ export function replace(element: Element, ...children: (Child | Child[])[]): voi
   append(element, ...children);
 }
 
+let dialogs = 0;
+
+/** What a control is, to find it again once drawn anew: its tag, data-* attributes, link,
+ * label and text, and those of its table row. */
+function identity(element: Element): string {
+  const attrs = (e: Element): string =>
+    [...e.attributes]
+      .filter((a) => a.name.startsWith("data-") || a.name === "href" || a.name === "aria-label")
+      .map((a) => `${a.name}=${a.value}`)
+      .join(" ");
+  const row = element.closest("tr");
+  return [element.tagName, attrs(element), row ? attrs(row) : "", element.textContent ?? ""].join("|");
+}
+
+/** replace(), for content a page redraws by itself (a list it refreshes): the control that had
+ * the keyboard focus has it again in the new content, so refreshing never drops the user's
+ * place. */
+export function redraw(element: Element, ...children: (Child | Child[])[]): void {
+  const active = document.activeElement;
+  const key = active && active !== document.body && element.contains(active) ? identity(active) : undefined;
+  replace(element, ...children);
+  if (key === undefined || !active) return;
+  for (const candidate of element.querySelectorAll<HTMLElement>(active.tagName)) {
+    if (identity(candidate) === key) {
+      candidate.focus({ preventScroll: true });
+      return;
+    }
+  }
+}
+
 /** A modal <dialog>; resolves with what the content's buttons close it with. */
 export function openDialog(
   title: string,
@@ -50,13 +80,14 @@ export function openDialog(
   wide = false,
 ): Promise<string> {
   return new Promise((resolve) => {
-    const dialog = h("dialog", { class: wide ? "wide" : "" });
+    const titleId = `dialog-title-${++dialogs}`;
+    const dialog = h("dialog", { class: wide ? "wide" : "", "aria-labelledby": titleId });
     const close = (value: string): void => {
       dialog.close(value);
     };
     append(
       dialog,
-      h("header", {}, h("h2", {}, title), h("button", { class: "icon", type: "button", title: "Close", onclick: () => close("") }, "×")),
+      h("header", {}, h("h2", { id: titleId }, title), h("button", { class: "icon", type: "button", title: "Close", "aria-label": "Close", onclick: () => close("") }, "×")),
       h("div", { class: "dialog-body" }, ...build(close)),
     );
     dialog.addEventListener("close", () => {

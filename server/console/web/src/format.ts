@@ -1,7 +1,9 @@
-import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timeAt } from "./clock";
 import { h } from "./dom";
 import { CommandType, ExecutionState, InvokeStatus, RepeatMode } from "./gen/cloudassist/v1/command_pb";
 import { OsType } from "./gen/cloudassist/v1/instance_pb";
+import { timestampMs } from "./time";
 
 /** The seed's coarse status names. */
 export const STATUS_LABELS: Record<InvokeStatus, string> = {
@@ -48,11 +50,9 @@ export function stateBadge(state: ExecutionState): HTMLElement {
   return h("span", { class: `state state-${name.toLowerCase()}`, "data-state": name }, name);
 }
 
-export function when(timestamp: Timestamp | undefined): string {
-  if (!timestamp || (timestamp.seconds === 0n && timestamp.nanos === 0)) return "—";
-  const date = timestampDate(timestamp);
-  const pad = (n: number): string => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+/** A protobuf Timestamp as a labelled time in the console's clock ("—" when unset). */
+export function when(timestamp: Timestamp | undefined): HTMLElement {
+  return timeAt(timestamp ? timestampMs(timestamp.seconds, timestamp.nanos) : undefined);
 }
 
 export function bytes(size: bigint | number): string {

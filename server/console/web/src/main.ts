@@ -2,8 +2,10 @@
 // A page is a function that fills the main area and returns what stops it (a live stream).
 
 import { DEFAULT_REGION, instances, refusal, session, whenSignedOut } from "./api";
-import { h, replace } from "./dom";
-import { Form, input } from "./forms";
+import { clockMode, setClockMode } from "./clock";
+import { h, openDialog, replace } from "./dom";
+import { Form, input, refusalView, select } from "./forms";
+import type { Region } from "./gen/cloudassist/v1/instance_pb";
 import { commandsPage } from "./pages/commands";
 import { executePage } from "./pages/execute";
 import { filesPage } from "./pages/files";
@@ -11,6 +13,7 @@ import { instancesPage } from "./pages/instances";
 import { invocationPage } from "./pages/invocation";
 import { invocationsPage } from "./pages/invocations";
 import { navigate } from "./nav";
+import { clockName } from "./time";
 
 export type Stop = () => void;
 export type Page = (main: HTMLElement, query: URLSearchParams, id: string) => Promise<Stop | void> | Stop | void;
@@ -60,7 +63,7 @@ function signIn(): void {
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary", "data-test": "sign-in" }, "Sign in")),
   );
   if (signInReason) {
-    form.show({ code: "UNAUTHENTICATED", message: signInReason, reason: "Signed out", fields: new Map(), unauthenticated: true });
+    form.show({ code: "Unauthenticated", message: signInReason, reason: "", fields: new Map(), unauthenticated: true });
   }
   replace(
     app,
@@ -74,12 +77,7 @@ function signIn(): void {
 }
 
 function shell(current: string): HTMLElement {
-  const region = input({ class: "region", value: session.region, "data-test": "region-picker", list: "regions", "aria-label": "Region" });
-  region.addEventListener("change", () => {
-    session.region = region.value.trim() || DEFAULT_REGION;
-    route();
-  });
-  const main = h("main", { class: "content" });
+  const main = h("main", { class: "content", id: "main" });
   replace(
     app,
     h(
@@ -87,15 +85,15 @@ function shell(current: string): HTMLElement {
       { class: "layout" },
       h(
         "nav",
-        { class: "sidebar" },
-        h("div", { class: "brand" }, h("span", { class: "logo" }, "▸"), "cloudassist"),
-        h("label", { class: "region-label" }, h("span", {}, "Region"), region),
-        h("datalist", { id: "regions" }, ...["cn-hangzhou", "cn-shanghai", "cn-beijing", "cn-shenzhen", "ap-southeast-1", "us-west-1", "eu-central-1"].map((r) => h("option", { value: r }))),
-        h("ul", {}, ...NAV.map(([path, label]) => h("li", {}, h("a", { href: `#/${path}`, class: path === current ? "active" : "", "data-nav": path }, label)))),
+        { class: "sidebar", "aria-label": "Console" },
+        h("div", { class: "brand" }, h("span", { class: "logo", "aria-hidden": "true" }, "▸"), "cloudassist"),
+        regionPicker(),
+        h("ul", {}, ...NAV.map(([path, label]) => h("li", {}, h("a", { href: `#/${path}`, class: path === current ? "active" : "", "aria-current": path === current ? "page" : undefined, "data-nav": path }, label)))),
+        clockPicker(),
         h(
           "div",
           { class: "whoami" },
-          h("span", { class: "muted" }, "Key "),
+          h("span", { class: "side-muted" }, "Key "),
           h("code", {}, session.keyId),
           h("button", { type: "button", class: "link", "data-test": "sign-out", onclick: () => signOut("") }, "Sign out"),
         ),
@@ -104,6 +102,60 @@ function shell(current: string): HTMLElement {
     ),
   );
   return main;
+}
+
+/** The regions the server knows for this key (DescribeRegions), and the current one; another
+ * region (one with nothing in it yet) can still be named. */
+function regionPicker(): HTMLElement {
+  const picker = h("select", { class: "region", "data-test": "region-picker", id: "region-picker" });
+  /** `regions` as the server listed them (undefined: not known yet, or an older server). */
+  const fill = (regions: Region[] | undefined): void => {
+    const known = regions?.some((r) => r.regionId === session.region);
+    replace(
+      picker,
+      ...(regions ?? []).map((r) => h("option", { value: r.regionId }, regionLabel(r))),
+      known ? null : h("option", { value: session.region }, regions ? `${session.region} (nothing here yet)` : session.region),
+    );
+    picker.value = session.region;
+  };
+  fill(undefined);
+  picker.addEventListener("change", () => {
+    session.region = picker.value;
+    route();
+  });
+  void instances.describeRegions({}).then(
+    (answer) => fill(answer.regions),
+    () => undefined, // an older server: the current region only
+  );
+  const other = h("button", { type: "button", class: "link", "data-test": "other-region", onclick: () => void askRegion() }, "Other…");
+  return h("div", { class: "region-label" }, h("div", { class: "region-row" }, h("label", { for: "region-picker" }, "Region"), other), picker);
+}
+
+function regionLabel(region: Region): string {
+  if (region.instanceCount) return `${region.regionId} · ${region.onlineCount}/${region.instanceCount} online`;
+  return `${region.regionId} · ${region.commandCount} command${region.commandCount === 1n ? "" : "s"}`;
+}
+
+async function askRegion(): Promise<void> {
+  const field = input({ name: "region_id", "data-test": "new-region", placeholder: "eu-central-1", required: true, pattern: "[a-z0-9-]+" });
+  const value = await openDialog("Another region", (close) => {
+    const form = new Form(async () => close(field.value.trim()));
+    form.add(
+      form.field("region_id", "Region id", field, "One with nothing in it yet: commands and instances made there appear in the list."),
+      h("div", { class: "actions" }, h("button", { type: "button", onclick: () => close("") }, "Cancel"), h("button", { type: "submit", class: "primary", "data-test": "use-region" }, "Use")),
+    );
+    return [form.element];
+  });
+  if (!value) return;
+  session.region = value;
+  route();
+}
+
+/** The console's clock: every time shown in the browser's zone or in UTC, with its label. */
+function clockPicker(): HTMLElement {
+  const picker = select([["local", clockName("local")], ["utc", clockName("utc")]], clockMode(), { "data-test": "clock", id: "clock-picker" });
+  picker.addEventListener("change", () => setClockMode(picker.value === "utc" ? "utc" : "local"));
+  return h("div", { class: "region-label" }, h("label", { for: "clock-picker" }, "Times in"), picker);
 }
 
 function signOut(reason: string): void {
@@ -127,13 +179,15 @@ async function route(): Promise<void> {
   for (const [pattern, page, nav] of ROUTES) {
     const match = pattern.exec(path);
     if (!match) continue;
-    const main = shell(nav);
+    // Executing a saved command is part of Commands, not "Run a script".
+    const query = new URLSearchParams(queryText);
+    const main = shell(nav === "execute" && query.has("command") ? "commands" : nav);
     try {
-      const stop = await page(main, new URLSearchParams(queryText), decodeURIComponent(match[1] ?? ""));
+      const stop = await page(main, query, decodeURIComponent(match[1] ?? ""));
       if (stop) stopPage = stop;
     } catch (error) {
       const found = refusal(error);
-      if (!found.unauthenticated) replace(main, h("div", { class: "form-error" }, h("strong", {}, found.reason || found.code), " ", found.message));
+      if (!found.unauthenticated) replace(main, h("div", { class: "form-error", role: "alert" }, ...refusalView(found)));
     }
     return;
   }

@@ -16,7 +16,7 @@ export const TYPE_OPTIONS: [string, string][] = [
 ];
 
 export function contentView(content: Uint8Array): HTMLElement {
-  return h("pre", { class: "code", "data-test": "content" }, utf8.decode(content));
+  return h("pre", { class: "code", "data-test": "content", tabindex: 0, "aria-label": "Command content" }, utf8.decode(content));
 }
 
 export function viewContent(command: Command): void {
@@ -28,9 +28,10 @@ export function viewContent(command: Command): void {
 
 /** A code area that takes Tab as a character, and the parameters it holds, found as typed. */
 export function scriptEditor(initial: string, onNames?: (names: string[]) => void): { area: HTMLTextAreaElement; found: HTMLElement } {
-  const area = h("textarea", { class: "code", rows: 12, spellcheck: "false", name: "command_content", "data-test": "content-editor" });
+  const area = h("textarea", { class: "code", rows: 12, spellcheck: "false", name: "command_content", "data-test": "content-editor", "aria-describedby": "editor-keys" });
   area.value = initial;
   const found = h("div", { class: "parameters-found", "data-test": "parameters-found" });
+  const keys = h("div", { class: "muted small", id: "editor-keys" }, "Tab types a tab; Esc then Tab moves on.");
   const refresh = (): void => {
     const { names, problems } = findParameters(area.value);
     replace(
@@ -42,14 +43,27 @@ export function scriptEditor(initial: string, onNames?: (names: string[]) => voi
     onNames?.(names);
   };
   area.addEventListener("input", refresh);
+  // Tab types a tab; Escape, then Tab (or Shift+Tab), moves on, so the keyboard is never
+  // trapped here. A second Escape goes on to whatever handles it (closes a dialog).
+  let released = false;
+  area.addEventListener("blur", () => (released = false));
   area.addEventListener("keydown", (event) => {
-    if (event.key !== "Tab") return;
+    if (event.key === "Escape" && !released) {
+      released = true;
+      event.preventDefault();
+      return;
+    }
+    if (event.key !== "Tab") {
+      if (event.key !== "Shift" && event.key !== "Escape") released = false;
+      return;
+    }
+    if (released || event.shiftKey) return;
     event.preventDefault();
     area.setRangeText("\t", area.selectionStart, area.selectionEnd, "end");
     refresh();
   });
   refresh();
-  return { area, found };
+  return { area, found: h("div", {}, found, keys) };
 }
 
 function editCommand(existing: Command | undefined, done: () => void): void {
@@ -121,16 +135,19 @@ export function parseTags(text: string): { key: string; value: string }[] {
 }
 
 export async function commandsPage(main: HTMLElement): Promise<void> {
-  const by = select([["name", "Name"], ["id", "Command ID"], ["tag", "Tag (key=value)"]], "name", { "data-test": "search-by" });
-  const text = input({ type: "search", placeholder: "Search", "data-test": "search" });
-  const type = select([["0", "All types"], ...TYPE_OPTIONS], "0");
+  const by = select([["name", "Name"], ["id", "Command ID"], ["tag", "Tag (key=value)"]], "name", { "data-test": "search-by", "aria-label": "Search by" });
+  const text = input({ type: "search", placeholder: "Search", "data-test": "search", "aria-label": "Search text" });
+  const type = select([["0", "All types"], ...TYPE_OPTIONS], "0", { "aria-label": "Type" });
   const list = h("div", { class: "table-wrap" });
   const pager = h("div", { class: "pager" });
   const tokens: string[] = [""];
   let page = 0;
+  let asked = 0;
 
   const load = async (): Promise<void> => {
     const query = text.value.trim();
+    // Answers can come back out of order while the user types: only the latest one is shown.
+    const ask = ++asked;
     try {
       const found = await commands.describeCommands({
         regionId: session.region,
@@ -141,8 +158,9 @@ export async function commandsPage(main: HTMLElement): Promise<void> {
         pageSize: PAGE_SIZE,
         pageToken: tokens[page] ?? "",
       });
+      if (ask !== asked) return;
       tokens[page + 1] = found.nextPageToken;
-      replace(list, table(found.commands, load));
+      replace(list, table(found.commands, load, emptyText(query, type.value === "0" ? "" : (type.selectedOptions[0]?.textContent ?? ""))));
       replace(
         pager,
         h("span", { class: "muted" }, `${found.totalCount} command(s) · page ${page + 1}`),
@@ -150,7 +168,7 @@ export async function commandsPage(main: HTMLElement): Promise<void> {
         h("button", { type: "button", disabled: !found.nextPageToken, onclick: () => { page++; void load(); } }, "Next ›"),
       );
     } catch (error) {
-      replace(list, errorBox(error));
+      if (ask === asked) replace(list, errorBox(error));
     }
   };
   const search = (): void => {
@@ -164,15 +182,23 @@ export async function commandsPage(main: HTMLElement): Promise<void> {
   replace(
     main,
     h("header", { class: "page-head" }, h("h1", {}, "Commands"), h("button", { type: "button", class: "primary", "data-test": "new-command", onclick: () => editCommand(undefined, search) }, "New command")),
-    h("div", { class: "toolbar" }, by, text, type),
+    h("div", { class: "toolbar", role: "search" }, by, text, type),
     list,
     pager,
   );
   await load();
 }
 
-function table(items: Command[], reload: () => Promise<void>): HTMLElement {
-  if (!items.length) return h("p", { class: "empty" }, "No commands here yet.");
+/** What an empty list says: that a filter hides everything, or that there is nothing yet. */
+export function emptyText(query: string, typeLabel: string): string {
+  if (query && typeLabel) return `No ${typeLabel} commands match “${query}”.`;
+  if (query) return `No commands match “${query}”.`;
+  if (typeLabel) return `No ${typeLabel} commands here yet.`;
+  return "No commands here yet.";
+}
+
+function table(items: Command[], reload: () => Promise<void>, empty: string): HTMLElement {
+  if (!items.length) return h("p", { class: "empty", "data-test": "commands-empty" }, empty);
   return h(
     "table",
     { "data-test": "commands" },
@@ -189,27 +215,31 @@ function table(items: Command[], reload: () => Promise<void>): HTMLElement {
           h("td", {}, TYPE_LABELS[c.type]),
           h("td", {}, c.enableParameter ? c.parameterNames.map((p) => h("code", { class: "chip" }, p)) : h("span", { class: "muted" }, "off")),
           h("td", {}, String(c.invokeTimes)),
-          h("td", { class: "nowrap" }, when(c.creationTime)),
+          h("td", { class: "time-cell" }, when(c.creationTime)),
           h(
             "td",
-            { class: "row-actions" },
-            h("button", { type: "button", class: "primary small", "data-test": "execute", onclick: () => navigate(`/execute?command=${encodeURIComponent(c.commandId)}`) }, "Execute"),
-            h("button", { type: "button", class: "small", "data-test": "view", onclick: () => viewContent(c) }, "View"),
-            h("button", { type: "button", class: "small", "data-test": "modify", onclick: () => editCommand(c, () => void reload()) }, "Modify"),
-            h("button", {
-              type: "button",
-              class: "small danger",
-              "data-test": "delete",
-              onclick: async () => {
-                if (!(await confirmDialog("Delete command", `Delete ${c.name} (${c.commandId})? Its invocations and their results stay readable.`, "Delete"))) return;
-                try {
-                  await commands.deleteCommand({ regionId: session.region, commandId: c.commandId });
-                  await reload();
-                } catch (error) {
-                  void openDialog("Not deleted", () => [errorBox(error)]);
-                }
-              },
-            }, "Delete"),
+            {},
+            h(
+              "div",
+              { class: "row-actions" },
+              h("button", { type: "button", class: "primary small", "data-test": "execute", onclick: () => navigate(`/execute?command=${encodeURIComponent(c.commandId)}`) }, "Execute"),
+              h("button", { type: "button", class: "small", "data-test": "view", onclick: () => viewContent(c) }, "View"),
+              h("button", { type: "button", class: "small", "data-test": "modify", onclick: () => editCommand(c, () => void reload()) }, "Modify"),
+              h("button", {
+                type: "button",
+                class: "small danger",
+                "data-test": "delete",
+                onclick: async () => {
+                  if (!(await confirmDialog("Delete command", `Delete ${c.name} (${c.commandId})? Its invocations and their results stay readable.`, "Delete"))) return;
+                  try {
+                    await commands.deleteCommand({ regionId: session.region, commandId: c.commandId });
+                    await reload();
+                  } catch (error) {
+                    void openDialog("Not deleted", () => [errorBox(error)]);
+                  }
+                },
+              }, "Delete"),
+            ),
           ),
         ),
       ),

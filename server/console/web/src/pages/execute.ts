@@ -9,6 +9,7 @@ import { TYPE_LABELS, utf8 } from "../format";
 import { CommandType, RepeatMode, type Command } from "../gen/cloudassist/v1/command_pb";
 import { navigate } from "../nav";
 import { contentView, scriptEditor, TYPE_OPTIONS } from "./commands";
+import { FireTimes } from "./fire-times";
 import { InstancePicker } from "./instance-picker";
 
 const ZONES = ["Asia/Shanghai", "UTC", "UTC+08:00", "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Tokyo", "Asia/Singapore"];
@@ -31,8 +32,8 @@ class ParameterValues {
   }
 
   private addExtra(): void {
-    const key = input({ placeholder: "name", class: "param-key", "data-test": "param-key" });
-    const value = input({ placeholder: "value", class: "param-value", "data-test": "param-value" });
+    const key = input({ placeholder: "name", class: "param-key", "data-test": "param-key", "aria-label": "Parameter name" });
+    const value = input({ placeholder: "value", class: "param-value", "data-test": "param-value", "aria-label": "Parameter value" });
     this.extra.push({ key, value });
     this.render();
     key.focus();
@@ -40,12 +41,12 @@ class ParameterValues {
 
   private render(): void {
     const known = this.known.map((name) => {
-      const value = input({ value: this.values.get(name) ?? "", "data-parameter-value": name, class: "param-value" });
+      const value = input({ value: this.values.get(name) ?? "", "data-parameter-value": name, class: "param-value", "aria-label": `Value of ${name}` });
       value.addEventListener("input", () => this.values.set(name, value.value));
       return h("div", { class: "param-row" }, h("code", { class: "param-name" }, name), value);
     });
     const extra = this.extra.map(({ key, value }, index) =>
-      h("div", { class: "param-row" }, key, value, h("button", { type: "button", class: "icon", title: "Remove", onclick: () => { this.extra.splice(index, 1); this.render(); } }, "×")),
+      h("div", { class: "param-row" }, key, value, h("button", { type: "button", class: "icon", title: "Remove", "aria-label": "Remove this parameter", onclick: () => { this.extra.splice(index, 1); this.render(); } }, "×")),
     );
     replace(this.rows, known.length || extra.length ? [...known, ...extra] : h("span", { class: "muted" }, "No parameters."));
   }
@@ -62,14 +63,14 @@ class ParameterValues {
 class Schedule {
   readonly element = h("div", { class: "schedule" });
   private readonly mode = select([["once", "Immediate"], ["period", "Scheduled"]], "once", { "data-test": "mode" });
-  private readonly kind = select([["cron", "Cron expression"], ["rate", "Fixed rate"], ["at", "Once at a time"]], "cron", { "data-test": "schedule-kind" });
-  private readonly cron = input({ placeholder: "0 */20 * * * ?  (seconds first)", "data-test": "cron", value: "0 */20 * * * ?" });
-  private readonly rateValue = input({ type: "number", min: 10, value: "5", "data-test": "rate" });
-  private readonly rateUnit = select([["s", "seconds"], ["m", "minutes"], ["h", "hours"], ["d", "days"]], "m");
-  private readonly at = input({ type: "datetime-local", step: 1, "data-test": "at" });
+  private readonly kind = select([["cron", "Cron expression"], ["rate", "Fixed rate"], ["at", "Once at a time"]], "cron", { "data-test": "schedule-kind", "aria-label": "Kind of schedule" });
+  private readonly cron = input({ placeholder: "0 */20 * * * ?  (seconds first)", "data-test": "cron", value: "0 */20 * * * ?", "aria-label": "Cron expression" });
+  private readonly rateValue = input({ type: "number", min: 10, value: "5", "data-test": "rate", "aria-label": "Every" });
+  private readonly rateUnit = select([["s", "seconds"], ["m", "minutes"], ["h", "hours"], ["d", "days"]], "m", { "aria-label": "Unit" });
+  private readonly at = input({ type: "datetime-local", step: 1, "data-test": "at", "aria-label": "At" });
   private readonly zone = input({ placeholder: "server default (UTC+08:00)", list: "zones", "data-test": "timezone" });
   private readonly frequencyText = h("code", { "data-test": "frequency" });
-  readonly fires = h("ol", { class: "fires", "data-test": "fire-times" });
+  readonly fires = new FireTimes();
   private readonly parts = h("div", { class: "schedule-parts" });
   private timer = 0;
   private asked = 0;
@@ -114,7 +115,7 @@ class Schedule {
         this.form.field("frequency", "Schedule", h("div", { class: "inline" }, this.kind,
           kind === "cron" ? this.cron : kind === "rate" ? [this.rateValue, this.rateUnit] : this.at)),
         kind === "rate" ? null : h("div", { class: "field" }, h("label", {}, h("span", { class: "label" }, "Time zone"), this.zone))),
-      h("div", { class: "preview" }, h("span", { class: "muted" }, "Frequency sent: "), this.frequencyText, h("div", { class: "muted small" }, "Next fire times:"), this.fires),
+      h("div", { class: "preview" }, h("span", { class: "muted" }, "Frequency sent: "), this.frequencyText, this.fires.element),
     );
     this.changed();
   }
@@ -134,13 +135,13 @@ class Schedule {
       const answer = await commands.previewSchedule({ regionId: session.region, frequency, timeoutSeconds: this.timeout(), count: 5 });
       if (asked !== this.asked) return;
       this.form.clearErrors();
-      replace(this.fires, answer.fireTimes.map((f) => h("li", { "data-fire": f.localTime }, f.localTime)));
+      this.fires.show(answer.fireTimes, answer.timeZone);
     } catch (error) {
       if (asked !== this.asked) return;
       const found = refusal(error);
       this.form.clearErrors();
       this.form.show(found);
-      replace(this.fires);
+      this.fires.clear();
     }
   }
 }

@@ -1,7 +1,7 @@
 // Files: push a file to instances (SendFile) and see each instance's result.
 
 import { commands, session } from "../api";
-import { h, replace } from "../dom";
+import { h, redraw, replace } from "../dom";
 import { errorBox, Form, input } from "../forms";
 import { stateBadge, statusBadge, utf8, when } from "../format";
 import { CommandType } from "../gen/cloudassist/v1/command_pb";
@@ -11,7 +11,7 @@ export async function filesPage(main: HTMLElement): Promise<() => void> {
   const name = input({ name: "name", placeholder: "app.conf", "data-test": "file-name" });
   const targetDir = input({ name: "target_dir", placeholder: "/etc/app", "data-test": "target-dir" });
   const content = h("textarea", { class: "code", rows: 8, name: "content", spellcheck: "false", "data-test": "file-content" });
-  const upload = h("input", { type: "file" });
+  const upload = h("input", { type: "file", "aria-label": "Content from a file" });
   let uploaded: Uint8Array<ArrayBuffer> | undefined;
   upload.addEventListener("change", async () => {
     const file = upload.files?.[0];
@@ -30,7 +30,7 @@ export async function filesPage(main: HTMLElement): Promise<() => void> {
   const loadResults = async (): Promise<void> => {
     try {
       const found = await commands.describeSendFileResults({ regionId: session.region, pageSize: 50 });
-      replace(results, !found.results.length ? h("p", { class: "empty" }, "No files sent yet.") : h("table", { "data-test": "file-results" },
+      redraw(results, !found.results.length ? h("p", { class: "empty" }, "No files sent yet.") : h("table", { "data-test": "file-results" },
         h("thead", {}, h("tr", {}, ...["Invocation", "Instance", "File", "Status", "State", "Error", "Created", "Finished"].map((c) => h("th", {}, c)))),
         h("tbody", {}, ...found.results.map((r) => h("tr", { "data-file-result": `${r.invokeId}/${r.instanceId}` },
           h("td", {}, h("code", {}, r.invokeId)),
@@ -39,8 +39,8 @@ export async function filesPage(main: HTMLElement): Promise<() => void> {
           h("td", {}, statusBadge(r.invokeRecordStatus)),
           h("td", {}, stateBadge(r.state)),
           h("td", {}, r.errorCode ? h("code", { title: r.errorInfo }, r.errorCode) : "—"),
-          h("td", { class: "nowrap" }, when(r.creationTime)),
-          h("td", { class: "nowrap" }, when(r.finishTime)))))));
+          h("td", { class: "time-cell" }, when(r.creationTime)),
+          h("td", { class: "time-cell" }, when(r.finishTime)))))));
     } catch (error) {
       replace(results, errorBox(error));
     }

@@ -8,6 +8,7 @@ import { errorBox, input } from "../forms";
 import { OS_LABELS, TYPE_LABELS } from "../format";
 import { CommandType } from "../gen/cloudassist/v1/command_pb";
 import type { Instance } from "../gen/cloudassist/v1/instance_pb";
+import { sortedBy } from "../rules";
 import { parseTags } from "./commands";
 
 const MAX_LISTED = 1000;
@@ -34,8 +35,8 @@ export class InstancePicker {
   readonly selected = new Set<string>();
   private type: CommandType = CommandType.RUN_SHELL_SCRIPT;
   private listed: Instance[] = [];
-  private readonly search = input({ type: "search", placeholder: "Search id or hostname", "data-test": "instance-search" });
-  private readonly tag = input({ placeholder: "Tag filter: key=value", "data-test": "instance-tag" });
+  private readonly search = input({ type: "search", placeholder: "Search id or hostname", "data-test": "instance-search", "aria-label": "Search instances by id or hostname" });
+  private readonly tag = input({ placeholder: "Tag filter: key=value", "data-test": "instance-tag", "aria-label": "Tag filter (key=value)" });
   private readonly table = h("div", { class: "table-wrap picker-table" });
   private readonly count = h("span", { class: "muted" });
 
@@ -59,7 +60,7 @@ export class InstancePicker {
 
   async load(): Promise<void> {
     try {
-      this.listed = await allInstances(parseTags(this.tag.value));
+      this.listed = sortedBy(await allInstances(parseTags(this.tag.value)), (i) => i.instanceId);
       this.render();
     } catch (error) {
       replace(this.table, errorBox(error));
@@ -90,13 +91,13 @@ export class InstancePicker {
       h(
         "table",
         {},
-        h("thead", {}, h("tr", {}, ...["", "Instance", "Hostname", "OS", "Status", "Tags", ""].map((c) => h("th", {}, c)))),
+        h("thead", {}, h("tr", {}, ...["Run on", "Instance", "Hostname", "OS", "Status", "Tags", "Why not"].map((c) => h("th", {}, c)))),
         h(
           "tbody",
           {},
           ...rows.map((i) => {
             const reason = ineligible(i, this.type);
-            const box = h("input", { type: "checkbox", disabled: Boolean(reason), "data-instance": i.instanceId });
+            const box = h("input", { type: "checkbox", disabled: Boolean(reason), "data-instance": i.instanceId, "aria-label": `Run on ${i.instanceId}` });
             box.checked = this.selected.has(i.instanceId);
             box.addEventListener("change", () => {
               if (box.checked) this.selected.add(i.instanceId);

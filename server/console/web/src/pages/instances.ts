@@ -2,16 +2,17 @@
 // untag the selected ones.
 
 import { instances, session } from "../api";
-import { h, replace } from "../dom";
+import { h, redraw, replace } from "../dom";
 import { errorBox, Form, input } from "../forms";
 import { OS_LABELS, TYPE_LABELS, when } from "../format";
 import type { Instance } from "../gen/cloudassist/v1/instance_pb";
+import { sortedBy } from "../rules";
 import { parseTags } from "./commands";
 import { allInstances } from "./instance-picker";
 
 export async function instancesPage(main: HTMLElement): Promise<() => void> {
   const selected = new Set<string>();
-  const tagFilter = input({ placeholder: "Tag filter: key=value", "data-test": "tag-filter" });
+  const tagFilter = input({ placeholder: "Tag filter: key=value", "data-test": "tag-filter", "aria-label": "Tag filter (key=value)" });
   const list = h("div", { class: "table-wrap" });
   const tags = input({ name: "tags", placeholder: "role=web, env=prod", "data-test": "tags" });
   const keys = input({ name: "keys", placeholder: "role, env", "data-test": "keys" });
@@ -19,7 +20,7 @@ export async function instancesPage(main: HTMLElement): Promise<() => void> {
 
   const load = async (): Promise<void> => {
     try {
-      listed.splice(0, listed.length, ...(await allInstances(parseTags(tagFilter.value))));
+      listed.splice(0, listed.length, ...sortedBy(await allInstances(parseTags(tagFilter.value)), (i) => i.instanceId));
       render();
     } catch (error) {
       replace(list, errorBox(error));
@@ -30,10 +31,10 @@ export async function instancesPage(main: HTMLElement): Promise<() => void> {
       replace(list, h("p", { class: "empty" }, "No instances. Start an agent: cloudassist-agent --server … --activation-id … --activation-code …"));
       return;
     }
-    replace(list, h("table", { "data-test": "instances" },
-      h("thead", {}, h("tr", {}, ...["", "Instance", "Status", "OS", "Runs", "Hostname", "Agent", "Last heartbeat", "Running tasks", "Tags"].map((c) => h("th", {}, c)))),
+    redraw(list, h("table", { "data-test": "instances" },
+      h("thead", {}, h("tr", {}, ...["Select", "Instance", "Status", "OS", "Runs", "Hostname", "Agent", "Last heartbeat", "Running tasks", "Tags"].map((c) => h("th", {}, c)))),
       h("tbody", {}, ...listed.map((i) => {
-        const box = h("input", { type: "checkbox", "data-select": i.instanceId });
+        const box = h("input", { type: "checkbox", "data-select": i.instanceId, "aria-label": `Select ${i.instanceId}` });
         box.checked = selected.has(i.instanceId);
         box.addEventListener("change", () => (box.checked ? selected.add(i.instanceId) : selected.delete(i.instanceId)));
         return h("tr", { "data-instance": i.instanceId },
@@ -44,7 +45,7 @@ export async function instancesPage(main: HTMLElement): Promise<() => void> {
           h("td", { class: "small" }, i.commandTypes.map((t) => TYPE_LABELS[t]).join(", ")),
           h("td", {}, i.hostname),
           h("td", {}, i.agentVersion),
-          h("td", { class: "nowrap" }, when(i.lastHeartbeatTime)),
+          h("td", { class: "time-cell" }, when(i.lastHeartbeatTime)),
           h("td", {}, String(i.activeTaskCount)),
           h("td", { "data-cell": "tags" }, i.tags.map((t) => h("code", { class: "chip" }, t.value ? `${t.key}=${t.value}` : t.key))));
       }))));

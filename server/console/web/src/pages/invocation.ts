@@ -1,18 +1,22 @@
 // One invocation, at the seed's three levels: the invocation's status, each instance's
 // (coarse status beside detailed state), and every record (each run of a periodic one). Its
 // output streams live (WatchInvocation) and downloads whole (GetInvocationOutput); Stop ends
-// it on one instance or all.
+// it on one instance or all; one that failed runs again on its failed instances. A periodic
+// one shows its next fire times.
 
 import { commands, isCancel, refusal, session } from "../api";
 import { appendAnsi, plainStyle, type Style } from "../ansi";
-import { confirmDialog, download, h, replace } from "../dom";
+import { confirmDialog, download, h, redraw, replace } from "../dom";
 import { errorBox } from "../forms";
 import { bytes, REPEAT_LABELS, stateBadge, statusBadge, TYPE_LABELS, when } from "../format";
 import { InvokeStatus, RepeatMode, type Invocation, type InvocationResult } from "../gen/cloudassist/v1/command_pb";
+import { canRerun, canStop, naturalCompare, sortedBy } from "../rules";
+import { rerunButton } from "./rerun";
+import { FireTimes } from "./fire-times";
 
 /** Where one instance's output is shown, decoding its records' bytes as they come. */
 class OutputPane {
-  readonly pre = h("pre", { class: "output" });
+  readonly pre = h("pre", { class: "output", tabindex: 0 });
   private record = "";
   private decoder = new TextDecoder();
   private style: Style = plainStyle();
@@ -20,6 +24,7 @@ class OutputPane {
 
   constructor(instanceId: string, private readonly periodic: boolean) {
     this.pre.setAttribute("data-output-instance", instanceId);
+    this.pre.setAttribute("aria-label", `Output of ${instanceId}`);
   }
 
   write(recordId: string, data: Uint8Array): void {
@@ -61,7 +66,12 @@ async function fetchOutput(invokeId: string, instanceId: string, recordId: strin
 
 export async function invocationPage(main: HTMLElement, _query: URLSearchParams, invokeId: string): Promise<() => void> {
   const notice = h("div", { class: "notices" });
-  const header = h("div", { class: "card invocation-head" });
+  const header = h("header", { class: "invocation-head" });
+  const schedule = h("section", { class: "card hidden", "data-test": "schedule" });
+  const fireTimes = new FireTimes();
+  // Output bytes per record: as stored when last described, and as far as the stream has come.
+  const storedSize = new Map<string, bigint>();
+  const seenSize = new Map<string, bigint>();
   const instancesTable = h("div", { class: "table-wrap" });
   const recordsTable = h("div", { class: "table-wrap" });
   const tabs = h("div", { class: "tabs" });
@@ -90,7 +100,7 @@ export async function invocationPage(main: HTMLElement, _query: URLSearchParams,
   };
 
   const renderTabs = (): void => {
-    replace(tabs, ...[...panes.keys()].sort().map((id) => h("button", { type: "button", class: id === shown ? "tab active" : "tab", "data-tab": id, onclick: () => { shown = id; renderTabs(); } }, id)));
+    redraw(tabs, ...[...panes.keys()].sort(naturalCompare).map((id) => h("button", { type: "button", class: id === shown ? "tab active" : "tab", "aria-pressed": String(id === shown), "data-tab": id, onclick: () => { shown = id; renderTabs(); } }, id)));
     replace(panesBox, ...[...panes.entries()].map(([id, p]) => { p.pre.classList.toggle("hidden", id !== shown); return p.pre; }));
   };
 
@@ -114,49 +124,81 @@ export async function invocationPage(main: HTMLElement, _query: URLSearchParams,
   };
 
   const renderHeader = (i: Invocation): void => {
-    const running = i.invokeStatus === InvokeStatus.RUNNING;
-    replace(
+    redraw(
       header,
+      h("nav", { class: "breadcrumb", "aria-label": "Breadcrumb" }, h("a", { href: "#/invocations", "data-test": "back" }, "← Execution records")),
       h("div", { class: "head-row" },
-        h("div", {}, h("h1", {}, h("code", {}, i.invokeId), " ", statusBadge(i.invokeStatus)),
-          h("div", { class: "muted" }, `${i.commandName} · ${TYPE_LABELS[i.commandType]} · ${REPEAT_LABELS[i.repeatMode]}`, i.frequency ? [" · ", h("code", {}, i.frequency)] : null, ` · created ${when(i.creationTime)}`)),
+        h("div", {}, h("h1", {}, "Invocation ", h("code", {}, i.invokeId), " ", statusBadge(i.invokeStatus)),
+          h("div", { class: "muted" }, `${i.commandName} · ${TYPE_LABELS[i.commandType]} · ${REPEAT_LABELS[i.repeatMode]}`, i.frequency ? [" · ", h("code", {}, i.frequency)] : null, " · created ", when(i.creationTime))),
         h("div", { class: "row-actions" }, liveState,
-          running ? h("button", { type: "button", class: "danger", "data-test": "stop-all", onclick: () => void stop([]) }, "Stop all") : null)),
+          canRerun(i) ? rerunButton(i, "") : null,
+          canStop(i) ? h("button", { type: "button", class: "danger", "data-test": "stop-all", onclick: () => void stop([]) }, "Stop all") : null)),
     );
   };
 
+  /** A periodic invocation still to fire: its next fire times, as the server reads its schedule. */
+  const renderSchedule = async (i: Invocation): Promise<void> => {
+    if (i.repeatMode !== RepeatMode.PERIOD || !canStop(i) || !i.frequency) {
+      schedule.classList.add("hidden");
+      return;
+    }
+    try {
+      const answer = await commands.previewSchedule({ regionId: session.region, frequency: i.frequency, timeoutSeconds: i.timeoutSeconds, count: 3 });
+      fireTimes.show(answer.fireTimes, answer.timeZone);
+      replace(schedule, h("h2", {}, "Schedule"), h("p", { class: "muted small" }, h("code", {}, i.frequency), ` · read in ${answer.timeZone}`), fireTimes.element);
+      schedule.classList.remove("hidden");
+    } catch {
+      schedule.classList.add("hidden"); // no fire to come (an at() that fired)
+    }
+  };
+
+  const sizeText = (recordId: string): string => {
+    const stored = storedSize.get(recordId) ?? 0n;
+    const seen = seenSize.get(recordId) ?? 0n;
+    return bytes(seen > stored ? seen : stored);
+  };
+
+  /** The Output column follows the stream, between two descriptions of the records. */
+  const grew = (recordId: string, end: bigint): void => {
+    if (end <= (seenSize.get(recordId) ?? 0n)) return;
+    seenSize.set(recordId, end);
+    for (const cell of recordsTable.querySelectorAll<HTMLElement>("[data-output-size]")) {
+      if (cell.dataset.outputSize === recordId) cell.textContent = sizeText(recordId);
+    }
+  };
+
   const renderInstances = (i: Invocation): void => {
-    replace(instancesTable, h("table", { "data-test": "invocation-instances" },
+    redraw(instancesTable, h("table", { "data-test": "invocation-instances" },
       h("thead", {}, h("tr", {}, ...["Instance", "Status", "State", "Runs", "Exit code", "Error", "Started", "Finished", ""].map((c) => h("th", {}, c)))),
-      h("tbody", {}, ...i.invokeInstances.map((x) => h("tr", { "data-instance-row": x.instanceId },
+      h("tbody", {}, ...sortedBy(i.invokeInstances, (x) => x.instanceId).map((x) => h("tr", { "data-instance-row": x.instanceId },
         h("td", {}, h("code", {}, x.instanceId)),
         h("td", { "data-cell": "status" }, statusBadge(x.instanceInvokeStatus)),
         h("td", { "data-cell": "state" }, stateBadge(x.state)),
         h("td", {}, String(x.repeats)),
         h("td", { "data-cell": "exit-code" }, x.exitCode === undefined ? "—" : String(x.exitCode)),
         h("td", { "data-cell": "error" }, x.errorCode ? h("span", { title: x.errorInfo }, h("code", {}, x.errorCode), x.errorInfo ? h("div", { class: "muted small" }, x.errorInfo) : null) : "—"),
-        h("td", { class: "nowrap" }, when(x.startTime)),
-        h("td", { class: "nowrap" }, when(x.finishTime)),
-        h("td", { class: "row-actions" },
+        h("td", { class: "time-cell" }, when(x.startTime)),
+        h("td", { class: "time-cell" }, when(x.finishTime)),
+        h("td", {}, h("div", { class: "row-actions" },
           x.instanceInvokeStatus === InvokeStatus.RUNNING ? h("button", { type: "button", class: "small danger", "data-stop": x.instanceId, onclick: () => void stop([x.instanceId]) }, "Stop") : null,
-          h("button", { type: "button", class: "small", "data-download": x.instanceId, onclick: () => void save(x.instanceId, "") }, "Download output")),
+          h("button", { type: "button", class: "small", "data-download": x.instanceId, onclick: () => void save(x.instanceId, "") }, "Download output"))),
       )))));
   };
 
   const renderRecords = (records: InvocationResult[]): void => {
-    replace(recordsTable, !records.length ? h("p", { class: "empty" }, "No records yet.") : h("table", { "data-test": "records" },
+    redraw(recordsTable, !records.length ? h("p", { class: "empty" }, "No records yet.") : h("table", { "data-test": "records" },
       h("thead", {}, h("tr", {}, ...["Record", "Instance", "Status", "State", "Exit code", "Error", "Created", "Finished", "Output", ""].map((c) => h("th", {}, c)))),
       h("tbody", {}, ...records.map((r) => h("tr", { "data-record": r.recordId, "data-record-instance": r.instanceId },
-        h("td", {}, h("code", {}, r.recordId)),
+        h("td", { class: "id-cell" }, h("code", { title: r.recordId }, r.recordId)),
         h("td", {}, h("code", {}, r.instanceId)),
         h("td", {}, statusBadge(r.invokeRecordStatus)),
         h("td", {}, stateBadge(r.state)),
         h("td", {}, r.exitCode === undefined ? "—" : String(r.exitCode)),
         h("td", {}, r.errorCode ? h("code", { title: r.errorInfo }, r.errorCode) : "—"),
-        h("td", { class: "nowrap" }, when(r.creationTime)),
-        h("td", { class: "nowrap" }, when(r.finishTime)),
-        h("td", {}, bytes(r.outputSize), r.dropped ? h("span", { class: "warn" }, ` +${bytes(r.dropped)} dropped`) : null),
-        h("td", {}, h("button", { type: "button", class: "small", onclick: () => void save(r.instanceId, r.recordId) }, "Download")),
+        h("td", { class: "time-cell" }, when(r.creationTime)),
+        h("td", { class: "time-cell" }, when(r.finishTime)),
+        h("td", { class: "nowrap" }, h("span", { "data-output-size": r.recordId }, sizeText(r.recordId)), r.dropped ? h("span", { class: "warn" }, ` +${bytes(r.dropped)} dropped`) : null),
+        h("td", {}, h("button", { type: "button", class: "small", "aria-label": `Download the output of record ${r.recordId}`, onclick: () => void save(r.instanceId, r.recordId) }, "Download")),
       )))));
   };
 
@@ -173,7 +215,9 @@ export async function invocationPage(main: HTMLElement, _query: URLSearchParams,
       }
       renderHeader(invocation);
       renderInstances(invocation);
+      for (const r of results.invocationResults) storedSize.set(r.recordId, r.outputSize);
       renderRecords(results.invocationResults);
+      void renderSchedule(invocation);
       for (const x of invocation.invokeInstances) pane(x.instanceId);
     } catch (error) {
       problem(error);
@@ -197,6 +241,7 @@ export async function invocationPage(main: HTMLElement, _query: URLSearchParams,
           if (event.event.case === "output") {
             const chunk = event.event.value;
             pane(chunk.instanceId).write(chunk.recordId, chunk.data);
+            grew(chunk.recordId, chunk.offset + BigInt(chunk.data.length));
           } else if (event.event.case === "stateChange") {
             soon();
           }
@@ -217,6 +262,7 @@ export async function invocationPage(main: HTMLElement, _query: URLSearchParams,
     main,
     notice,
     header,
+    schedule,
     h("section", { class: "card" }, h("h2", {}, "Instances"), instancesTable),
     h("section", { class: "card" }, h("h2", {}, "Output"), tabs, panesBox),
     h("section", { class: "card" }, h("h2", {}, "Records"), h("p", { class: "muted small" }, "Every run on every instance; a periodic invocation has one per fire."), recordsTable),
