@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 NEW_VENV := test -x $(PY) || $(PYTHON) -m venv $(VENV)
 PROTOS := $(wildcard protos/cloudassist/v1/*.proto)
 
-.PHONY: install install-runtime system-deps interop-deps console-deps console check-console run test gen check-gen lint lint-protos bench migration clean
+.PHONY: install install-runtime system-deps interop-deps console-deps console check-console run test gen check-gen lint lint-protos sizes bench migration clean
 
 install: $(STAMP)
 
@@ -51,10 +51,22 @@ check-gen: install
 	diff -r -x __pycache__ .gen-check/cloudassist gen/cloudassist
 	rm -rf .gen-check
 
-lint: install lint-protos
+# mypy sees the packages under their installed names through a tree of links (.typecheck/):
+# cloudassist.server is server/, cloudassist.v1 is gen/cloudassist/v1, and so on.
+TYPECHECK := .typecheck
+lint: install lint-protos sizes
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy server agent client
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/cloudassist
+	cp gen/cloudassist/__init__.py $(TYPECHECK)/cloudassist/
+	for part in server agent client common; do ln -s ../../$$part $(TYPECHECK)/cloudassist/$$part; done
+	ln -s ../../gen/cloudassist/v1 $(TYPECHECK)/cloudassist/v1
+	cd $(TYPECHECK) && ../$(PY) -m mypy --config-file ../pyproject.toml \
+	  -p cloudassist.server -p cloudassist.agent -p cloudassist.client -p cloudassist.common
+
+# The sizes of modules and classes; fails when one is past its bound (450 and 250 lines).
+sizes: install
+	$(PY) bench/sizes.py
 
 # The Node.js packages of the interop test, and buf, exactly as the lockfile pins them.
 INTEROP := tests/interop
@@ -119,9 +131,9 @@ bench: install
 # migrations up to head do not make (Alembic's autogenerate). Read and test it before committing.
 migration: install
 	@test -n "$(MSG)" || { echo 'usage: make migration MSG="what it changes"' >&2; exit 2; }
-	@file=$$($(PY) -c 'import sys; from server.store import schema; print(schema.new_revision(sys.argv[1]))' "$(MSG)") && \
+	@file=$$($(PY) -c 'import sys; from cloudassist.server.store import schema; print(schema.new_revision(sys.argv[1]))' "$(MSG)") && \
 	  $(PY) -m ruff check --fix --quiet "$$file" && $(PY) -m ruff format --quiet "$$file" && \
 	  echo "wrote $$file"
 
 clean:
-	rm -rf $(VENV) .gen-check .console-check var
+	rm -rf $(VENV) .gen-check .console-check .typecheck var

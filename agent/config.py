@@ -8,10 +8,13 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cloudassist.common.flags import EnvDefaults
+
 # The agent ships in the server's distribution: it logs the way the server does.
-from server.logs import LOG_FORMATS
+from cloudassist.common.logs import LOG_FORMATS
 
 ENV_PREFIX = "CLOUDASSIST_AGENT_"
+_env = EnvDefaults(ENV_PREFIX)
 
 
 def default_state_dir() -> Path:
@@ -53,15 +56,6 @@ def _tag(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
-
-
-def _path(name: str) -> Path | None:
-    value = _env(name, "")
-    return Path(value) if value else None
-
-
 def build_parser() -> argparse.ArgumentParser:
     defaults = AgentConfig()
     parser = argparse.ArgumentParser(
@@ -78,92 +72,92 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--server",
-        default=_env("server", defaults.server),
+        default=_env.get("server", defaults.server),
         help="host:port of the cloudassist server; several, comma-separated, are tried in turn "
         "on each reconnect [%(default)s]",
     )
     add(
         "--instance-id",
-        default=_env("instance-id", ""),
+        default=_env.get("instance-id", ""),
         help="the instance id to register as; default: one the server picks. After "
         "registration, the id saved in the state directory is used",
     )
     add(
         "--region",
         dest="region_id",
-        default=_env("region", defaults.region_id),
+        default=_env.get("region", defaults.region_id),
         help="the region this instance belongs to; registration fails when the activation "
         "is for another region [%(default)s]",
     )
     add(
         "--state-dir",
         type=Path,
-        default=Path(_env("state-dir", str(default_state_dir()))),
+        default=Path(_env.get("state-dir", str(default_state_dir()))),
         help="where the instance's credentials, unacknowledged output and results are kept "
         "[%(default)s]",
     )
     add(
         "--activation-id",
-        default=_env("activation-id", ""),
+        default=_env.get("activation-id", ""),
         help="register with this activation; needed once, until the state directory holds "
         "the instance's credentials",
     )
-    add("--activation-code", default=_env("activation-code", ""), help="the activation's code")
+    add("--activation-code", default=_env.get("activation-code", ""), help="the activation's code")
     add(
         "--ca",
         type=Path,
-        default=_path("ca"),
+        default=_env.path("ca"),
         help="connect with TLS, trusting this PEM CA bundle for the server's certificate",
     )
     add(
         "--cert",
         type=Path,
-        default=_path("cert"),
+        default=_env.path("cert"),
         help="PEM client certificate for mTLS (its common name is the instance id)",
     )
-    add("--key", type=Path, default=_path("key"), help="PEM private key of --cert")
+    add("--key", type=Path, default=_env.path("key"), help="PEM private key of --cert")
     add(
         "--kill-grace",
         type=float,
-        default=float(_env("kill-grace", str(defaults.kill_grace_seconds))),
+        default=float(_env.get("kill-grace", str(defaults.kill_grace_seconds))),
         help="seconds between SIGTERM and SIGKILL when a task is stopped [%(default)s]",
     )
     add(
         "--max-backoff",
         type=float,
-        default=float(_env("max-backoff", str(defaults.max_backoff_seconds))),
+        default=float(_env.get("max-backoff", str(defaults.max_backoff_seconds))),
         help="longest wait between reconnect attempts, seconds [%(default)s]",
     )
     add(
         "--tag",
         action="append",
         type=_tag,
-        default=[_tag(t) for t in _env("tags", "").split(",") if t.strip()],
+        default=[_tag(t) for t in _env.get("tags", "").split(",") if t.strip()],
         metavar="KEY=VALUE",
         help="a tag of this instance, repeatable (CLOUDASSIST_AGENT_TAGS: comma-separated)",
     )
     add(
         "--powershell",
-        default=_env("powershell", ""),
+        default=_env.get("powershell", ""),
         metavar="PWSH",
         help="run PowerShell scripts with this pwsh (a name on PATH or a path) [off]",
     )
     add(
         "--boot-id-file",
         type=Path,
-        default=Path(_env("boot-id-file", str(defaults.boot_id_file))),
+        default=Path(_env.get("boot-id-file", str(defaults.boot_id_file))),
         help="the file that holds this boot's id; reboot-mode invocations run when it "
         "changes [%(default)s]",
     )
     add(
         "--log-level",
-        default=_env("log-level", defaults.log_level),
+        default=_env.get("log-level", defaults.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[%(default)s]",
     )
     add(
         "--log-format",
-        default=_env("log-format", defaults.log_format),
+        default=_env.get("log-format", defaults.log_format),
         choices=LOG_FORMATS,
         help="text, or json: one object per line, ids as fields [%(default)s]",
     )

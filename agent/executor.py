@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.journal import process_start_time
+from cloudassist.agent.journal import process_start_time
 
 log = logging.getLogger(__name__)
 

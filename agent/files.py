@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.executor import LaunchError
+from cloudassist.agent.executor import LaunchError
 
 
 @dataclass(frozen=True)

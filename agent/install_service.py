@@ -13,7 +13,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from agent.config import ENV_PREFIX, build_parser, program_path
+from cloudassist.agent.config import ENV_PREFIX, build_parser, program_path
+from cloudassist.common.flags import variable
 
 UNIT_NAME = "cloudassist-agent.service"
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
@@ -85,7 +86,7 @@ def _variable(action: argparse.Action) -> str:
     flag = next(o for o in action.option_strings if o.startswith("--"))[2:]
     # The agent reads its repeatable --tag from one comma-separated variable.
     name = "tags" if flag == "tag" else flag
-    return ENV_PREFIX + name.upper().replace("-", "_")
+    return variable(ENV_PREFIX, name)
 
 
 def _text(value: object) -> str:
@@ -218,5 +219,6 @@ def install_service(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # The unit in deploy/systemd/: python -m agent.install_service > cloudassist-agent.service
+    # The unit in deploy/systemd/:
+    # python -m cloudassist.agent.install_service > cloudassist-agent.service
     sys.stdout.write(render_unit(PACKAGED_AGENT, DEFAULT_ENV_FILE))

@@ -8,9 +8,7 @@ as the per-file spool did) when `write` returns. On start the journal is replaye
 record at the end (a crash of the machine mid-write) is cut off. When the journal has grown
 well past what is still live, it is rewritten with only that (tasks not yet forgotten, their
 output the server has not acknowledged, the ids of forgotten tasks) and renamed over the old
-one, so it never grows without bound.
-
-    record = crc32 (4) | kind (1) | length (4) | payload (length)
+one, so it never grows without bound. The records and their framing are in records.py.
 
 Blocking file I/O: only the agent's I/O thread calls this module.
 """
@@ -21,140 +19,41 @@ import json
 import logging
 import os
 import shutil
-import struct
-import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from cloudassist.agent.records import (
+    ACCEPT,
+    DONE,
+    FORGET,
+    HEADER,
+    OUTPUT,
+    OUTPUT_HEAD,
+    RESULT,
+    SNAPSHOT,
+    START,
+    Accept,
+    Forget,
+    Output,
+    Record,
+    Release,
+    Result,
+    Start,
+    TaskMeta,
+    crc_ok,
+    frame,
+    frame_json,
+    output_payload,
+)
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<IBI")
-OUTPUT_HEAD = struct.Struct("<qH")  # offset, length of the task id; then the id and the data
-
-ACCEPT = 1  # a task's metadata, as dispatched
-START = 2  # its process started
-OUTPUT = 3  # output at an offset
-RESULT = 4  # its result
-FORGET = 5  # the server stored everything: the task is done
-SNAPSHOT = 6  # a task's whole metadata, written by compaction
-DONE = 7  # ids of forgotten tasks, written by compaction
 
 # Rewrite the journal once it is this large and at least twice what is live.
 COMPACT_BYTES = 32 * 1024 * 1024
 # Forgotten task ids kept (a task dispatched again after this many others runs again).
 DONE_KEEP = 10_000
-
-
-@dataclass
-class TaskResult:
-    kind: str  # finished | stopped | timed_out | error
-    time_ms: int
-    exit_code: int | None = None
-    error_code: str = ""
-    error_info: str = ""
-
-
-@dataclass
-class TaskMeta:
-    task_id: str
-    invoke_id: str
-    command_type: str
-    timeout_seconds: int
-    working_dir: str
-    username: str
-    output_limit: int
-    accepted_ms: int
-    started: bool = False
-    start_ms: int | None = None
-    pid: int | None = None
-    # /proc start time of the process, so a recycled pid is never killed by mistake.
-    proc_start: str | None = None
-    produced: int = 0
-    # Where the script was written: a file, or a private directory (runs as another user).
-    script_path: str = ""
-    result: TaskResult | None = None
-
-    def to_json(self) -> dict[str, object]:
-        # By hand: dataclasses.asdict deep-copies field by field, and this runs for every
-        # task's acceptance and result.
-        data: dict[str, object] = {name: getattr(self, name) for name in _META_FIELDS}
-        if self.result is not None:
-            data["result"] = {name: getattr(self.result, name) for name in _RESULT_FIELDS}
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> TaskMeta:
-        data = dict(data)
-        result = data.pop("result", None)
-        # Fields of older versions (the per-file spool) that are gone.
-        data.pop("stop_reason", None)
-        script_dir = data.pop("script_dir", None)
-        if script_dir and not data.get("script_path"):
-            data["script_path"] = script_dir
-        known = cls.__dataclass_fields__
-        meta = cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
-        meta.result = TaskResult(**result) if isinstance(result, dict) else None
-        return meta
-
-
-_META_FIELDS = tuple(f.name for f in fields(TaskMeta))
-_RESULT_FIELDS = tuple(f.name for f in fields(TaskResult))
-
-
-# What the session hands the I/O thread -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Accept:
-    meta: TaskMeta  # a copy: the journal keeps it
-
-
-def snapshot(meta: TaskMeta) -> TaskMeta:
-    """A copy of `meta` to hand to the I/O thread (the session goes on changing its own)."""
-    copy = replace(meta)
-    if meta.result is not None:
-        copy.result = replace(meta.result)
-    return copy
-
-
-@dataclass(frozen=True)
-class Start:
-    task_id: str
-    pid: int
-    start_ms: int
-
-
-@dataclass(frozen=True)
-class Output:
-    task_id: str
-    offset: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Result:
-    meta: TaskMeta  # a copy, with its result, produced, start
-
-
-@dataclass(frozen=True)
-class Forget:
-    task_id: str
-
-
-@dataclass(frozen=True)
-class Release:
-    """The server stored `task_id`'s output below `upto`: compaction need not keep it (not
-    written: acknowledgements are the server's to repeat after a restart)."""
-
-    task_id: str
-    upto: int
-
-
-Record = Accept | Start | Output | Result | Forget | Release
-
-
-# The journal ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -185,19 +84,6 @@ def process_start_time(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _json(kind: int, value: object) -> tuple[int, bytes]:
-    return kind, json.dumps(value, separators=(",", ":")).encode()
-
-
-def _frame(kind: int, payload: bytes | Iterable[bytes]) -> list[bytes]:
-    parts = [payload] if isinstance(payload, bytes) else list(payload)
-    length = sum(len(p) for p in parts)
-    crc = zlib.crc32(bytes([kind]))
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    return [HEADER.pack(crc, kind, length), *parts]
 
 
 class Journal:
@@ -236,7 +122,7 @@ class Journal:
                     return
                 crc, kind, length = HEADER.unpack(header)
                 payload = source.read(length)
-                if len(payload) < length or zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
+                if len(payload) < length or not crc_ok(crc, kind, payload):
                     return
                 yield position, kind, payload
                 position += HEADER.size + length
@@ -285,17 +171,17 @@ class Journal:
             return
         parts: list[bytes] = []
         if done_file.exists():
-            parts += _frame(*_json(DONE, {"ids": done_file.read_text().split()[-DONE_KEEP:]}))
+            parts += frame_json(DONE, {"ids": done_file.read_text().split()[-DONE_KEEP:]})
         for directory in sorted(tasks_dir.iterdir()) if tasks_dir.is_dir() else []:
             meta_path = directory / "task.json"
             if not meta_path.exists():
                 continue
             meta = TaskMeta.from_json(json.loads(meta_path.read_text()))
-            parts += _frame(*_json(SNAPSHOT, {"meta": meta.to_json(), "base": 0}))
+            parts += frame_json(SNAPSHOT, {"meta": meta.to_json(), "base": 0})
             output = directory / "output"
             data = output.read_bytes() if output.exists() else b""
             if data:
-                parts += _frame(OUTPUT, _output_payload(meta.task_id, 0, data))
+                parts += frame(OUTPUT, output_payload(meta.task_id, 0, data))
         with open(self.path, "ab") as out:
             out.write(b"".join(parts))
         shutil.rmtree(tasks_dir, ignore_errors=True)
@@ -315,17 +201,17 @@ class Journal:
                 if task is None or record.offset != task.size:
                     log.warning("output of %s out of place; not spooled", record.task_id)
                     continue
-                frame = _frame(OUTPUT, _output_payload(record.task_id, record.offset, record.data))
-                data_at = position + sum(len(p) for p in frame) - len(record.data)
+                framed = frame(OUTPUT, output_payload(record.task_id, record.offset, record.data))
+                data_at = position + sum(len(p) for p in framed) - len(record.data)
                 appended.append((task, record, data_at))
                 task.size += len(record.data)
             elif isinstance(record, Release):
                 self._release(record.task_id, record.upto)
                 continue
             else:
-                frame = self._encode(record)
-            parts += frame
-            position += sum(len(p) for p in frame)
+                framed = self._encode(record)
+            parts += framed
+            position += sum(len(p) for p in framed)
         if parts:
             data = b"".join(parts)
             _write_all(self._fd, data)
@@ -339,7 +225,7 @@ class Journal:
         if isinstance(record, Accept):
             meta = record.meta
             self.tasks[meta.task_id] = JournalTask(meta)
-            return _frame(*_json(ACCEPT, {"meta": meta.to_json()}))
+            return frame_json(ACCEPT, {"meta": meta.to_json()})
         if isinstance(record, Start):
             proc_start = process_start_time(record.pid)
             task = self.tasks.get(record.task_id)
@@ -354,7 +240,7 @@ class Journal:
                 "proc_start": proc_start,
                 "start_ms": record.start_ms,
             }
-            return _frame(*_json(START, value))
+            return frame_json(START, value)
         if isinstance(record, Result):
             task = self.tasks.get(record.meta.task_id)
             if task is not None:
@@ -365,11 +251,11 @@ class Journal:
                 meta.start_ms = meta.start_ms if meta.start_ms is not None else task.meta.start_ms
                 meta.started = meta.started or task.meta.started
                 task.meta = meta
-            return _frame(*_json(RESULT, {"meta": record.meta.to_json()}))
+            return frame_json(RESULT, {"meta": record.meta.to_json()})
         assert isinstance(record, Forget)
         self.tasks.pop(record.task_id, None)
         self.done.append(record.task_id)
-        return _frame(*_json(FORGET, {"task_id": record.task_id}))
+        return frame_json(FORGET, {"task_id": record.task_id})
 
     def _release(self, task_id: str, upto: int) -> None:
         task = self.tasks.get(task_id)
@@ -389,25 +275,25 @@ class Journal:
         try:
             self.done = self.done[-DONE_KEEP:]
             position = 0
-            head = b"".join(_frame(*_json(DONE, {"ids": self.done})))
+            head = b"".join(frame_json(DONE, {"ids": self.done}))
             _write_all(fd, head)
             position += len(head)
             for task in self.tasks.values():
                 snapshot = b"".join(
-                    _frame(*_json(SNAPSHOT, {"meta": task.meta.to_json(), "base": task.base}))
+                    frame_json(SNAPSHOT, {"meta": task.meta.to_json(), "base": task.base})
                 )
                 _write_all(fd, snapshot)
                 position += len(snapshot)
                 moved: list[_Segment] = []
                 for segment in task.segments:
                     data = os.pread(self._fd, segment.length, segment.position)
-                    payload = _output_payload(task.meta.task_id, segment.offset, data)
-                    frame = b"".join(_frame(OUTPUT, payload))
-                    _write_all(fd, frame)
+                    payload = output_payload(task.meta.task_id, segment.offset, data)
+                    framed = b"".join(frame(OUTPUT, payload))
+                    _write_all(fd, framed)
                     moved.append(
-                        _Segment(segment.offset, position + len(frame) - len(data), len(data))
+                        _Segment(segment.offset, position + len(framed) - len(data), len(data))
                     )
-                    position += len(frame)
+                    position += len(framed)
                 task.segments = moved
             os.replace(tmp, self.path)
         except BaseException:
@@ -442,11 +328,6 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _output_payload(task_id: str, offset: int, data: bytes) -> list[bytes]:
-    encoded = task_id.encode()
-    return [OUTPUT_HEAD.pack(offset, len(encoded)), encoded, data]
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -9,13 +9,14 @@ import os
 import signal
 import sys
 
-from agent.config import parse_config
-from agent.install_service import install_service
-from agent.session import Agent, RegistrationError
+from cloudassist.agent.config import parse_config
+from cloudassist.agent.connection import RegistrationError
+from cloudassist.agent.install_service import install_service
+from cloudassist.agent.session import Agent
 
 # The agent and the server ship in one distribution, so they share one log format (text, or
 # JSON lines with ids as fields).
-from server import event_loop, logs
+from cloudassist.common import event_loop, logs
 
 
 async def run_agent(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ connection, a server restart, or a restart of the agent itself.
     STATE_DIR/journal            what to run, the process, output, results (agent/journal.py)
     STATE_DIR/scripts/           the scripts of running tasks
 
-The session hands records to `Spool.append` on the event loop; they are written by the one
+The agent hands records to `Spool.append` on the event loop; they are written by the one
 I/O thread in batches: everything appended while one write is under way goes out in the next
 (group commit), so tasks that start and end together share their writes.
 """
@@ -23,14 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.journal import (
-    Forget,
-    Journal,
-    Record,
-    Release,
-    TaskMeta,
-    TaskResult,
-)
+from cloudassist.agent.journal import Journal
+from cloudassist.agent.records import Forget, Record, Release, TaskMeta, TaskResult
 
 __all__ = ["Credentials", "Spool", "SpooledTask", "TaskMeta", "TaskResult"]
 

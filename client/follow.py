@@ -14,9 +14,15 @@ from typing import Any, Literal
 
 from grpc import aio
 
-from client import render
-from client.progress import InstanceProgress, LiveView, apply_change, apply_results, line_prefix
-from client.style import PLAIN, Palette
+from cloudassist.client import render
+from cloudassist.client.progress import (
+    InstanceProgress,
+    LiveView,
+    apply_change,
+    apply_results,
+    line_prefix,
+)
+from cloudassist.client.style import PLAIN, Palette
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
 

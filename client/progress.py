@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from client import render
-from client.style import PLAIN, Palette, Style, paint_state
+from cloudassist.client import render
+from cloudassist.client.style import PLAIN, Palette, Style, paint_state
 from cloudassist.v1 import command_pb2 as pb
 
 DONE = frozenset({pb.EXECUTION_STATE_SUCCESS})

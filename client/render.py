@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import grpc
 from google.protobuf import json_format
@@ -15,7 +15,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from client.style import PLAIN, Palette, visible
+from cloudassist.client.style import PLAIN, Palette, visible
+
+T = TypeVar("T")
+# A table column: its header, and the cell of one item.
+Column = tuple[str, Callable[[T], object]]
 
 
 def message_dict(message: Message) -> dict[str, Any]:
@@ -54,6 +58,51 @@ def print_table(
 ) -> None:
     for line in format_table(headers, rows, palette):
         print(line)
+
+
+@runtime_checkable
+class _Page(Protocol):
+    """A list response that may be one page of several."""
+
+    @property
+    def total_count(self) -> int: ...
+
+    @property
+    def next_page_token(self) -> str: ...
+
+
+def print_listing(
+    response: Message,
+    items: Sequence[T],
+    columns: Sequence[Column[T]],
+    palette: Palette = PLAIN,
+    *,
+    as_json: bool = False,
+) -> None:
+    """A list response: the whole of it as JSON, or a table of `items` and, when there are
+    more pages, how to get the next one. Cells are made only for the table."""
+    if as_json:
+        print_json(response)
+        return
+    print_table(
+        [header for header, _ in columns],
+        [[cell(i) for _, cell in columns] for i in items],
+        palette,
+    )
+    if isinstance(response, _Page) and response.next_page_token:
+        print(
+            f"({len(items)} of {response.total_count}; "
+            f"next page: --page-token {response.next_page_token})"
+        )
+
+
+def print_ids(response: Message, *words: object, as_json: bool = False) -> None:
+    """The answer to a call that changes something: with --json the response, else `words`
+    (the ids a script wants) on one line, or nothing when success is the whole answer."""
+    if as_json:
+        print_json(response)
+    elif words:
+        print(*words)
 
 
 def when(ts: Timestamp, present: bool = True) -> str:

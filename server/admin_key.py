@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from server import logs
-from server.clock import now_ms
-from server.config import ServerConfig, add_database_flags, database_config
-from server.domain.credentials import parse_provided_key
-from server.store import schema
-from server.store.admin_keys import issue_admin_key
-from server.store.engine import (
+from cloudassist.common import logs
+from cloudassist.common.clock import now_ms
+from cloudassist.server.config import ServerConfig, add_database_flags, database_config
+from cloudassist.server.domain.credentials import parse_provided_key
+from cloudassist.server.store import schema
+from cloudassist.server.store.admin_keys import issue_admin_key
+from cloudassist.server.store.engine import (
     DATABASE_ERRORS,
     DatabasePathError,
     database_error,

@@ -9,12 +9,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain import reasons
-from server.domain.accounts import AuditTicket, Principal
-from server.domain.credentials import split_token
-from server.domain.errors import ResourceExhausted, Unauthenticated
-from server.store.database import Database
-from server.store.security import authenticate_key
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.accounts import AuditTicket, Principal
+from cloudassist.server.domain.credentials import split_token
+from cloudassist.server.domain.errors import ResourceExhausted, Unauthenticated
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.security import authenticate_key
 
 # The principal of the call being handled (set by the guard in the handler's own task).
 current_principal: ContextVar[Principal] = ContextVar("current_principal")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import os
 from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from pathlib import Path
 
-from server.domain.limits import Limits
-from server.domain.timezones import parse_timezone
-from server.logs import LOG_FORMATS
-from server.store.engine import absolute_database_url
+from cloudassist.common.flags import EnvDefaults
+from cloudassist.common.logs import LOG_FORMATS
+from cloudassist.server.domain.limits import Limits
+from cloudassist.server.domain.timezones import parse_timezone
+from cloudassist.server.store.engine import absolute_database_url
 
 ENV_PREFIX = "CLOUDASSIST_"
+_env = EnvDefaults(ENV_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,6 @@ class ServerConfig:
         return self.db_url or f"sqlite:///{self.data_dir / 'cloudassist.db'}"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
-
-
-def _path_env(name: str) -> Path | None:
-    value = _env(name, "")
-    return Path(value) if value else None
-
-
 def with_absolute_paths(config: ServerConfig) -> ServerConfig:
     """`config` with every path it holds absolute, against the current directory: resolved
     once, at start-up, so that nothing later depends on the process's current directory."""
@@ -127,13 +119,13 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
 def _add_logging_flags(parser: argparse.ArgumentParser, defaults: ServerConfig) -> None:
     parser.add_argument(
         "--log-level",
-        default=_env("log-level", defaults.log_level),
+        default=_env.get("log-level", defaults.log_level),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[%(default)s]",
     )
     parser.add_argument(
         "--log-format",
-        default=_env("log-format", defaults.log_format),
+        default=_env.get("log-format", defaults.log_format),
         choices=LOG_FORMATS,
         help="text, or json: one object per line with invoke_id, instance_id, ... fields "
         "[%(default)s]",
@@ -160,36 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--listen",
-        default=_env("listen", defaults.listen),
+        default=_env.get("listen", defaults.listen),
         help="host:port to serve on (port 0 picks a free port) [%(default)s]",
     )
     add(
         "--data-dir",
         type=Path,
-        default=Path(_env("data-dir", str(defaults.data_dir))),
+        default=Path(_env.get("data-dir", str(defaults.data_dir))),
         help="directory for the SQLite database and other state [%(default)s]",
     )
     add(
         "--output-dir",
         type=Path,
-        default=_path_env("output-dir"),
+        default=_env.path("output-dir"),
         help="copy every finished record's output (and a JSON summary) here [off]",
     )
     add(
         "--output-bucket",
-        default=_env("output-bucket", ""),
+        default=_env.get("output-bucket", ""),
         metavar="s3://BUCKET/PREFIX",
         help="copy every finished record's output (and a JSON summary) to this bucket [off]",
     )
     add(
         "--output-s3-endpoint",
-        default=_env("output-s3-endpoint", ""),
+        default=_env.get("output-s3-endpoint", ""),
         metavar="URL",
         help="the S3-compatible service of --output-bucket (MinIO, ...) [AWS]",
     )
     add(
         "--db",
-        default=_env("db", ""),
+        default=_env.get("db", ""),
         help="SQLAlchemy database URL, e.g. "
         "sqlite:///path/cloudassist.db or postgresql+psycopg://user@host/db "
         "[sqlite:///DATA_DIR/cloudassist.db]",
@@ -197,103 +189,103 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--default-timezone",
         type=_timezone,
-        default=_env("default-timezone", "UTC+08:00"),
+        default=_env.get("default-timezone", "UTC+08:00"),
         help="time zone for schedules without one and for the daily quota: an IANA name or "
         "UTC+HH:MM [%(default)s]",
     )
     add(
         "--delivery-timeout",
         type=float,
-        default=float(_env("delivery-timeout", str(defaults.delivery_timeout_seconds))),
+        default=float(_env.get("delivery-timeout", str(defaults.delivery_timeout_seconds))),
         help="seconds a task may wait for its agent before it is ABORTED [%(default)s]",
     )
     add(
         "--stop-grace",
         type=float,
-        default=float(_env("stop-grace", str(defaults.stop_grace_seconds))),
+        default=float(_env.get("stop-grace", str(defaults.stop_grace_seconds))),
         help="seconds to wait for an agent to confirm a stop before the record is "
         "TERMINATED anyway [%(default)s]",
     )
     add(
         "--heartbeat-interval",
         type=int,
-        default=int(_env("heartbeat-interval", str(defaults.heartbeat_seconds))),
+        default=int(_env.get("heartbeat-interval", str(defaults.heartbeat_seconds))),
         help="seconds between heartbeats on agent streams [%(default)s]",
     )
     add(
         "--keepalive",
         type=int,
-        default=int(_env("keepalive", str(defaults.keepalive_seconds))),
+        default=int(_env.get("keepalive", str(defaults.keepalive_seconds))),
         help="seconds between HTTP/2 keepalive pings [%(default)s]",
     )
     add(
         "--keepalive-timeout",
         type=int,
-        default=int(_env("keepalive-timeout", str(defaults.keepalive_timeout_seconds))),
+        default=int(_env.get("keepalive-timeout", str(defaults.keepalive_timeout_seconds))),
         help="seconds to wait for a keepalive ping's answer before closing [%(default)s]",
     )
     add(
         "--max-connection-age",
         type=int,
-        default=int(_env("max-connection-age", str(defaults.max_connection_age_seconds))),
+        default=int(_env.get("max-connection-age", str(defaults.max_connection_age_seconds))),
         help="close connections after this many seconds so agents rebalance; 0: never "
         "[%(default)s]",
     )
     add(
         "--max-connection-age-grace",
         type=int,
-        default=int(_env("max-connection-age-grace", "-1")),
+        default=int(_env.get("max-connection-age-grace", "-1")),
         help="seconds a connection past --max-connection-age gets to finish its calls; "
         "-1: --shutdown-grace [%(default)s]",
     )
     add(
         "--drain-delay",
         type=float,
-        default=float(_env("drain-delay", str(defaults.drain_delay_seconds))),
+        default=float(_env.get("drain-delay", str(defaults.drain_delay_seconds))),
         help="seconds to keep answering (NOT_SERVING) after SIGTERM before the drain starts, "
         "for load balancers that poll health checks [%(default)s]",
     )
     add(
         "--shutdown-grace",
         type=float,
-        default=float(_env("shutdown-grace", str(defaults.shutdown_grace_seconds))),
+        default=float(_env.get("shutdown-grace", str(defaults.shutdown_grace_seconds))),
         help="seconds in-flight calls get to finish on SIGTERM [%(default)s]",
     )
     add(
         "--ready-file",
         type=Path,
-        default=_env("ready-file", "") or None,
+        default=_env.get("ready-file", "") or None,
         help='write {"port": N, "pid": N} here once serving',
     )
     add(
         "--agent-listen",
-        default=_env("agent-listen", ""),
+        default=_env.get("agent-listen", ""),
         help="serve AgentService on its own host:port (needed for --agent-ca); default: on "
         "--listen",
     )
     add(
         "--tls-cert",
         type=Path,
-        default=_env("tls-cert", "") or None,
+        default=_env.get("tls-cert", "") or None,
         help="PEM certificate (chain) for TLS on both listeners",
     )
     add(
         "--tls-key",
         type=Path,
-        default=_env("tls-key", "") or None,
+        default=_env.get("tls-key", "") or None,
         help="PEM private key of --tls-cert",
     )
     add(
         "--agent-ca",
         type=Path,
-        default=_env("agent-ca", "") or None,
+        default=_env.get("agent-ca", "") or None,
         help="PEM CA bundle: agents must present a certificate it signed, whose common name "
         "is their instance id (mTLS, on --agent-listen)",
     )
     add(
         "--admin-key-file",
         type=Path,
-        default=_path_env("admin-key-file"),
+        default=_env.path("admin-key-file"),
         metavar="FILE",
         help="the admin API key '<key id>.<secret>' from this file (e.g. a mounted secret) "
         "instead of a generated admin.key: registered for the admin account at start-up, so "
@@ -302,37 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--insecure",
         action="store_true",
-        default=_env("insecure", "") == "1",
+        default=_env.get("insecure", "") == "1",
         help="allow plaintext on an address that is not loopback",
     )
     add(
         "--rate-limit",
         type=float,
-        default=float(_env("rate-limit", str(defaults.rate_limit))),
+        default=float(_env.get("rate-limit", str(defaults.rate_limit))),
         help="requests a second per account; 0: no limit [%(default)s]",
     )
     add(
         "--rate-burst",
         type=float,
-        default=float(_env("rate-burst", str(defaults.rate_burst))),
+        default=float(_env.get("rate-burst", str(defaults.rate_burst))),
         help="requests an account may make at once before --rate-limit applies [%(default)s]",
     )
     add(
         "--max-message-bytes",
         type=int,
-        default=int(_env("max-message-bytes", str(defaults.max_message_bytes))),
+        default=int(_env.get("max-message-bytes", str(defaults.max_message_bytes))),
         help="largest gRPC message accepted or sent [%(default)s]",
     )
     _add_logging_flags(parser, defaults)
     add(
         "--metrics-listen",
-        default=_env("metrics-listen", defaults.metrics_listen),
+        default=_env.get("metrics-listen", defaults.metrics_listen),
         metavar="HOST:PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics [off]",
     )
     add(
         "--console-listen",
-        default=_env("console-listen", defaults.console_listen),
+        default=_env.get("console-listen", defaults.console_listen),
         metavar="HOST:PORT",
         help="serve the web console on http(s)://HOST:PORT/ (TLS with --tls-cert; plaintext "
         "only on loopback unless --insecure) [off]",
@@ -340,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--health-interval",
         type=float,
-        default=float(_env("health-interval", str(defaults.health_interval_seconds))),
+        default=float(_env.get("health-interval", str(defaults.health_interval_seconds))),
         help="seconds between the database checks behind grpc.health.v1: NOT_SERVING while "
         "the database does not answer [%(default)s]",
     )
@@ -350,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             dest=attribute,
             metavar="N",
-            default=int(_env(flag, str(getattr(limits, attribute)))),
+            default=int(_env.get(flag, str(getattr(limits, attribute)))),
             help=f"{text} [%(default)s]",
         )
     return parser
@@ -363,11 +355,11 @@ def add_database_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(_env("data-dir", str(defaults.data_dir))),
+        default=Path(_env.get("data-dir", str(defaults.data_dir))),
         help="the server's data directory, for its SQLite database [%(default)s]",
     )
     parser.add_argument(
-        "--db", default=_env("db", ""), help="SQLAlchemy database URL [the SQLite database]"
+        "--db", default=_env.get("db", ""), help="SQLAlchemy database URL [the SQLite database]"
     )
     _add_logging_flags(parser, defaults)
 

@@ -15,11 +15,13 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from server import admin_key, event_loop, logs
-from server.app import ConfigError, ServerApp
-from server.config import ServerConfig, parse_config, parse_migrate_config
-from server.store import schema
-from server.store.engine import (
+from cloudassist.common import event_loop, logs
+from cloudassist.server import admin_key
+from cloudassist.server.app import ServerApp
+from cloudassist.server.config import ServerConfig, parse_config, parse_migrate_config
+from cloudassist.server.listeners import ConfigError
+from cloudassist.server.store import schema
+from cloudassist.server.store.engine import (
     DATABASE_ERRORS,
     DatabasePathError,
     database_error,
@@ -41,7 +43,7 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    logging.getLogger("server").info("shutting down")
+    logging.getLogger("cloudassist.server").info("shutting down")
     await app.stop()
 
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.domain.status import ExecutionState
+from cloudassist.server.domain.status import ExecutionState
 
 log = logging.getLogger(__name__)
 

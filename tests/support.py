@@ -17,7 +17,7 @@ from typing import IO, Any
 import grpc
 from grpc import aio
 
-from client import auth
+from cloudassist.client import auth
 from cloudassist.v1 import admin_pb2, admin_pb2_grpc, instance_pb2, instance_pb2_grpc
 
 BIN = Path(sys.executable).parent

@@ -6,13 +6,13 @@ from typing import Any
 
 from grpc import aio
 
+from cloudassist.server.api.convert import milliseconds, timestamp
+from cloudassist.server.api.errors import unary_errors
+from cloudassist.server.auth import principal
+from cloudassist.server.domain.accounts import Account, ActivationInfo, ApiKeyInfo, AuditEntry
+from cloudassist.server.planes.admin import AdminPlane
 from cloudassist.v1 import admin_pb2 as pb
 from cloudassist.v1 import admin_pb2_grpc
-from server.admin_plane import AdminPlane
-from server.api.convert import milliseconds, timestamp
-from server.api.errors import unary_errors
-from server.auth import principal
-from server.domain.accounts import Account, ActivationInfo, ApiKeyInfo, AuditEntry
 
 Context = aio.ServicerContext[Any, Any]
 

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cloudassist.common.clock import now_ms
+from cloudassist.server.api import convert
+from cloudassist.server.domain.reports import (
+    CancelOrder,
+    OutputAck,
+    OutputAppend,
+    Report,
+    TaskStart,
+)
+from cloudassist.server.domain.tasks import EndKind, Task, TaskEnd
+from cloudassist.server.fleet.hub import Beat, Outgoing
 from cloudassist.v1 import agent_pb2 as pb
-from server.api import convert
-from server.clock import now_ms
-from server.domain.tasks import EndKind, Task, TaskEnd
-from server.hub import Beat, Outgoing
-from server.store.reports import CancelOrder, OutputAck, OutputAppend, Report, TaskStart
 
 # The newest protocol this server speaks.
 PROTOCOL = 2

@@ -3,36 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import tzinfo
 from typing import Any
 
 from grpc import aio
 
+from cloudassist.common.clock import now_ms
+from cloudassist.server.api import convert
+from cloudassist.server.api.errors import stream_errors, unary_errors
+from cloudassist.server.auth import principal
+from cloudassist.server.planes.changes import ChangePlane
+from cloudassist.server.planes.commands import CommandPlane
+from cloudassist.server.planes.invocations import InvocationPlane
+from cloudassist.server.planes.results import ResultPlane
+from cloudassist.server.planes.watch import OutputEvent, WatchEvent, WatchPlane
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc
-from server.api import convert
-from server.api.errors import stream_errors, unary_errors
-from server.auth import principal
-from server.clock import now_ms
-from server.domain.limits import Limits
-from server.domain.schedule_preview import preview_schedule
-from server.plane import CommandPlane, OutputEvent, WatchEvent
 
 Context = aio.ServicerContext[Any, Any]
 
 
 class CommandService(command_pb2_grpc.CommandServiceServicer):
-    def __init__(self, plane: CommandPlane, limits: Limits, default_timezone: tzinfo) -> None:
-        self._plane = plane
-        # What PreviewSchedule checks a frequency against, as InvokeCommand does.
-        self._limits = limits
-        self._default_timezone = default_timezone
+    def __init__(
+        self,
+        commands: CommandPlane,
+        invocations: InvocationPlane,
+        changes: ChangePlane,
+        results: ResultPlane,
+        watch: WatchPlane,
+    ) -> None:
+        self._commands = commands
+        self._invocations = invocations
+        self._changes = changes
+        self._results = results
+        self._watch = watch
 
     @unary_errors
     async def CreateCommand(
         self, request: pb.CreateCommandRequest, context: Context
     ) -> pb.CreateCommandResponse:
-        command_id = await self._plane.create_command(
+        command_id = await self._commands.create_command(
             principal().account_id, convert.command_draft(request), request.client_token
         )
         return pb.CreateCommandResponse(command_id=command_id)
@@ -41,7 +50,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def ModifyCommand(
         self, request: pb.ModifyCommandRequest, context: Context
     ) -> pb.ModifyCommandResponse:
-        await self._plane.modify_command(
+        await self._commands.modify_command(
             principal().account_id,
             request.region_id,
             request.command_id,
@@ -53,7 +62,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def DescribeCommands(
         self, request: pb.DescribeCommandsRequest, context: Context
     ) -> pb.DescribeCommandsResponse:
-        listing = await self._plane.describe_commands(
+        listing = await self._commands.describe_commands(
             principal().account_id,
             request.region_id,
             request.command_id,
@@ -73,7 +82,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def DeleteCommand(
         self, request: pb.DeleteCommandRequest, context: Context
     ) -> pb.DeleteCommandResponse:
-        await self._plane.delete_command(
+        await self._commands.delete_command(
             principal().account_id, request.region_id, request.command_id
         )
         return pb.DeleteCommandResponse()
@@ -82,7 +91,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def InvokeCommand(
         self, request: pb.InvokeCommandRequest, context: Context
     ) -> pb.InvokeCommandResponse:
-        started = await self._plane.invoke(
+        started = await self._invocations.invoke(
             principal().account_id,
             convert.invocation_draft(request),
             request.client_token,
@@ -95,7 +104,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     @unary_errors
     async def SendFile(self, request: pb.SendFileRequest, context: Context) -> pb.SendFileResponse:
         draft, targets = convert.file_draft(request)
-        invoke_id = await self._plane.send_file(
+        invoke_id = await self._invocations.send_file(
             principal().account_id, draft, targets, request.timeout_seconds, request.client_token
         )
         return pb.SendFileResponse(invoke_id=invoke_id)
@@ -104,7 +113,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def DescribeSendFileResults(
         self, request: pb.DescribeSendFileResultsRequest, context: Context
     ) -> pb.DescribeSendFileResultsResponse:
-        listing = await self._plane.describe_file_results(
+        listing = await self._results.describe_file_results(
             principal().account_id,
             request.region_id,
             request.invoke_id,
@@ -122,7 +131,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def ModifyInvocationAttribute(
         self, request: pb.ModifyInvocationAttributeRequest, context: Context
     ) -> pb.ModifyInvocationAttributeResponse:
-        await self._plane.modify_invocation(
+        await self._changes.modify_invocation(
             principal().account_id,
             request.region_id,
             request.invoke_id,
@@ -134,7 +143,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def RunCommand(
         self, request: pb.RunCommandRequest, context: Context
     ) -> pb.RunCommandResponse:
-        started = await self._plane.run(
+        started = await self._invocations.run(
             principal().account_id,
             convert.command_draft(request),
             convert.run_invocation_draft(request),
@@ -152,7 +161,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def DescribeInvocations(
         self, request: pb.DescribeInvocationsRequest, context: Context
     ) -> pb.DescribeInvocationsResponse:
-        listing = await self._plane.describe_invocations(
+        listing = await self._results.describe_invocations(
             principal().account_id,
             request.region_id,
             request.invoke_id,
@@ -173,7 +182,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def RerunInvocation(
         self, request: pb.RerunInvocationRequest, context: Context
     ) -> pb.RerunInvocationResponse:
-        rerun = await self._plane.rerun(
+        rerun = await self._invocations.rerun(
             principal().account_id,
             request.region_id,
             request.invoke_id,
@@ -191,7 +200,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def DescribeInvocationResults(
         self, request: pb.DescribeInvocationResultsRequest, context: Context
     ) -> pb.DescribeInvocationResultsResponse:
-        listing = await self._plane.describe_results(
+        listing = await self._results.describe_results(
             principal().account_id,
             request.region_id,
             request.invoke_id,
@@ -212,7 +221,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def GetInvocationOutput(
         self, request: pb.GetInvocationOutputRequest, context: Context
     ) -> pb.GetInvocationOutputResponse:
-        output = await self._plane.get_output(
+        output = await self._watch.get_output(
             principal().account_id,
             request.region_id,
             request.invoke_id,
@@ -221,20 +230,13 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
             request.offset,
             request.limit,
         )
-        return pb.GetInvocationOutputResponse(
-            data=output.data,
-            next_offset=output.next_offset,
-            total_size=output.total_size,
-            dropped=output.dropped,
-            eof=output.eof,
-            record_id=output.record_id,
-        )
+        return convert.output_to(output)
 
     @unary_errors
     async def StopInvocation(
         self, request: pb.StopInvocationRequest, context: Context
     ) -> pb.StopInvocationResponse:
-        await self._plane.stop(
+        await self._changes.stop(
             principal().account_id, request.region_id, request.invoke_id, list(request.instance_ids)
         )
         return pb.StopInvocationResponse()
@@ -243,7 +245,7 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def WatchInvocation(
         self, request: pb.WatchInvocationRequest, context: Context
     ) -> AsyncIterator[pb.WatchInvocationResponse]:
-        async for events in self._plane.watch(
+        async for events in self._watch.watch(
             principal().account_id, request.region_id, request.invoke_id, request.instance_id
         ):
             now = now_ms()
@@ -258,22 +260,13 @@ class CommandService(command_pb2_grpc.CommandServiceServicer):
     async def PreviewSchedule(
         self, request: pb.PreviewScheduleRequest, context: Context
     ) -> pb.PreviewScheduleResponse:
-        preview = preview_schedule(
+        preview = self._invocations.preview_schedule(
             request.region_id,
             request.frequency,
             request.timeout_seconds if request.HasField("timeout_seconds") else None,
             request.count,
-            limits=self._limits,
-            default_timezone=self._default_timezone,
-            now_ms=now_ms(),
         )
-        return pb.PreviewScheduleResponse(
-            fire_times=[
-                pb.FireTime(time=convert.timestamp(f.time_ms), local_time=f.local_time)
-                for f in preview.fire_times
-            ],
-            time_zone=preview.time_zone,
-        )
+        return convert.preview_to(preview)
 
 
 def _watch_event(event: WatchEvent, now: int) -> pb.WatchInvocationResponse:

@@ -6,13 +6,10 @@ from collections.abc import Iterable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import instance_pb2 as instance_pb
-from cloudassist.v1 import tag_pb2 as tag_pb
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.files import FileDraft, FileSpec
-from server.domain.model import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.files import FileDraft, FileSpec
+from cloudassist.server.domain.model import (
     Command,
     CommandDraft,
     CommandPatch,
@@ -22,13 +19,18 @@ from server.domain.model import (
     InvocationDraft,
     InvokeInstance,
     OsType,
+    OutputSlice,
     Record,
     RepeatMode,
     runs_on,
 )
-from server.domain.status import ExecutionState, InvokeStatus, coarse_status
-from server.domain.validation import InvocationChange
-from server.plane import DryRun
+from cloudassist.server.domain.schedule_preview import Preview
+from cloudassist.server.domain.status import ExecutionState, InvokeStatus, coarse_status
+from cloudassist.server.domain.validation import InvocationChange
+from cloudassist.server.planes.invocations import DryRun
+from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import instance_pb2 as instance_pb
+from cloudassist.v1 import tag_pb2 as tag_pb
 
 
 def timestamp(ms: int | None) -> Timestamp | None:
@@ -330,6 +332,27 @@ def dry_run_to(dry_run: DryRun | None) -> pb.DryRun | None:
             for t in dry_run.tasks
         ],
         first_fire_time=timestamp(dry_run.first_fire_ms),
+    )
+
+
+def output_to(output: OutputSlice) -> pb.GetInvocationOutputResponse:
+    return pb.GetInvocationOutputResponse(
+        data=output.data,
+        next_offset=output.next_offset,
+        total_size=output.total_size,
+        dropped=output.dropped,
+        eof=output.eof,
+        record_id=output.record_id,
+    )
+
+
+def preview_to(preview: Preview) -> pb.PreviewScheduleResponse:
+    return pb.PreviewScheduleResponse(
+        fire_times=[
+            pb.FireTime(time=timestamp(f.time_ms), local_time=f.local_time)
+            for f in preview.fire_times
+        ],
+        time_zone=preview.time_zone,
     )
 
 

@@ -15,7 +15,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc import aio
 
-from server.domain.errors import (
+from cloudassist.server.domain.errors import (
     AlreadyExists,
     DomainError,
     FailedPrecondition,

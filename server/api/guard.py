@@ -11,13 +11,13 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
-from server.api.forwarded import BridgeTrust
-from server.auth import Authenticator, RateLimiter
-from server.clock import now_ms
-from server.domain import ids as ids_module
-from server.domain import reasons
-from server.domain.accounts import AuditEntry, AuditTicket, Principal
-from server.domain.errors import PermissionDenied
+from cloudassist.common.clock import now_ms
+from cloudassist.server.api.forwarded import BridgeTrust
+from cloudassist.server.auth import Authenticator, RateLimiter
+from cloudassist.server.domain import ids as ids_module
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.accounts import AuditEntry, AuditTicket, Principal
+from cloudassist.server.domain.errors import PermissionDenied
 
 MUTATING_PREFIXES = (
     "Create", "Modify", "Delete", "Invoke", "Run", "Rerun", "Stop", "Revoke", "Deregister", "Tag",

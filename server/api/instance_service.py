@@ -6,16 +6,16 @@ from typing import Any
 
 from grpc import aio
 
+from cloudassist.server.api import convert
+from cloudassist.server.api.errors import unary_errors
+from cloudassist.server.auth import principal
+from cloudassist.server.planes.instances import InstancePlane
 from cloudassist.v1 import instance_pb2 as pb
 from cloudassist.v1 import instance_pb2_grpc
-from server.api import convert
-from server.api.errors import unary_errors
-from server.auth import principal
-from server.plane import CommandPlane
 
 
 class InstanceService(instance_pb2_grpc.InstanceServiceServicer):
-    def __init__(self, plane: CommandPlane) -> None:
+    def __init__(self, plane: InstancePlane) -> None:
         self._plane = plane
 
     @unary_errors

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from grpc import aio
 
-from server.metrics import Metrics
+from cloudassist.server.metrics import Metrics
 
 Context = aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:  # RpcMethodHandler is generic in the type stubs only

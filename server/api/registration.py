@@ -17,13 +17,13 @@ from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, Servic
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from server.api.errors import abort_with
-from server.api.guard import Guard
-from server.api.wire import check_wire_format
-from server.auth import current_principal, pending_audit
-from server.domain import reasons
-from server.domain.accounts import Principal
-from server.domain.errors import DomainError, InvalidArgument
+from cloudassist.server.api.errors import abort_with
+from cloudassist.server.api.guard import Guard
+from cloudassist.server.api.wire import check_wire_format
+from cloudassist.server.auth import current_principal, pending_audit
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.accounts import Principal
+from cloudassist.server.domain.errors import DomainError, InvalidArgument
 
 Context = aio.ServicerContext[Any, Any]
 

@@ -18,8 +18,8 @@ from aiohttp import web
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc import aio
 
-from server.api.forwarded import BridgeTrust
-from server.console import grpcweb
+from cloudassist.server.api.forwarded import BridgeTrust
+from cloudassist.server.console import grpcweb
 
 # Far above any request the API takes (16 KB scripts, 32 KB files) and far below what would
 # let a browser make the server buffer much.

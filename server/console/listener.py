@@ -14,9 +14,9 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 
-from server.api.forwarded import BridgeTrust
-from server.console.bridge import Bridge
-from server.console.site import load_assets, make_app
+from cloudassist.server.api.forwarded import BridgeTrust
+from cloudassist.server.console.bridge import Bridge
+from cloudassist.server.console.site import load_assets, make_app
 
 # Streams still open when the server stops (browsers watching output) are cut after this.
 SHUTDOWN_SECONDS = 1.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.console.bridge import Bridge
+from cloudassist.server.console.bridge import Bridge
 
 STATIC_DIR = Path(__file__).parent / "static"
 # path -> (file in STATIC_DIR, content type)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
 
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_REGISTRATIONS = 1000

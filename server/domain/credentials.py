@@ -11,7 +11,7 @@ import hmac
 import re
 import secrets
 
-from server.domain import ids
+from cloudassist.server.domain import ids
 
 
 def new_secret() -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.limits import Limits
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.limits import Limits
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The agent sets these itself (CLOUDASSIST_TASK_ID, CLOUDASSIST_INVOKE_ID, ...).

@@ -7,9 +7,9 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.paths import is_absolute_linux_dir
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.paths import is_absolute_linux_dir
 
 MAX_CONTENT_BYTES = 32 * 1024
 NAME_BYTES = 255

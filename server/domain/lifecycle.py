@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from server.domain import reasons
-from server.domain.status import ExecutionState
-from server.domain.tasks import TaskEnd, outcome_of
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.status import ExecutionState
+from cloudassist.server.domain.tasks import TaskEnd, outcome_of
 
 PENDING = ExecutionState.PENDING
 RUNNING = ExecutionState.RUNNING

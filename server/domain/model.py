@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from server.domain.files import FileSpec
-from server.domain.status import ExecutionState, InvokeStatus, coarse_status
+from cloudassist.server.domain.files import FileSpec
+from cloudassist.server.domain.status import ExecutionState, InvokeStatus, coarse_status
 
 
 class CommandType(StrEnum):

@@ -9,8 +9,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 50

@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
 
 # `{{ name }}`: whitespace around the name is allowed, braces inside it are not.
 _PLACEHOLDER = re.compile(rb"\{\{\s*([^{}]*?)\s*\}\}")

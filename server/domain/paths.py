@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.limits import Limits
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.limits import Limits
 
 if TYPE_CHECKING:  # the model imports SendFile's rules, which use this module
-    from server.domain.model import CommandType
+    from cloudassist.server.domain.model import CommandType
 
 # A drive path (C:\dir, C:/dir) or a UNC path (\\server\share).
 _WINDOWS_ABSOLUTE = re.compile(r"[A-Za-z]:[\\/]|[\\/]{2}[^\\/]+[\\/][^\\/]")

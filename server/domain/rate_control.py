@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.status import ExecutionState
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.status import ExecutionState
 
 _LIMIT = re.compile(r"(\d{1,9})(%?)")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from server.domain import reasons
-from server.domain.errors import FailedPrecondition, InvalidArgument
-from server.domain.model import Invocation, InvocationSpec, RepeatMode
-from server.domain.status import ExecutionState, InvokeStatus
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import FailedPrecondition, InvalidArgument
+from cloudassist.server.domain.model import Invocation, InvocationSpec, RepeatMode
+from cloudassist.server.domain.status import ExecutionState, InvokeStatus
 
 # The states of a record that failed, in the order messages list them: a non-zero exit code,
 # a timeout, never delivered, invalid on the instance, the agent could not run it.

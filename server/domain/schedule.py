@@ -19,8 +19,8 @@ from typing import Any
 
 from croniter import croniter
 
-from server.domain.errors import InvalidArgument
-from server.domain.timezones import parse_timezone
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.timezones import parse_timezone
 
 MIN_INTERVAL_SECONDS = 10
 MAX_RATE_SECONDS = 7 * 86_400

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.limits import Limits
-from server.domain.schedule import parse_frequency
-from server.domain.validation import check_region, check_timeout
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.fields import check_region, check_timeout
+from cloudassist.server.domain.limits import Limits
+from cloudassist.server.domain.schedule import parse_frequency
 
 DEFAULT_COUNT = 5
 MAX_COUNT = 50

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
 
 MAX_TAGS = 20
 KEY_CHARS = 128

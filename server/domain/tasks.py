@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from server.domain import reasons
-from server.domain.files import FileSpec
-from server.domain.model import CommandType, InvocationSpec
-from server.domain.parameters import BuiltinValues, fill_parameters
-from server.domain.status import ExecutionState
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.files import FileSpec
+from cloudassist.server.domain.model import CommandType, InvocationSpec
+from cloudassist.server.domain.parameters import BuiltinValues, fill_parameters
+from cloudassist.server.domain.status import ExecutionState
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,25 @@
-"""Shape and size rules for commands and invocations (the seed's limits)."""
+"""Shape and size rules for commands and invocations (the seed's limits); the checks of single
+fields they share with other requests are in fields.py."""
 
 from __future__ import annotations
 
-import re
 import shlex
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from server.domain import reasons
-from server.domain.environment import check_env
-from server.domain.errors import InvalidArgument, NotFound
-from server.domain.files import FileSpec
-from server.domain.limits import Limits
-from server.domain.model import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.environment import check_env
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.fields import (
+    base64_size,
+    check_instance_id,
+    check_region,
+    check_timeout,
+    has_control_chars,
+)
+from cloudassist.server.domain.files import FileSpec
+from cloudassist.server.domain.limits import Limits
+from cloudassist.server.domain.model import (
     CommandDraft,
     CommandPatch,
     CommandSpec,
@@ -21,93 +28,14 @@ from server.domain.model import (
     InvocationSpec,
     RepeatMode,
 )
-from server.domain.parameters import (
+from cloudassist.server.domain.parameters import (
     check_parameter_values,
     parameters_size,
     parse_parameter_names,
 )
-from server.domain.paths import check_working_dir
-from server.domain.rate_control import parse_max_concurrency, parse_max_errors
-from server.domain.tags import check_tags
-
-_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_CLIENT_TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
-# Instance ids are chosen by operators: printable ASCII without spaces or slashes.
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-
-
-def base64_size(raw_size: int) -> int:
-    """Length of the Base64 encoding of `raw_size` bytes."""
-    return 4 * ((raw_size + 2) // 3)
-
-
-def _has_control_chars(text: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
-
-
-def check_region(region_id: str) -> str:
-    if not region_id:
-        raise InvalidArgument(reasons.MISSING_REGION_ID, "region_id: required", field="region_id")
-    if not _REGION.fullmatch(region_id):
-        raise InvalidArgument(
-            reasons.INVALID_REGION_ID,
-            "region_id: 1 to 63 characters from a-z, 0-9 and '-', starting with a letter or "
-            "digit (like cn-hangzhou)",
-            field="region_id",
-        )
-    return region_id
-
-
-def check_required(value: str, field: str, reason: str) -> str:
-    if not value:
-        raise InvalidArgument(reason, f"{field}: required", field=field)
-    return value
-
-
-def check_instances_found(wanted: Sequence[str], found: Collection[str], region_id: str) -> None:
-    """NotFound naming every wanted instance the region (and account) does not have."""
-    missing = [i for i in wanted if i not in found]
-    if missing:
-        raise NotFound(
-            reasons.INSTANCE_NOT_FOUND,
-            f"instance_ids: no instance {', '.join(missing)} in region {region_id}",
-            field="instance_ids",
-            metadata={"instance_ids": ",".join(missing)},
-        )
-
-
-def check_instance_id(instance_id: str, limits: Limits, field: str = "instance_ids") -> str:
-    if len(instance_id) > limits.instance_id_chars or not _INSTANCE_ID.fullmatch(instance_id):
-        raise InvalidArgument(
-            reasons.INVALID_INSTANCE_IDS,
-            f"{field}: {instance_id[:80]!r} is not an instance id (1 to "
-            f"{limits.instance_id_chars} characters from A-Z, a-z, 0-9, '.', '_', ':', '-')",
-            field=field,
-            metadata={"instance_id": instance_id[:128]},
-        )
-    return instance_id
-
-
-def check_client_token(token: str) -> str:
-    if token and not _CLIENT_TOKEN.fullmatch(token):
-        raise InvalidArgument(
-            reasons.INVALID_CLIENT_TOKEN,
-            "client_token: 1 to 64 printable ASCII characters without spaces",
-            field="client_token",
-        )
-    return token
-
-
-def check_name_filter(text: str, field: str, limits: Limits) -> str:
-    """A search text for command names: no longer than a command name may be."""
-    if len(text) > limits.name_chars:
-        raise InvalidArgument(
-            reasons.INVALID_FILTER,
-            f"{field}: {len(text)} characters; a command name, and so the text searched for in "
-            f"one, is at most {limits.name_chars}",
-            field=field,
-        )
-    return text
+from cloudassist.server.domain.paths import check_working_dir
+from cloudassist.server.domain.rate_control import parse_max_concurrency, parse_max_errors
+from cloudassist.server.domain.tags import check_tags
 
 
 def _check_name(name: str, limits: Limits) -> str:
@@ -119,7 +47,7 @@ def _check_name(name: str, limits: Limits) -> str:
             f"name: {len(name)} characters, the limit is {limits.name_chars}",
             field="name",
         )
-    if _has_control_chars(name):
+    if has_control_chars(name):
         raise InvalidArgument(
             reasons.CMD_NAME_INVALID_CHARACTER,
             "name: must not contain control characters",
@@ -135,28 +63,13 @@ def _check_description(description: str, limits: Limits) -> str:
             f"description: {len(description)} characters, the limit is {limits.description_chars}",
             field="description",
         )
-    if _has_control_chars(description.replace("\n", "").replace("\t", "")):
+    if has_control_chars(description.replace("\n", "").replace("\t", "")):
         raise InvalidArgument(
             reasons.CMD_DESC_INVALID_CHARACTER,
             "description: must not contain control characters other than newline and tab",
             field="description",
         )
     return description
-
-
-def check_timeout(timeout_seconds: int, limits: Limits) -> int:
-    """0 means the default; anything else must lie within the configured range."""
-    if timeout_seconds == 0:
-        return limits.default_timeout_seconds
-    if not limits.min_timeout_seconds <= timeout_seconds <= limits.max_timeout_seconds:
-        raise InvalidArgument(
-            reasons.INVALID_TIMEOUT,
-            f"timeout_seconds: must be between {limits.min_timeout_seconds} and "
-            f"{limits.max_timeout_seconds} (0 means {limits.default_timeout_seconds}), "
-            f"not {timeout_seconds}",
-            field="timeout_seconds",
-        )
-    return timeout_seconds
 
 
 def _check_content(content: bytes, limits: Limits, extra: int = 0) -> bytes:
@@ -183,7 +96,7 @@ def _check_username(username: str, limits: Limits) -> str:
             f"username: {len(username)} characters, the limit is {limits.username_chars}",
             field="username",
         )
-    if _has_control_chars(username) or "/" in username:
+    if has_control_chars(username) or "/" in username:
         raise InvalidArgument(
             reasons.INVALID_USERNAME,
             "username: must not contain '/' or control characters",

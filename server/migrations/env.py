@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-from server.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from cloudassist.server.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 connection = context.config.attributes["connection"]
 # The caller's transaction holds every migration of a run (on SQLite an explicit BEGIN

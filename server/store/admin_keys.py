@@ -9,12 +9,12 @@ import enum
 
 from sqlalchemy import Connection, insert, select
 
-from server.domain import ids
-from server.domain.accounts import Account, ApiKeyInfo, AuditEntry
-from server.domain.credentials import hash_secret, new_api_key, secret_matches
-from server.store.locks import lock_scope
-from server.store.security import BOOTSTRAP_ACCOUNT, record_audit
-from server.store.tables import ACCOUNTS, API_KEYS
+from cloudassist.server.domain import ids
+from cloudassist.server.domain.accounts import Account, ApiKeyInfo, AuditEntry
+from cloudassist.server.domain.credentials import hash_secret, new_api_key, secret_matches
+from cloudassist.server.store.locks import lock_scope
+from cloudassist.server.store.security import BOOTSTRAP_ACCOUNT, record_audit
+from cloudassist.server.store.tables import ACCOUNTS, API_KEYS
 
 # The audit trail's `method` of what these functions do (they are not RPCs).
 PROVIDED_KEY_METHOD = "cloudassist-server --admin-key-file"

@@ -10,17 +10,17 @@ from dataclasses import replace
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.domain import reasons
-from server.domain.errors import NotFound, ResourceExhausted
-from server.domain.model import Command, CommandSpec, CommandType
-from server.domain.pagination import Page
-from server.domain.tags import TagPairs
-from server.store import convert
-from server.store.idempotency import IdempotencyKey, remember, replay
-from server.store.locks import lock_scope
-from server.store.search import contains_text
-from server.store.tables import COMMAND_TAGS, COMMANDS
-from server.store.tags import tagged_with
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import NotFound, ResourceExhausted
+from cloudassist.server.domain.model import Command, CommandSpec, CommandType
+from cloudassist.server.domain.pagination import Page
+from cloudassist.server.domain.tags import TagPairs
+from cloudassist.server.store import convert
+from cloudassist.server.store.idempotency import IdempotencyKey, remember, replay
+from cloudassist.server.store.locks import lock_scope
+from cloudassist.server.store.search import contains_text
+from cloudassist.server.store.tables import COMMAND_TAGS, COMMANDS
+from cloudassist.server.store.tags import tagged_with
 
 
 def command_values(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from server.domain.files import FileSpec
-from server.domain.model import (
+from cloudassist.server.domain.files import FileSpec
+from cloudassist.server.domain.model import (
     Command,
     CommandSpec,
     CommandType,
@@ -17,7 +17,7 @@ from server.domain.model import (
     Record,
     RepeatMode,
 )
-from server.domain.status import ExecutionState, InvokeStatus
+from cloudassist.server.domain.status import ExecutionState, InvokeStatus
 
 
 def command(row: Any) -> Command:

@@ -13,8 +13,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from server.store import schema
-from server.store.engine import make_engine
+from cloudassist.server.store import schema
+from cloudassist.server.store.engine import make_engine
 
 P = ParamSpec("P")
 T = TypeVar("T")

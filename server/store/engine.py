@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from server.store.search import detect_postgres_folding, register_sqlite_functions
+from cloudassist.server.store.search import detect_postgres_folding, register_sqlite_functions
 
 
 def is_sqlite(url: str) -> bool:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
-from server.domain.status import ExecutionState
-from server.store.output import read_range
-from server.store.tables import INVOCATIONS, RECORDS
+from cloudassist.server.domain.status import ExecutionState
+from cloudassist.server.store.output import read_range
+from cloudassist.server.store.tables import INVOCATIONS, RECORDS
 
 TERMINAL = [s.value for s in ExecutionState if s.terminal]
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select
 
-from server.domain import reasons
-from server.domain.errors import AlreadyExists
-from server.store.tables import IDEMPOTENCY
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import AlreadyExists
+from cloudassist.server.store.tables import IDEMPOTENCY
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select
 
-from server.store.tables import OUTPUT_CHUNKS
+from cloudassist.server.store.tables import OUTPUT_CHUNKS
 
 
 def read_range(conn: Connection, record_id: str, start: int, end: int) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Integer, case, func, select
 
-from server.domain.model import Region
-from server.store.tables import COMMANDS, INSTANCES, INVOCATIONS
+from cloudassist.server.domain.model import Region
+from cloudassist.server.store.tables import COMMANDS, INSTANCES, INVOCATIONS
 
 
 def _invocation_regions(conn: Connection, account_id: str) -> list[str]:

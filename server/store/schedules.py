@@ -8,18 +8,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select, update
 
-from server.domain.schedule import AT_EXPIRED, Schedule
-from server.domain.status import ACTIVE_STATES, ExecutionState, InvokeStatus
-from server.domain.tasks import build_task
-from server.store import convert
-from server.store.invocations import (
-    FirePlan,
-    insert_records,
-    refresh_statuses,
-    sync_invocations,
-)
-from server.store.reports import Effects
-from server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
+from cloudassist.server.domain.reports import Effects
+from cloudassist.server.domain.schedule import AT_EXPIRED, Schedule
+from cloudassist.server.domain.status import ACTIVE_STATES, ExecutionState, InvokeStatus
+from cloudassist.server.domain.tasks import build_task
+from cloudassist.server.store import convert
+from cloudassist.server.store.invocations import FirePlan, insert_records
+from cloudassist.server.store.rollup import refresh_statuses, sync_invocations
+from cloudassist.server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
 
 log = logging.getLogger(__name__)
 

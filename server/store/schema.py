@@ -23,7 +23,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
 
-from server.store.engine import make_engine
+from cloudassist.server.store.engine import make_engine
 
 log = logging.getLogger(__name__)
 

@@ -8,20 +8,31 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.domain import ids, reasons
-from server.domain.accounts import Account, ActivationInfo, ApiKeyInfo, AuditEntry, Principal
-from server.domain.credentials import hash_secret, new_api_key, new_secret, secret_matches
-from server.domain.errors import (
+from cloudassist.server.domain import ids, reasons
+from cloudassist.server.domain.accounts import (
+    Account,
+    ActivationInfo,
+    ApiKeyInfo,
+    AuditEntry,
+    Principal,
+)
+from cloudassist.server.domain.credentials import (
+    hash_secret,
+    new_api_key,
+    new_secret,
+    secret_matches,
+)
+from cloudassist.server.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
     Unauthenticated,
 )
-from server.domain.model import OsType
-from server.domain.pagination import Page
-from server.store.locks import lock_scope
-from server.store.tables import (
+from cloudassist.server.domain.model import OsType
+from cloudassist.server.domain.pagination import Page
+from cloudassist.server.store.locks import lock_scope
+from cloudassist.server.store.tables import (
     ACCOUNTS,
     ACTIVATIONS,
     API_KEYS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from server.store.tables import INSTANCES, SERVERS
+from cloudassist.server.store.tables import INSTANCES, SERVERS
 
 
 def heartbeat(conn: Connection, server_id: str, address: str, now_ms: int) -> None:

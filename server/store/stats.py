@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, func, select, text
 
-from server.store.tables import RECORDS
+from cloudassist.server.store.tables import RECORDS
 
 
 def records_by_state(conn: Connection, timeout_ms: int | None = None) -> dict[str, int]:

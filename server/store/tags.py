@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import Column, Connection, Table, delete, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.domain.tags import TagPairs, merged_tags
-from server.domain.validation import check_instances_found
-from server.store.tables import INSTANCE_TAGS, INSTANCES
+from cloudassist.server.domain.fields import check_instances_found
+from cloudassist.server.domain.tags import TagPairs, merged_tags
+from cloudassist.server.store.tables import INSTANCE_TAGS, INSTANCES
 
 API = "api"
 AGENT = "agent"

@@ -3,8 +3,8 @@ orders its agent is sent: the store applies the state machine's answers, it does
 
 from __future__ import annotations
 
-from server.domain.lifecycle import Change, Deadline, Order
-from server.store.reports import CancelOrder
+from cloudassist.server.domain.lifecycle import Change, Deadline, Order
+from cloudassist.server.domain.reports import CancelOrder
 
 
 def change_values(

@@ -12,8 +12,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from client.cli import build_parser
-from client.completion import leaf_parsers
+from cloudassist.client.completion import leaf_parsers
+from cloudassist.client.parser import build_parser
 from cloudassist.v1 import command_pb2_grpc
 from tests.integration.conftest import Cluster
 from tests.integration.helpers import run as run_script

@@ -23,15 +23,15 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import agent.config
-import server.config
-from agent.install_service import (
+from cloudassist.agent import config as agent_config
+from cloudassist.agent.install_service import (
     DEFAULT_ENV_FILE,
     PACKAGED_AGENT,
     agent_environment,
     render_env_file,
     render_unit,
 )
+from cloudassist.server import config as server_config
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import command_pb2_grpc, instance_pb2, instance_pb2_grpc
 from tests.integration.helpers import REGION, results, run, watch
@@ -84,8 +84,8 @@ def _variables(parser: argparse.ArgumentParser, prefix: str) -> set[str]:
     return names
 
 
-SERVER_VARIABLES = _variables(server.config.build_parser(), server.config.ENV_PREFIX)
-AGENT_VARIABLES = _variables(agent.config.build_parser(), agent.config.ENV_PREFIX)
+SERVER_VARIABLES = _variables(server_config.build_parser(), server_config.ENV_PREFIX)
+AGENT_VARIABLES = _variables(agent_config.build_parser(), agent_config.ENV_PREFIX)
 
 
 def _seconds(text: str) -> float:
@@ -163,7 +163,7 @@ def test_termination_grace_covers_the_drain() -> None:
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + 2 * grace
     agent_pod, _ = _pod("DaemonSet", "cloudassist-agent")
-    assert agent_pod["terminationGracePeriodSeconds"] > agent.config.AgentConfig.kill_grace_seconds
+    assert agent_pod["terminationGracePeriodSeconds"] > agent_config.AgentConfig.kill_grace_seconds
 
 
 def test_every_server_reads_the_admin_key_from_the_secret_mounted_read_only() -> None:
@@ -270,14 +270,14 @@ def test_stop_timeouts_cover_the_drain() -> None:
     assert server_unit.value("Service", "KillSignal") == "SIGTERM"
     assert _seconds(server_unit.value("Service", "TimeoutStopSec")) > 2 * grace
     agent_unit = read_unit(AGENT_UNIT)
-    kill_grace = agent.config.AgentConfig.kill_grace_seconds
+    kill_grace = agent_config.AgentConfig.kill_grace_seconds
     assert _seconds(agent_unit.value("Service", "TimeoutStopSec")) > kill_grace
 
 
 def test_the_deployed_agent_unit_is_the_one_install_service_writes() -> None:
     assert AGENT_UNIT.read_text() == render_unit(PACKAGED_AGENT, DEFAULT_ENV_FILE), (
         "deploy/systemd/cloudassist-agent.service is generated: "
-        "python -m agent.install_service > deploy/systemd/cloudassist-agent.service"
+        "python -m cloudassist.agent.install_service > deploy/systemd/cloudassist-agent.service"
     )
 
 
@@ -479,7 +479,7 @@ def test_install_service_writes_every_flag_so_that_the_agent_reads_it_back(
         "--boot-id-file", "/run/boot", "--log-level", "DEBUG", "--log-format", "json",
     ]  # fmt: skip
     monkeypatch.chdir(tmp_path)
-    expected = agent.config.parse_config(flags)
+    expected = agent_config.parse_config(flags)
     env_file = tmp_path / "env"
     env_file.write_text(render_env_file(agent_environment(flags)))
     written = read_env_file(env_file)
@@ -489,7 +489,7 @@ def test_install_service_writes_every_flag_so_that_the_agent_reads_it_back(
     for name, value in written.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir("/")  # where systemd starts the service: relative paths were resolved
-    assert agent.config.parse_config([]) == dataclasses.replace(
+    assert agent_config.parse_config([]) == dataclasses.replace(
         expected, state_dir=tmp_path / "state dir"
     )
 

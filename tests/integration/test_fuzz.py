@@ -60,6 +60,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from cloudassist.server.domain.status import (
+    ACTIVE_STATES,
+    ExecutionState,
+    InvokeStatus,
+    coarse_status,
+    overall_status,
+)
 from cloudassist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -69,13 +76,6 @@ from cloudassist.v1 import (
     command_pb2_grpc,
     instance_pb2,
     tag_pb2,
-)
-from server.domain.status import (
-    ACTIVE_STATES,
-    ExecutionState,
-    InvokeStatus,
-    coarse_status,
-    overall_status,
 )
 from tests.fuzzing import (
     INT64,

@@ -91,7 +91,7 @@ async def test_a_run_is_logged_with_its_ids(
 
     [created] = wait_for_lines(server, about_run("invocation created"), 1)
     assert created["level"] == "INFO"
-    assert created["logger"] == "server.plane"
+    assert created["logger"] == "cloudassist.server.planes.invocations"
     assert created["instances"] == len(INSTANCES)
     assert created["command_id"].startswith("c-")
     dispatched = wait_for_lines(server, about_run("task dispatched"), len(INSTANCES))
@@ -167,7 +167,7 @@ async def test_an_agent_logs_json_lines_with_the_task_ids(
 
     [ended] = wait_for_lines(agent, lambda line: about_task(line) and "ended" in line["message"], 1)
     assert ended["invoke_id"] == invoke_id
-    assert ended["logger"] == "agent.session"
+    assert ended["logger"] == "cloudassist.agent.tasks"
     assert ended["message"] == "task ended: finished, exit code 3"
     # The first line about the task.
     assert next(line for line in json_lines(agent) if about_task(line))["message"] == (

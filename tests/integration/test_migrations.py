@@ -23,6 +23,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, func, insert, inspect, make_url, select, text
 from sqlmodel import SQLModel
 
+from cloudassist.server.domain import ids
+from cloudassist.server.domain.credentials import hash_secret, new_api_key, new_secret
+from cloudassist.server.store import schema, tables  # noqa: F401  (tables: the SQLModel metadata)
+from cloudassist.server.store.engine import make_engine
 from cloudassist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -32,10 +36,6 @@ from cloudassist.v1 import (
     instance_pb2_grpc,
     tag_pb2,
 )
-from server.domain import ids
-from server.domain.credentials import hash_secret, new_api_key, new_secret
-from server.store import schema, tables  # noqa: F401  (tables: the SQLModel metadata)
-from server.store.engine import make_engine
 from tests import support
 from tests.support import BIN, ServerProcess, client_channel, wait_until
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from server.domain.model import OsType
-from server.store import agents, schema, security
-from server.store.agents import AgentIdentity, HeldTask
-from server.store.engine import make_engine
-from server.store.reports import Effects
+from cloudassist.server.domain.agents import AgentIdentity, HeldTask
+from cloudassist.server.domain.model import OsType
+from cloudassist.server.domain.reports import Effects
+from cloudassist.server.store import schema, security
+from cloudassist.server.store.engine import make_engine
+from cloudassist.server.store.hello import agent_hello
 
 REGION = "cn-hangzhou"
 DAY_MS = 86_400_000
@@ -69,7 +70,7 @@ class Tenant:
     ) -> tuple[Effects, list[tuple[str, int, bool]]]:
         """The instance's agent connects (with its own secret unless `secret` is given)."""
         with self.engine.begin() as conn:
-            return agents.agent_hello(conn, self.identity(instance_id, secret), list(held), now_ms)
+            return agent_hello(conn, self.identity(instance_id, secret), list(held), now_ms)
 
 
 def new_tenant(

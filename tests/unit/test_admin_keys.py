@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from server.admin_key import read_key_file
-from server.domain.credentials import parse_provided_key, split_token
-from server.domain.errors import Unauthenticated
-from server.domain.pagination import Page
-from server.store import security
-from server.store.admin_keys import (
+from cloudassist.server.admin_key import read_key_file
+from cloudassist.server.domain.credentials import parse_provided_key, split_token
+from cloudassist.server.domain.errors import Unauthenticated
+from cloudassist.server.domain.pagination import Page
+from cloudassist.server.store import security
+from cloudassist.server.store.admin_keys import (
     ISSUED_KEY_METHOD,
     PROVIDED_KEY_METHOD,
     ProvidedKey,
@@ -24,7 +24,7 @@ from server.store.admin_keys import (
     issue_admin_key,
     register_provided_key,
 )
-from server.store.tables import ACCOUNTS, API_KEYS
+from cloudassist.server.store.tables import ACCOUNTS, API_KEYS
 from tests.unit.tenancy import new_engine
 
 NOW = 1_700_000_000_000

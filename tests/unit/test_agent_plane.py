@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select
 
-from server import agent_plane
-from server.agent_plane import AgentPlane
-from server.events import InvocationEvents
-from server.hub import Hub
-from server.recorder import Recorder
-from server.store import agents
-from server.store.database import Database
-from server.store.tables import INSTANCES
+from cloudassist.server.fleet.events import InvocationEvents
+from cloudassist.server.fleet.hub import Hub
+from cloudassist.server.fleet.recorder import Recorder
+from cloudassist.server.planes import agents as agent_plane
+from cloudassist.server.planes.agents import AgentPlane
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.hello import agent_hello
+from cloudassist.server.store.tables import INSTANCES
 from tests.unit.tenancy import Tenant, new_engine, new_tenant
 
 NOW = 1_700_000_000_000
@@ -61,7 +61,7 @@ def _online(conn: Connection) -> bool:
 
 
 def _gated_hello(gate: Gate) -> Any:
-    real = agents.agent_hello
+    real = agent_hello
 
     def hello(conn: Connection, *args: Any) -> Any:
         result = real(conn, *args)  # the instance is online once this commits
@@ -114,7 +114,7 @@ async def test_a_connect_not_cancelled_opens_a_session(
 def _hello_without_session(tenant: Tenant, server_id: str) -> None:
     """The instance's hello is stored as through `server_id`, with no session opened."""
     with tenant.engine.begin() as conn:
-        agents.agent_hello(conn, tenant.identity("i-1"), [], NOW, server_id)
+        agent_hello(conn, tenant.identity("i-1"), [], NOW, server_id)
 
 
 async def test_reconcile_marks_offline_an_instance_online_here_without_a_session(

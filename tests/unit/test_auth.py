@@ -12,22 +12,22 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from cloudassist.v1 import admin_pb2, command_pb2
-from server import auth
-from server.api.guard import Guard, resource_ids
-from server.auth import Authenticator, RateLimiter, bearer_token
-from server.domain import reasons
-from server.domain.accounts import Principal
-from server.domain.credentials import (
+from cloudassist.server import auth
+from cloudassist.server.api.guard import Guard, resource_ids
+from cloudassist.server.auth import Authenticator, RateLimiter, bearer_token
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.accounts import Principal
+from cloudassist.server.domain.credentials import (
     hash_secret,
     new_api_key,
     new_secret,
     secret_matches,
     split_token,
 )
-from server.domain.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from server.store import security
-from server.store.database import Database
+from cloudassist.server.domain.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from cloudassist.server.store import security
+from cloudassist.server.store.database import Database
+from cloudassist.v1 import admin_pb2, command_pb2
 
 NOW = 1_700_000_000_000
 

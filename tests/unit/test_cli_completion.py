@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from client import completion
-from client.cli import build_parser, main
+from cloudassist.client import completion
+from cloudassist.client.cli import main
+from cloudassist.client.parser import build_parser
 
 
 def bash_completes(script: Path, *words: str) -> list[str]:

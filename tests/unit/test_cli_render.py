@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import io
+import json
 
+import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc import StatusCode
 
-from client import render
-from client.follow import EXIT_NOT_RUN, EXIT_STOPPED, EXIT_TIMEOUT, exit_code_of, summary_json
-from client.progress import (
+from cloudassist.client import render
+from cloudassist.client.follow import (
+    EXIT_NOT_RUN,
+    EXIT_STOPPED,
+    EXIT_TIMEOUT,
+    exit_code_of,
+    summary_json,
+)
+from cloudassist.client.progress import (
     CLEAR_LINE,
     Counts,
     InstanceProgress,
@@ -23,8 +31,9 @@ from client.progress import (
     format_duration,
     summary_table,
 )
-from client.style import COLORED, PLAIN, Palette, paint_state, use_color, visible
+from cloudassist.client.style import COLORED, PLAIN, Palette, paint_state, use_color, visible
 from cloudassist.v1 import command_pb2 as pb
+from cloudassist.v1 import instance_pb2
 
 ESC = "\x1b["
 
@@ -311,6 +320,79 @@ def test_tables_align_coloured_cells_by_what_shows() -> None:
         "i-a     yes",
         "i-bbbb  no",
     ]
+
+
+def _commands_page(token: str) -> pb.DescribeCommandsResponse:
+    return pb.DescribeCommandsResponse(
+        commands=[pb.Command(command_id="c-1", name="one"), pb.Command(command_id="c-22")],
+        total_count=7,
+        next_page_token=token,
+    )
+
+
+_COMMAND_COLUMNS: list[render.Column[pb.Command]] = [
+    ("COMMAND_ID", lambda cmd: cmd.command_id),
+    ("NAME", lambda cmd: cmd.name),
+]
+
+
+def test_a_listing_is_a_table_then_how_to_get_the_next_page(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    response = _commands_page("p2")
+    render.print_listing(response, response.commands, _COMMAND_COLUMNS)
+    assert capsys.readouterr().out.splitlines() == [
+        "COMMAND_ID  NAME",
+        "----------  ----",
+        "c-1         one",
+        "c-22",
+        "(2 of 7; next page: --page-token p2)",
+    ]
+
+
+def test_the_last_page_and_an_unpaged_listing_have_no_footer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    last = _commands_page("")
+    render.print_listing(last, last.commands, _COMMAND_COLUMNS)
+    assert capsys.readouterr().out.splitlines()[-1] == "c-22"
+    regions = instance_pb2.DescribeRegionsResponse(
+        regions=[instance_pb2.Region(region_id="cn-hangzhou", instance_count=2)]
+    )
+    columns: list[render.Column[instance_pb2.Region]] = [
+        ("REGION", lambda r: r.region_id),
+        ("INSTANCES", lambda r: r.instance_count),
+    ]
+    render.print_listing(regions, regions.regions, columns)
+    assert capsys.readouterr().out.splitlines() == [
+        "REGION       INSTANCES",
+        "-----------  ---------",
+        "cn-hangzhou  2",
+    ]
+
+
+def test_a_listing_as_json_is_the_whole_response_and_makes_no_cells(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    response = _commands_page("p2")
+
+    def no_cell(cmd: pb.Command) -> str:
+        raise AssertionError("a cell was made for JSON")
+
+    render.print_listing(response, response.commands, [("X", no_cell)], as_json=True)
+    assert json.loads(capsys.readouterr().out) == render.message_dict(response)
+
+
+def test_ids_are_printed_on_one_line_or_the_response_as_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    response = pb.RunCommandResponse(invoke_id="t-1")
+    render.print_ids(response, "t-1", "code")
+    assert capsys.readouterr().out == "t-1 code\n"
+    render.print_ids(response)
+    assert capsys.readouterr().out == ""
+    render.print_ids(response, "t-1", as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"invoke_id": "t-1"}
 
 
 def _packed(*messages: object) -> list[any_pb2.Any]:

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from client.cli import build_parser, check_text
+from cloudassist.client.flags import check_text
+from cloudassist.client.parser import build_parser
 
 
 def _args(*argv: bytes | str) -> argparse.Namespace:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as agent_config
-from agent.install_service import agent_environment
-from client import auth
-from client.cli import build_parser, with_absolute_paths
-from server import config as server_config
-from server.store.engine import absolute_database_url
+from cloudassist.agent import config as agent_config
+from cloudassist.agent.install_service import agent_environment
+from cloudassist.client import auth
+from cloudassist.client.flags import with_absolute_paths
+from cloudassist.client.parser import build_parser
+from cloudassist.server import config as server_config
+from cloudassist.server.store.engine import absolute_database_url
 
 
 @pytest.fixture

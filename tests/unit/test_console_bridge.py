@@ -19,11 +19,11 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
+from cloudassist.server.api.forwarded import BRIDGE_TOKEN, FORWARDED_FOR, BridgeTrust
+from cloudassist.server.console import grpcweb
+from cloudassist.server.console.bridge import Bridge
+from cloudassist.server.console.site import CONTENT_SECURITY_POLICY, make_app
 from cloudassist.v1 import agent_pb2, command_pb2
-from server.api.forwarded import BRIDGE_TOKEN, FORWARDED_FOR, BridgeTrust
-from server.console import grpcweb
-from server.console.bridge import Bridge
-from server.console.site import CONTENT_SECURITY_POLICY, make_app
 
 COMMANDS = command_pb2.DESCRIPTOR.services_by_name["CommandService"]
 AGENTS = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cloudassist.server.api.registration import decode
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
 from cloudassist.v1 import agent_pb2, command_pb2
-from server.api.registration import decode
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
 
 
 def test_a_clean_message_parses() -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from server.domain.status import ExecutionState
-from server.domain.tasks import EndKind, TaskEnd, build_task
-from server.events import InvocationEvents
-from server.hub import AgentSession, Hub
-from server.store import invocations
-from server.store.invocations import InvocationPlan
-from server.store.reports import OutputAck
+from cloudassist.server.domain.reports import OutputAck
+from cloudassist.server.domain.status import ExecutionState
+from cloudassist.server.domain.tasks import EndKind, TaskEnd, build_task
+from cloudassist.server.fleet.events import InvocationEvents
+from cloudassist.server.fleet.hub import AgentSession, Hub
+from cloudassist.server.store import invocations
+from cloudassist.server.store.invocations import InvocationPlan
 from tests.unit.tenancy import Tenant, new_engine, new_tenant
 from tests.unit.test_store import NOW, REGISTERED_MS, apply, hello, invocation_spec, record_row
 

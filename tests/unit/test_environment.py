@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import reasons
-from server.domain.environment import check_env
-from server.domain.errors import InvalidArgument
-from server.domain.limits import Limits
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.environment import check_env
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.limits import Limits
 
 LIMITS = Limits(env_vars=3, env_bytes=20)
 

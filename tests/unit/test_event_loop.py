@@ -9,7 +9,7 @@ import pytest
 import uvloop  # noqa: F401  (the dev extra installs it: these tests must not skip)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from server import event_loop
+from cloudassist.common import event_loop
 
 
 async def _loop_type() -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.files import FileToWrite, write_file
-from server.domain.errors import InvalidArgument
-from server.domain.files import FileDraft, check_file
+from cloudassist.agent.files import FileToWrite, write_file
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.files import FileDraft, check_file
 
 # Names of exactly 255 bytes in UTF-8: the most a Linux file system takes.
 LONGEST = ["n" * 255, "設定" * 42 + "..c", "ü" * 127 + "x"]

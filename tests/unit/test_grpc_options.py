@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.app import grpc_options
-from server.config import parse_config
+from cloudassist.server.config import parse_config
+from cloudassist.server.listeners import grpc_options
 
 
 def options(*flags: str) -> dict[str, int]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.events import InvocationEvents
-from server.hub import AgentSession, Beat, Hub
+from cloudassist.server.fleet.events import InvocationEvents
+from cloudassist.server.fleet.hub import AgentSession, Beat, Hub
 
 
 async def test_only_streams_quiet_both_ways_get_a_beat() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.executor import LaunchError, plan_launch, remove_script, script_name
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.validation import check_launcher
+from cloudassist.agent.executor import LaunchError, plan_launch, remove_script, script_name
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.validation import check_launcher
 
 
 @pytest.mark.parametrize(

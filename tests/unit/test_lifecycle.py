@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from server.domain import lifecycle, reasons
-from server.domain.lifecycle import (
+from cloudassist.server.domain import lifecycle, reasons
+from cloudassist.server.domain.lifecycle import (
     ACCEPTED,
     STOP_ASKED,
     Change,
@@ -21,14 +21,14 @@ from server.domain.lifecycle import (
     HelloWithout,
     Order,
 )
-from server.domain.status import (
+from cloudassist.server.domain.status import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     ExecutionState,
     InvokeStatus,
     coarse_status,
 )
-from server.domain.tasks import EndKind, TaskEnd
+from cloudassist.server.domain.tasks import EndKind, TaskEnd
 
 S = ExecutionState
 NOW = 1_700_000_000_000

@@ -12,12 +12,12 @@ from datetime import datetime
 
 import pytest
 
-from agent.config import parse_config
-from server import logs
-from server.domain import reasons
-from server.hub import log_ended
-from server.logs import JsonFormatter, TextFormatter, about
-from server.store.reports import RecordEnded
+from cloudassist.agent.config import parse_config
+from cloudassist.common import logs
+from cloudassist.common.logs import JsonFormatter, TextFormatter, about
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.reports import RecordEnded
+from cloudassist.server.fleet.hub import log_ended
 
 
 def emit(
@@ -172,7 +172,7 @@ def test_every_ended_record_is_logged_with_its_ids(caplog: pytest.LogCaptureFixt
         RecordEnded("t-1", "i-a", "r-1", "FAILED", 3, reasons.EXIT_CODE_NONZERO),
         RecordEnded("t-1", "i-b", "r-2", "TIMEOUT", None, reasons.EXECUTION_TIMEOUT),
     ]
-    with caplog.at_level(logging.INFO, logger="server.hub"):
+    with caplog.at_level(logging.INFO, logger="cloudassist.server.fleet.hub"):
         log_ended(ended)
     assert _lines(caplog) == [
         (

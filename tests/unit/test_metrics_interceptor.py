@@ -12,8 +12,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from server.api.metrics_interceptor import MetricsInterceptor, _code_name
-from server.metrics import Metrics
+from cloudassist.server.api.metrics_interceptor import MetricsInterceptor, _code_name
+from cloudassist.server.metrics import Metrics
 
 Context = aio.ServicerContext[Any, Any]
 

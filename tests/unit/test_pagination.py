@@ -8,9 +8,14 @@ import re
 
 import pytest
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, encode_token, parse_page
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.pagination import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    encode_token,
+    parse_page,
+)
 
 LISTING = "DescribeInvocations"
 FILTERS: tuple[object, ...] = ("cn-hangzhou", "c-1", None)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.parameters import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.parameters import (
     BuiltinValues,
     check_parameter_values,
     fill_parameters,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.rate_control import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.rate_control import (
     error_budget_spent,
     parse_max_concurrency,
     parse_max_errors,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from server.events import InvocationEvents
-from server.hub import Hub
-from server.recorder import Recorder
-from server.store.reports import Effects, Report, TaskStart
+from cloudassist.server.domain.reports import Effects, Report, TaskStart
+from cloudassist.server.fleet.events import InvocationEvents
+from cloudassist.server.fleet.hub import Hub
+from cloudassist.server.fleet.recorder import Recorder
 
 
 class FakeDatabase:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain import reasons
-from server.domain.errors import FailedPrecondition, InvalidArgument
-from server.domain.model import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import FailedPrecondition, InvalidArgument
+from cloudassist.server.domain.model import (
     CommandType,
     Invocation,
     InvocationSpec,
     InvokeInstance,
     RepeatMode,
 )
-from server.domain.rerun import FAILED_STATES, check_states, rerun_spec, rerun_targets
-from server.domain.status import ExecutionState, InvokeStatus, coarse_status, overall_status
+from cloudassist.server.domain.rerun import FAILED_STATES, check_states, rerun_spec, rerun_targets
+from cloudassist.server.domain.status import (
+    ExecutionState,
+    InvokeStatus,
+    coarse_status,
+    overall_status,
+)
 
 E = ExecutionState
 

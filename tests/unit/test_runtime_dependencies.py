@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"server", "agent", "client", "cloudassist"}
+FIRST_PARTY = {"cloudassist"}
 # Extras a user may choose without the dev tools.
 RUNTIME_EXTRAS = ("uvloop",)
 
@@ -34,9 +34,14 @@ def _imported(path: Path) -> Iterator[tuple[str, int]]:
 def _product_sources() -> Iterator[Path]:
     """The Python files of the packages the distribution ships (pyproject.toml's list)."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders: dict[str, str] = setuptools["package-dir"]
     for package in setuptools["packages"]:
-        if package.split(".")[0] in ("server", "agent", "client"):
-            yield from sorted((ROOT / package.replace(".", "/")).glob("*.py"))
+        if package.split(".")[:2] == ["cloudassist", "v1"] or package == "cloudassist":
+            continue  # generated
+        # The folder of the package: that of its nearest mapped parent, and the rest.
+        parent = max((p for p in folders if package == p or package.startswith(p + ".")), key=len)
+        rest = package[len(parent) :].lstrip(".").replace(".", "/")
+        yield from sorted((ROOT / folders[parent] / rest).glob("*.py"))
 
 
 def _required(requirements: list[str], extras: set[str]) -> dict[str, set[str]]:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 
-from server.domain.errors import InvalidArgument
-from server.domain.schedule import (
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.schedule import (
     AT_EXPIRED,
     BAD_CRON,
     CRON_EXPIRED,
@@ -19,7 +19,7 @@ from server.domain.schedule import (
     Schedule,
     parse_frequency,
 )
-from server.domain.timezones import parse_timezone
+from cloudassist.server.domain.timezones import parse_timezone
 
 # Tuesday 2026-03-10 09:07:13 UTC: a fixed instant, never the wall clock.
 NOW_DT = datetime(2026, 3, 10, 9, 7, 13, tzinfo=UTC)

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.limits import Limits
-from server.domain.schedule import AT_EXPIRED, BAD_CRON, INVALID_FREQUENCY
-from server.domain.schedule_preview import preview_schedule
-from server.domain.timezones import parse_timezone
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.limits import Limits
+from cloudassist.server.domain.schedule import AT_EXPIRED, BAD_CRON, INVALID_FREQUENCY
+from cloudassist.server.domain.schedule_preview import preview_schedule
+from cloudassist.server.domain.timezones import parse_timezone
 
 # Tuesday 2026-03-10 09:07:13 UTC.
 NOW = int(datetime(2026, 3, 10, 9, 7, 13, tzinfo=UTC).timestamp() * 1000)

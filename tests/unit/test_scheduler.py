@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from server.clock import now_ms
-from server.events import InvocationEvents
-from server.hub import Hub
-from server.scheduler import Scheduler
-from server.store.reports import Effects
-from server.store.schedules import FirePolicy
+from cloudassist.common.clock import now_ms
+from cloudassist.server.domain.reports import Effects
+from cloudassist.server.fleet.events import InvocationEvents
+from cloudassist.server.fleet.hub import Hub
+from cloudassist.server.jobs.scheduler import Scheduler
+from cloudassist.server.store.schedules import FirePolicy
 
 
 class FakeDatabase:

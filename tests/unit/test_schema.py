@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import Column, String, Table
 from sqlmodel import SQLModel
 
-from server.config import parse_config
-from server.main import main, migrate, serve
-from server.store import schema
-from server.store.engine import make_engine
+from cloudassist.server.config import parse_config
+from cloudassist.server.main import main, migrate, serve
+from cloudassist.server.store import schema
+from cloudassist.server.store.engine import make_engine
 from tests.support import free_port
 
 BAD_URLS = {

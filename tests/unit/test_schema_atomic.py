@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from server.store import schema
-from server.store.engine import make_engine
+from cloudassist.server.store import schema
+from cloudassist.server.store.engine import make_engine
 
 FIRST = schema.FIRST_REVISION
 

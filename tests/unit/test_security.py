@@ -11,25 +11,41 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from server.domain import ids, reasons
-from server.domain.accounts import AuditEntry, Principal
-from server.domain.credentials import split_token
-from server.domain.errors import (
+from cloudassist.server.domain import ids, reasons
+from cloudassist.server.domain.accounts import AuditEntry, Principal
+from cloudassist.server.domain.credentials import split_token
+from cloudassist.server.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
     Unauthenticated,
 )
-from server.domain.model import CommandSpec, CommandType, InvocationSpec, OsType, RepeatMode
-from server.domain.pagination import Page
-from server.domain.status import ExecutionState
-from server.domain.tasks import EndKind, TaskEnd
-from server.store import agents, commands, invocations, security
-from server.store.idempotency import IdempotencyKey
-from server.store.invocations import InvocationPlan
-from server.store.reports import OutputAppend, TaskStart
-from server.store.tables import ACCOUNTS, RECORDS
+from cloudassist.server.domain.model import (
+    CommandSpec,
+    CommandType,
+    InvocationSpec,
+    OsType,
+    RepeatMode,
+)
+from cloudassist.server.domain.pagination import Page
+from cloudassist.server.domain.reports import OutputAppend, TaskStart
+from cloudassist.server.domain.status import ExecutionState
+from cloudassist.server.domain.tasks import EndKind, TaskEnd
+from cloudassist.server.store import commands, invocations, security
+from cloudassist.server.store.idempotency import IdempotencyKey
+from cloudassist.server.store.instances import deregister_instance, find_instances, list_instances
+from cloudassist.server.store.invocation_changes import stop_invocation
+from cloudassist.server.store.invocations import InvocationPlan
+from cloudassist.server.store.reports import apply_reports
+from cloudassist.server.store.results import (
+    find_record,
+    list_invocations,
+    list_results,
+    read_output,
+)
+from cloudassist.server.store.tables import ACCOUNTS, RECORDS
+from cloudassist.server.store.watch import watch_snapshot
 from tests.unit.tenancy import DAY_MS, REGION, Tenant, new_engine, new_tenant
 
 NOW = 1_700_000_000_000
@@ -164,7 +180,7 @@ def acme_ran(acme: Tenant) -> Tenant:
         start_ms=NOW + 1_000,
     )
     with acme.engine.begin() as conn:
-        effects = agents.apply_reports(
+        effects = apply_reports(
             conn,
             [
                 TaskStart(RECORD_ID, "i-1", NOW + 1_000),
@@ -309,7 +325,7 @@ def test_register_instance_puts_it_in_the_activations_account_and_region(engine:
     assert (instance_id, region_id) == ("i-web", "cn-shanghai")
     assert secret
     with engine.connect() as conn:
-        instance = agents.find_instances(conn, tenant.account_id, "cn-shanghai", ["i-web"])["i-web"]
+        instance = find_instances(conn, tenant.account_id, "cn-shanghai", ["i-web"])["i-web"]
         [activation], _ = security.list_activations(conn, PAGE)
     assert (instance.online, instance.registered_ms, instance.os_type) == (
         False,
@@ -326,7 +342,7 @@ def test_register_instance_without_an_id_makes_one(engine: Engine) -> None:
     instance_id, _, _ = register(engine, tenant.activation_id, tenant.code, "")
     assert instance_id.startswith("i-")
     with engine.connect() as conn:
-        assert instance_id in agents.find_instances(conn, tenant.account_id, REGION, [instance_id])
+        assert instance_id in find_instances(conn, tenant.account_id, REGION, [instance_id])
 
 
 @pytest.mark.parametrize("case", ["wrong code", "unknown activation"])
@@ -343,7 +359,7 @@ def test_register_instance_with_a_bad_activation_is_unauthenticated(
         register(engine, activation_id, code, "i-1")
     assert caught.value.reason == reasons.INVALID_ACTIVATION
     with engine.connect() as conn:
-        assert agents.find_instances(conn, tenant.account_id, REGION, ["i-1"]) == {}
+        assert find_instances(conn, tenant.account_id, REGION, ["i-1"]) == {}
         activations, _ = security.list_activations(conn, PAGE)
     assert all(a.registrations == 0 for a in activations)
 
@@ -357,9 +373,7 @@ def test_register_instance_with_an_expired_activation_is_a_failed_precondition(
         register(engine, tenant.activation_id, tenant.code, "i-2", NOW + DAY_MS)
     assert caught.value.reason == reasons.ACTIVATION_EXPIRED
     with engine.connect() as conn:
-        assert list(agents.find_instances(conn, tenant.account_id, REGION, ["i-1", "i-2"])) == [
-            "i-1"
-        ]
+        assert list(find_instances(conn, tenant.account_id, REGION, ["i-1", "i-2"])) == ["i-1"]
 
 
 def test_register_instance_past_the_activations_limit_is_resource_exhausted(
@@ -373,7 +387,7 @@ def test_register_instance_past_the_activations_limit_is_resource_exhausted(
     assert caught.value.reason == reasons.ACTIVATION_EXHAUSTED
     with engine.connect() as conn:
         [activation], _ = security.list_activations(conn, PAGE)
-        assert agents.find_instances(conn, tenant.account_id, REGION, ["i-3"]) == {}
+        assert find_instances(conn, tenant.account_id, REGION, ["i-3"]) == {}
     assert activation.registrations == 2
 
 
@@ -387,7 +401,7 @@ def test_registering_an_id_again_in_the_same_account_rotates_its_secret(acme: Te
     assert caught.value.reason == reasons.INVALID_INSTANCE_CREDENTIALS
     acme.hello("i-1", NOW + 4, secret=new)
     with acme.engine.connect() as conn:
-        instances, total = agents.list_instances(conn, acme.account_id, REGION, [], PAGE)
+        instances, total = list_instances(conn, acme.account_id, REGION, [], PAGE)
     assert total == 1
     assert instances[0].registered_ms == NOW  # still the same instance
 
@@ -400,8 +414,8 @@ def test_registering_an_id_of_another_account_is_already_exists(
     assert caught.value.reason == reasons.INSTANCE_ID_TAKEN
     assert caught.value.field == "instance_id"
     with acme.engine.connect() as conn:
-        assert "i-1" in agents.find_instances(conn, acme.account_id, REGION, ["i-1"])
-        assert agents.find_instances(conn, globex.account_id, REGION, ["i-1"]) == {}
+        assert "i-1" in find_instances(conn, acme.account_id, REGION, ["i-1"])
+        assert find_instances(conn, globex.account_id, REGION, ["i-1"]) == {}
     acme.hello("i-1", NOW + 2)  # acme's secret still works
 
 
@@ -411,20 +425,20 @@ def test_registering_an_id_of_another_account_is_already_exists(
 def test_deregistered_instance_can_no_longer_say_hello(acme: Tenant) -> None:
     acme.hello("i-1", NOW + 1)
     with acme.engine.begin() as conn:
-        agents.deregister_instance(conn, acme.account_id, REGION, "i-1", NOW)
+        deregister_instance(conn, acme.account_id, REGION, "i-1", NOW)
     with pytest.raises(Unauthenticated) as caught:
         acme.hello("i-1", NOW + 2)
     assert caught.value.reason == reasons.INVALID_INSTANCE_CREDENTIALS
     with acme.engine.connect() as conn:
-        assert agents.find_instances(conn, acme.account_id, REGION, ["i-1"]) == {}
+        assert find_instances(conn, acme.account_id, REGION, ["i-1"]) == {}
 
 
 def test_deregistering_another_accounts_instance_is_not_found(acme: Tenant, globex: Tenant) -> None:
     with pytest.raises(NotFound) as caught, acme.engine.begin() as conn:
-        agents.deregister_instance(conn, globex.account_id, REGION, "i-1", NOW)
+        deregister_instance(conn, globex.account_id, REGION, "i-1", NOW)
     assert caught.value.reason == reasons.INSTANCE_NOT_FOUND
     with acme.engine.connect() as conn:
-        assert "i-1" in agents.find_instances(conn, acme.account_id, REGION, ["i-1"])
+        assert "i-1" in find_instances(conn, acme.account_id, REGION, ["i-1"])
     acme.hello("i-1", NOW + 1)
 
 
@@ -432,7 +446,7 @@ def _deregister_i_1_with_a_pending_task(acme: Tenant) -> None:
     acme.hello("i-1", NOW)
     invoke(acme, "i-1", INVOKE_ID, RECORD_ID)
     with acme.engine.begin() as conn:
-        agents.deregister_instance(conn, acme.account_id, REGION, "i-1", NOW)
+        deregister_instance(conn, acme.account_id, REGION, "i-1", NOW)
 
 
 def test_deregistering_ends_the_instances_runs_in_flight(acme: Tenant) -> None:
@@ -567,15 +581,13 @@ def test_invocations_of_one_account_are_not_found_by_another(
             invocations.get_invocation(conn, other, REGION, INVOKE_ID)
         assert caught.value.reason == reasons.INVOCATION_NOT_FOUND
         for filters in [("", "", ""), (INVOKE_ID, "", ""), ("", "", "i-1")]:
-            assert invocations.list_invocations(conn, other, REGION, *filters, None, PAGE) == (
+            assert list_invocations(conn, other, REGION, *filters, None, PAGE) == (
                 [],
                 0,
             )
         with pytest.raises(NotFound):
-            invocations.watch_snapshot(conn, other, REGION, INVOKE_ID, "")
-        own, total = invocations.list_invocations(
-            conn, acme_ran.account_id, REGION, "", "", "", None, PAGE
-        )
+            watch_snapshot(conn, other, REGION, INVOKE_ID, "")
+        own, total = list_invocations(conn, acme_ran.account_id, REGION, "", "", "", None, PAGE)
     assert ([i.invoke_id for i in own], total) == ([INVOKE_ID], 1)
 
 
@@ -583,7 +595,7 @@ def test_stopping_another_accounts_invocation_is_not_found(acme: Tenant, globex:
     acme.hello("i-1", NOW)
     invoke(acme, "i-1", INVOKE_ID, RECORD_ID)
     with pytest.raises(NotFound) as caught, acme.engine.begin() as conn:
-        invocations.stop_invocation(conn, globex.account_id, REGION, INVOKE_ID, [], NOW, NOW)
+        stop_invocation(conn, globex.account_id, REGION, INVOKE_ID, [], NOW, NOW)
     assert caught.value.reason == reasons.INVOCATION_NOT_FOUND
     assert record_row(acme.engine, RECORD_ID).state == ExecutionState.PENDING
 
@@ -593,30 +605,26 @@ def test_results_and_output_of_one_account_are_not_found_by_another(
 ) -> None:
     engine, other = acme_ran.engine, globex.account_id
     with engine.connect() as conn:
-        assert invocations.list_results(conn, other, REGION, "", "", "", None, True, PAGE) == (
+        assert list_results(conn, other, REGION, "", "", "", None, True, PAGE) == (
             [],
             0,
         )
-        assert invocations.list_results(
-            conn, other, REGION, INVOKE_ID, "i-1", "", None, True, PAGE
-        ) == ([], 0)
+        assert list_results(conn, other, REGION, INVOKE_ID, "i-1", "", None, True, PAGE) == ([], 0)
         for instance_id, record_id in [("", ""), ("i-1", ""), ("i-1", RECORD_ID), ("", RECORD_ID)]:
             with pytest.raises(NotFound):
-                invocations.read_output(
-                    conn, other, REGION, INVOKE_ID, instance_id, record_id, 0, 1 << 20
-                )
+                read_output(conn, other, REGION, INVOKE_ID, instance_id, record_id, 0, 1 << 20)
             with pytest.raises(NotFound):
-                invocations.find_record(conn, other, REGION, INVOKE_ID, instance_id, record_id)
-        own = invocations.read_output(conn, acme_ran.account_id, REGION, INVOKE_ID, "", "", 0, 99)
+                find_record(conn, other, REGION, INVOKE_ID, instance_id, record_id)
+        own = read_output(conn, acme_ran.account_id, REGION, INVOKE_ID, "", "", 0, 99)
     assert own.data == b"acme secret"
 
 
 def test_instances_of_one_account_are_absent_for_another(acme: Tenant, globex: Tenant) -> None:
     with acme.engine.connect() as conn:
-        found = agents.find_instances(conn, globex.account_id, REGION, ["i-1", "i-2"])
-        listed, total = agents.list_instances(conn, globex.account_id, REGION, [], PAGE)
-        filtered = agents.list_instances(conn, globex.account_id, REGION, ["i-1"], PAGE)
-        own = agents.find_instances(conn, acme.account_id, REGION, ["i-1", "i-2"])
+        found = find_instances(conn, globex.account_id, REGION, ["i-1", "i-2"])
+        listed, total = list_instances(conn, globex.account_id, REGION, [], PAGE)
+        filtered = list_instances(conn, globex.account_id, REGION, ["i-1"], PAGE)
+        own = find_instances(conn, acme.account_id, REGION, ["i-1", "i-2"])
     assert list(found) == ["i-2"]
     assert ([i.instance_id for i in listed], total) == (["i-2"], 1)
     assert filtered == ([], 0)

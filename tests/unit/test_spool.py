@@ -12,9 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from agent import journal
-from agent.journal import Accept, Forget, Journal, Output, Release, Result, Start, snapshot
-from agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
+from cloudassist.agent import journal
+from cloudassist.agent.journal import Journal
+from cloudassist.agent.records import (
+    Accept,
+    Forget,
+    Output,
+    Release,
+    Result,
+    Start,
+    snapshot,
+)
+from cloudassist.agent.spool import Spool, SpooledTask, TaskMeta, TaskResult
 
 
 def _meta(task_id: str = "r-1") -> TaskMeta:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.status import (
+from cloudassist.server.domain.status import (
     TERMINAL_STATES,
     ExecutionState,
     InvokeStatus,

@@ -9,24 +9,43 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, select
 
-from server.domain import reasons
-from server.domain.errors import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.agents import AgentIdentity, HeldTask
+from cloudassist.server.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
     Unauthenticated,
 )
-from server.domain.model import CommandSpec, CommandType, InvocationSpec, OsType, RepeatMode
-from server.domain.status import ExecutionState, InvokeStatus
-from server.domain.tasks import EndKind, TaskEnd
-from server.store import agents, commands, invocations
-from server.store.agents import AgentIdentity, HeldTask
-from server.store.idempotency import IdempotencyKey
-from server.store.invocations import InvocationPlan
-from server.store.output import read_range
-from server.store.reports import CancelOrder, Effects, OutputAck, OutputAppend, Report, TaskStart
-from server.store.tables import RECORDS
+from cloudassist.server.domain.model import (
+    CommandSpec,
+    CommandType,
+    InvocationSpec,
+    OsType,
+    RepeatMode,
+)
+from cloudassist.server.domain.reports import (
+    CancelOrder,
+    Effects,
+    OutputAck,
+    OutputAppend,
+    Report,
+    TaskStart,
+)
+from cloudassist.server.domain.status import ExecutionState, InvokeStatus
+from cloudassist.server.domain.tasks import EndKind, TaskEnd
+from cloudassist.server.store import commands, invocations
+from cloudassist.server.store.deadlines import expire_due
+from cloudassist.server.store.hello import agent_hello
+from cloudassist.server.store.idempotency import IdempotencyKey
+from cloudassist.server.store.instances import find_instances, mark_offline
+from cloudassist.server.store.invocation_changes import stop_invocation
+from cloudassist.server.store.invocations import InvocationPlan
+from cloudassist.server.store.output import read_range
+from cloudassist.server.store.reports import apply_reports
+from cloudassist.server.store.tables import RECORDS
+from cloudassist.server.store.watch import watch_snapshot
 from tests.unit.tenancy import REGION, Tenant, new_engine, new_tenant
 
 NOW = 1_700_000_000_000
@@ -124,7 +143,7 @@ def invoke(
 
 def apply(tenant: Tenant, reports: Sequence[Report], now_ms: int = NOW + 1_000) -> Effects:
     with tenant.engine.begin() as conn:
-        return agents.apply_reports(conn, list(reports), now_ms)
+        return apply_reports(conn, list(reports), now_ms)
 
 
 def record_row(tenant: Tenant, record_id: str) -> Any:
@@ -454,7 +473,7 @@ def test_end_after_the_server_timed_the_record_out_keeps_timeout(tenant: Tenant)
     start(tenant, rid, at=NOW)
     deadline = record_row(tenant, rid).deadline_ms
     with tenant.engine.begin() as conn:
-        agents.expire_due(conn, deadline)
+        expire_due(conn, deadline)
     assert record_row(tenant, rid).state == ExecutionState.TIMEOUT
     effects = apply(
         tenant,
@@ -479,7 +498,7 @@ def test_end_after_the_server_timed_the_record_out_keeps_timeout(tenant: Tenant)
 def test_nothing_expires_before_its_deadline(tenant: Tenant) -> None:
     rid = invoke(tenant)["i-1"]
     with tenant.engine.begin() as conn:
-        effects = agents.expire_due(conn, NOW + DELIVERY_MS - 1)
+        effects = expire_due(conn, NOW + DELIVERY_MS - 1)
     assert effects.cancels == []
     assert record_row(tenant, rid).state == ExecutionState.PENDING
 
@@ -487,9 +506,9 @@ def test_nothing_expires_before_its_deadline(tenant: Tenant) -> None:
 def test_pending_past_its_deadline_on_an_offline_instance_is_aborted(tenant: Tenant) -> None:
     rid = invoke(tenant)["i-1"]
     with tenant.engine.begin() as conn:
-        agents.mark_offline(conn, "i-1", "", NOW + 10)
+        mark_offline(conn, "i-1", "", NOW + 10)
     with tenant.engine.begin() as conn:
-        effects = agents.expire_due(conn, NOW + DELIVERY_MS)
+        effects = expire_due(conn, NOW + DELIVERY_MS)
     row = record_row(tenant, rid)
     assert row.state == ExecutionState.ABORTED
     assert row.error_code == reasons.CLIENT_NOT_ONLINE
@@ -505,7 +524,7 @@ def test_pending_past_its_deadline_on_an_online_instance_is_a_delivery_timeout(
 ) -> None:
     rid = invoke(tenant)["i-1"]
     with tenant.engine.begin() as conn:
-        agents.expire_due(conn, NOW + DELIVERY_MS)
+        expire_due(conn, NOW + DELIVERY_MS)
     row = record_row(tenant, rid)
     assert row.state == ExecutionState.ABORTED
     assert row.error_code == reasons.DELIVERY_TIMEOUT
@@ -516,10 +535,10 @@ def test_running_past_its_deadline_times_out_with_a_cancel_order(tenant: Tenant)
     start(tenant, rid, at=NOW)
     deadline = NOW + TIMEOUT_S * 1000
     with tenant.engine.begin() as conn:
-        assert agents.expire_due(conn, deadline - 1).cancels == []
+        assert expire_due(conn, deadline - 1).cancels == []
     assert record_row(tenant, rid).state == ExecutionState.RUNNING
     with tenant.engine.begin() as conn:
-        effects = agents.expire_due(conn, deadline)
+        effects = expire_due(conn, deadline)
     row = record_row(tenant, rid)
     assert row.state == ExecutionState.TIMEOUT
     assert row.error_code == reasons.EXECUTION_TIMEOUT
@@ -535,13 +554,13 @@ def test_running_past_its_deadline_times_out_with_a_cancel_order(tenant: Tenant)
 
 def test_registered_instance_is_offline_until_its_agent_says_hello(tenant: Tenant) -> None:
     with tenant.engine.connect() as conn:
-        before = agents.find_instances(conn, tenant.account_id, REGION, ["i-1"])["i-1"]
+        before = find_instances(conn, tenant.account_id, REGION, ["i-1"])["i-1"]
     assert not before.online
     assert before.registered_ms == REGISTERED_MS
     assert before.last_heartbeat_ms is None
     hello(tenant, "i-1", now_ms=NOW + 7)
     with tenant.engine.connect() as conn:
-        found = agents.find_instances(conn, tenant.account_id, REGION, ["i-1"])
+        found = find_instances(conn, tenant.account_id, REGION, ["i-1"])
     instance = found["i-1"]
     assert instance.online
     assert instance.region_id == REGION
@@ -557,10 +576,10 @@ def test_hello_of_an_unregistered_instance_is_unauthenticated_and_creates_nothin
 ) -> None:
     identity = AgentIdentity("i-new", "any-secret", OsType.LINUX, "host-i-new", "1.0")
     with pytest.raises(Unauthenticated) as caught, tenant.engine.begin() as conn:
-        agents.agent_hello(conn, identity, [], NOW)
+        agent_hello(conn, identity, [], NOW)
     assert caught.value.reason == reasons.INVALID_INSTANCE_CREDENTIALS
     with tenant.engine.connect() as conn:
-        assert agents.find_instances(conn, tenant.account_id, REGION, ["i-new"]) == {}
+        assert find_instances(conn, tenant.account_id, REGION, ["i-new"]) == {}
 
 
 def test_hello_with_a_wrong_secret_is_unauthenticated_and_leaves_the_instance_offline(
@@ -570,7 +589,7 @@ def test_hello_with_a_wrong_secret_is_unauthenticated_and_leaves_the_instance_of
         hello(tenant, "i-1", secret=tenant.secrets["i-2"])
     assert caught.value.reason == reasons.INVALID_INSTANCE_CREDENTIALS
     with tenant.engine.connect() as conn:
-        instance = agents.find_instances(conn, tenant.account_id, REGION, ["i-1"])["i-1"]
+        instance = find_instances(conn, tenant.account_id, REGION, ["i-1"])["i-1"]
     assert not instance.online
     assert instance.last_heartbeat_ms is None
 
@@ -620,7 +639,7 @@ def test_stop_cancels_pending_and_stops_running_records(tenant: Tenant) -> None:
     rids = invoke(tenant, instance_ids=("i-1", "i-2"))
     start(tenant, rids["i-1"])
     with tenant.engine.begin() as conn:
-        effects = invocations.stop_invocation(
+        effects = stop_invocation(
             conn, tenant.account_id, REGION, INVOKE_ID, [], NOW + 3_000, NOW + 9_000
         )
     running = record_row(tenant, rids["i-1"])
@@ -645,7 +664,7 @@ def test_stop_cancels_pending_and_stops_running_records(tenant: Tenant) -> None:
 def test_stop_of_one_instance_leaves_the_others(tenant: Tenant) -> None:
     rids = invoke(tenant, instance_ids=("i-1", "i-2"))
     with tenant.engine.begin() as conn:
-        invocations.stop_invocation(
+        stop_invocation(
             conn, tenant.account_id, REGION, INVOKE_ID, ["i-2"], NOW + 3_000, NOW + 9_000
         )
     assert record_row(tenant, rids["i-1"]).state == ExecutionState.PENDING
@@ -657,9 +676,7 @@ def test_stop_of_a_finished_invocation_is_a_failed_precondition(tenant: Tenant) 
     start(tenant, rid)
     apply(tenant, [finish(rid, output_size=0)])
     with pytest.raises(FailedPrecondition) as caught, tenant.engine.begin() as conn:
-        invocations.stop_invocation(
-            conn, tenant.account_id, REGION, INVOKE_ID, [], NOW + 9_000, NOW + 19_000
-        )
+        stop_invocation(conn, tenant.account_id, REGION, INVOKE_ID, [], NOW + 9_000, NOW + 19_000)
     assert caught.value.reason == reasons.INVOCATION_NOT_RUNNING
     assert record_row(tenant, rid).state == ExecutionState.SUCCESS
 
@@ -667,7 +684,7 @@ def test_stop_of_a_finished_invocation_is_a_failed_precondition(tenant: Tenant) 
 def test_stop_of_an_instance_outside_the_invocation_is_not_found(tenant: Tenant) -> None:
     invoke(tenant)
     with pytest.raises(NotFound) as caught, tenant.engine.begin() as conn:
-        invocations.stop_invocation(conn, tenant.account_id, REGION, INVOKE_ID, ["i-9"], NOW, NOW)
+        stop_invocation(conn, tenant.account_id, REGION, INVOKE_ID, ["i-9"], NOW, NOW)
     assert caught.value.reason == reasons.INSTANCE_NOT_IN_INVOCATION
 
 
@@ -754,7 +771,7 @@ def test_watch_snapshot_status_matches_its_records_when_they_end_during_the_read
     event.listen(tenant.engine, "before_cursor_execute", end_before_the_records_are_read)
     try:
         with tenant.engine.connect() as conn:
-            snapshot = invocations.watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "")
+            snapshot = watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "")
     finally:
         event.remove(tenant.engine, "before_cursor_execute", end_before_the_records_are_read)
     assert ended, "the records' statement was not seen"
@@ -787,7 +804,7 @@ def test_watch_snapshot_reads_the_new_output_of_many_records_in_few_statements(
     def look(sent: dict[str, int]) -> dict[str, bytes]:
         statements.clear()
         with tenant.engine.connect() as conn:
-            snapshot = invocations.watch_snapshot(
+            snapshot = watch_snapshot(
                 conn, tenant.account_id, REGION, INVOKE_ID, "", sent, checked=True
             )
         return {p.record.record_id: p.new_output for p in snapshot.records}
@@ -810,14 +827,14 @@ def test_a_first_watch_look_still_refuses_an_invocation_of_another_account(
 ) -> None:
     invoke(tenant)
     with tenant.engine.connect() as conn, pytest.raises(NotFound):
-        invocations.watch_snapshot(conn, "someone-else", REGION, INVOKE_ID, "")
+        watch_snapshot(conn, "someone-else", REGION, INVOKE_ID, "")
 
 
 def test_a_watch_of_an_instance_outside_the_invocation_is_not_found(tenant: Tenant) -> None:
     invoke(tenant)
     with tenant.engine.connect() as conn, pytest.raises(NotFound) as caught:
-        invocations.watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "i-9")
+        watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "i-9")
     assert caught.value.reason == reasons.INSTANCE_NOT_IN_INVOCATION
     with tenant.engine.connect() as conn:
-        snapshot = invocations.watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "i-1")
+        snapshot = watch_snapshot(conn, tenant.account_id, REGION, INVOKE_ID, "i-1")
     assert [p.record.instance_id for p in snapshot.records] == ["i-1"]

@@ -11,16 +11,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from server.domain.errors import FailedPrecondition
-from server.domain.model import CommandSpec, CommandType, InvocationSpec, RepeatMode
-from server.domain.schedule import Schedule, parse_frequency
-from server.domain.status import ExecutionState, InvokeStatus
-from server.domain.tasks import EndKind, TaskEnd
-from server.store import agents, commands, invocations
-from server.store.invocations import InvocationPlan
-from server.store.reports import Effects, TaskStart
-from server.store.schedules import FirePolicy, fire_due
-from server.store.tables import INVOCATION_INSTANCES, INVOCATIONS, RECORDS
+from cloudassist.server.domain.errors import FailedPrecondition
+from cloudassist.server.domain.model import CommandSpec, CommandType, InvocationSpec, RepeatMode
+from cloudassist.server.domain.reports import Effects, TaskStart
+from cloudassist.server.domain.schedule import Schedule, parse_frequency
+from cloudassist.server.domain.status import ExecutionState, InvokeStatus
+from cloudassist.server.domain.tasks import EndKind, TaskEnd
+from cloudassist.server.store import commands, invocations
+from cloudassist.server.store.invocation_changes import stop_invocation
+from cloudassist.server.store.invocations import InvocationPlan
+from cloudassist.server.store.reports import apply_reports
+from cloudassist.server.store.schedules import FirePolicy, fire_due
+from cloudassist.server.store.tables import INVOCATION_INSTANCES, INVOCATIONS, RECORDS
 from tests.unit.tenancy import REGION, Tenant, new_engine, new_tenant
 
 # Tuesday 2026-03-10 09:07:13 UTC.
@@ -166,7 +168,7 @@ def status(tenant: Tenant, invoke_id: str = INVOKE_ID) -> InvokeStatus:
 
 def stop(tenant: Tenant, instance_ids: list[str], now_ms: int) -> Effects:
     with tenant.engine.begin() as conn:
-        return invocations.stop_invocation(
+        return stop_invocation(
             conn, tenant.account_id, REGION, INVOKE_ID, instance_ids, now_ms, now_ms + 10_000
         )
 
@@ -187,7 +189,7 @@ def run(tenant: Tenant, record_id: str, instance_id: str, at: int, end: bool = T
             )
         )
     with tenant.engine.begin() as conn:
-        effects = agents.apply_reports(conn, reports, at + 1_000)
+        effects = apply_reports(conn, reports, at + 1_000)
     assert effects.rejected == []
 
 

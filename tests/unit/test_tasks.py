@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from server.domain import reasons
-from server.domain.model import CommandType, InvocationSpec, RepeatMode
-from server.domain.status import ExecutionState
-from server.domain.tasks import EndKind, Outcome, TaskEnd, build_task, outcome_of
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.model import CommandType, InvocationSpec, RepeatMode
+from cloudassist.server.domain.status import ExecutionState
+from cloudassist.server.domain.tasks import EndKind, Outcome, TaskEnd, build_task, outcome_of
 
 SCRIPT = (
     b"echo {{greeting}} {{ACS::InstanceId}} {{ ACS::RegionId }} "

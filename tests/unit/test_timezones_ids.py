@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.domain import ids
-from server.domain.timezones import day_start_ms, parse_timezone
+from cloudassist.server.domain import ids
+from cloudassist.server.domain.timezones import day_start_ms, parse_timezone
 
 WINTER = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.lifecycle import Change, Deadline, Order
-from server.domain.status import ExecutionState as S
-from server.store.reports import CancelOrder
-from server.store.transitions import change_values, orders_of
+from cloudassist.server.domain.lifecycle import Change, Deadline, Order
+from cloudassist.server.domain.reports import CancelOrder
+from cloudassist.server.domain.status import ExecutionState as S
+from cloudassist.server.store.transitions import change_values, orders_of
 
 NOW = 1_700_000_000_000
 

@@ -1,4 +1,4 @@
-"""Shape and size rules of server/domain/validation.py, one rule at a time."""
+"""Shape and size rules of server/domain/validation.py and fields.py, one rule at a time."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from typing import Any
 
 import pytest
 
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.limits import Limits
-from server.domain.model import (
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.fields import (
+    base64_size,
+    check_client_token,
+    check_region,
+    check_timeout,
+)
+from cloudassist.server.domain.limits import Limits
+from cloudassist.server.domain.model import (
     CommandDraft,
     CommandPatch,
     CommandSpec,
@@ -21,12 +27,8 @@ from server.domain.model import (
     InvocationSpec,
     RepeatMode,
 )
-from server.domain.validation import (
+from cloudassist.server.domain.validation import (
     apply_patch,
-    base64_size,
-    check_client_token,
-    check_region,
-    check_timeout,
     validate_command,
     validate_invocation,
 )

@@ -7,11 +7,11 @@ import re
 import pytest
 from google.protobuf.message import DecodeError
 
+from cloudassist.server.api.registration import decode
+from cloudassist.server.api.wire import check_wire_format
+from cloudassist.server.domain.errors import InvalidArgument
 from cloudassist.v1 import command_pb2 as pb
 from cloudassist.v1 import instance_pb2
-from server.api.registration import decode
-from server.api.wire import check_wire_format
-from server.domain.errors import InvalidArgument
 
 # Every wire type, a nested message, a group, unknown field numbers: all well formed.
 WELL_FORMED = pb.Invocation(

@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from agent import executor
-from agent.executor import LaunchError, LaunchPlan, ProcessOutcome, TaskProcess, plan_launch
-from server.domain import reasons
-from server.domain.errors import InvalidArgument
-from server.domain.files import FileDraft, check_file
-from server.domain.limits import Limits
-from server.domain.model import (
+from cloudassist.agent import executor
+from cloudassist.agent.executor import (
+    LaunchError,
+    LaunchPlan,
+    ProcessOutcome,
+    TaskProcess,
+    plan_launch,
+)
+from cloudassist.server.domain import reasons
+from cloudassist.server.domain.errors import InvalidArgument
+from cloudassist.server.domain.files import FileDraft, check_file
+from cloudassist.server.domain.limits import Limits
+from cloudassist.server.domain.model import (
     CommandDraft,
     CommandPatch,
     CommandSpec,
@@ -24,7 +30,7 @@ from server.domain.model import (
     InvocationDraft,
     RepeatMode,
 )
-from server.domain.validation import (
+from cloudassist.server.domain.validation import (
     InvocationChange,
     apply_invocation_change,
     apply_patch,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.auth import Authenticator
-from server.clock import now_ms
-from server.domain.accounts import (
+from cloudassist.common.clock import now_ms
+from cloudassist.server.auth import Authenticator
+from cloudassist.server.domain.accounts import (
     Account,
     ActivationInfo,
     ApiKeyInfo,
@@ -13,11 +13,11 @@ from server.domain.accounts import (
     check_account_name,
     check_activation,
 )
-from server.domain.pagination import parse_page
-from server.domain.validation import check_region
-from server.listing import Listing, listing
-from server.store import security
-from server.store.database import Database
+from cloudassist.server.domain.fields import check_region
+from cloudassist.server.domain.pagination import parse_page
+from cloudassist.server.planes.listing import Listing, listing
+from cloudassist.server.store import security
+from cloudassist.server.store.database import Database
 
 
 class AdminPlane:

@@ -6,12 +6,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from server.bus import Bus, LocalBus
-from server.domain.errors import DomainError
-from server.domain.tasks import Task
-from server.events import InvocationEvents
-from server.logs import about
-from server.store.reports import CancelOrder, Effects, OutputAck, RecordEnded
+from cloudassist.common.logs import about
+from cloudassist.server.domain.errors import DomainError
+from cloudassist.server.domain.reports import CancelOrder, Effects, OutputAck, RecordEnded
+from cloudassist.server.domain.tasks import Task
+from cloudassist.server.fleet.bus import Bus, LocalBus
+from cloudassist.server.fleet.events import InvocationEvents
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from sqlalchemy import Engine
 
-from server.metrics import Metrics
-from server.store import stats
+from cloudassist.server.metrics import Metrics
+from cloudassist.server.store import stats
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from server.domain.pagination import Page
+from cloudassist.server.domain.pagination import Page
 
 T = TypeVar("T")
 

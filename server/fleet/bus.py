@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from server.store.reports import CancelOrder
+from cloudassist.server.domain.reports import CancelOrder
 
 log = logging.getLogger(__name__)
 

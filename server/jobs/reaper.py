@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.clock import now_ms
-from server.hub import Hub
-from server.store.agents import earliest_deadline_ms, expire_due
-from server.store.database import Database
+from cloudassist.common.clock import now_ms
+from cloudassist.server.fleet.hub import Hub
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.deadlines import earliest_deadline_ms, expire_due
 
 log = logging.getLogger(__name__)
 

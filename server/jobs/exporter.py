@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from server.clock import now_ms
-from server.store.database import Database
-from server.store.exports import FinishedRecord, finished_undelivered, mark_delivered
+from cloudassist.common.clock import now_ms
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.exports import FinishedRecord, finished_undelivered, mark_delivered
 
 log = logging.getLogger(__name__)
 

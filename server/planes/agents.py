@@ -7,21 +7,16 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from server.clock import now_ms
-from server.domain.model import OsType
-from server.hub import AgentSession, Hub
-from server.recorder import Recorder
-from server.store.agents import (
-    AgentIdentity,
-    HeldTask,
-    agent_hello,
-    mark_offline,
-    mark_stale_offline,
-    pending_tasks,
-)
-from server.store.database import Database
-from server.store.reports import Report
-from server.store.security import register_instance
+from cloudassist.common.clock import now_ms
+from cloudassist.server.domain.agents import AgentIdentity, HeldTask
+from cloudassist.server.domain.model import OsType
+from cloudassist.server.domain.reports import Report
+from cloudassist.server.fleet.hub import AgentSession, Hub
+from cloudassist.server.fleet.recorder import Recorder
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.hello import agent_hello, pending_tasks
+from cloudassist.server.store.instances import mark_offline, mark_stale_offline
+from cloudassist.server.store.security import register_instance
 
 log = logging.getLogger(__name__)
 

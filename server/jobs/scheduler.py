@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 
-from server.clock import now_ms
-from server.hub import Hub
-from server.store.database import Database
-from server.store.schedules import FirePolicy, fire_due, next_fire_ms
+from cloudassist.common.clock import now_ms
+from cloudassist.server.fleet.hub import Hub
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.schedules import FirePolicy, fire_due, next_fire_ms
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import logging
 import time
 from collections.abc import Sequence
 
-from server.clock import now_ms
-from server.hub import Hub
-from server.metrics import Metrics
-from server.store.agents import apply_reports
-from server.store.database import Database
-from server.store.reports import Effects, HeartbeatSeen, Report
+from cloudassist.common.clock import now_ms
+from cloudassist.server.domain.reports import Effects, HeartbeatSeen, Report
+from cloudassist.server.fleet.hub import Hub
+from cloudassist.server.metrics import Metrics
+from cloudassist.server.store.database import Database
+from cloudassist.server.store.reports import apply_reports
 
 log = logging.getLogger(__name__)
 
