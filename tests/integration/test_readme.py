@@ -147,7 +147,13 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
         def agent_online() -> bool:
             if script.poll() is not None:
                 raise RuntimeError(f"make run's script exited early\n{started.logs()}")
-            return admin_key.exists() and _online(listen, admin_key.read_text().strip(), "i-local")
+            # The server writes its admin key before it listens, its ready file after.
+            ready = root / "var" / "ready.json"
+            return (
+                ready.exists()
+                and admin_key.exists()
+                and _online(listen, admin_key.read_text().strip(), "i-local")
+            )
 
         try:
             wait_until(agent_online, START_TIMEOUT, "i-local online")

@@ -16,7 +16,9 @@ import { FireTimes } from "./fire-times";
 
 /** Where one instance's output is shown, decoding its records' bytes as they come. */
 class OutputPane {
-  readonly pre = h("pre", { class: "output", tabindex: 0 });
+  // A named region: a bare <pre> may not carry a label (ARIA), and a live region would read
+  // every line of a long output aloud.
+  readonly pre = h("pre", { class: "output", tabindex: 0, role: "region" });
   private record = "";
   private decoder = new TextDecoder();
   private style: Style = plainStyle();
