@@ -113,6 +113,8 @@ class ServerApp:
         self.watch_plane = WatchPlane(self.db, self.hub, settings)
         self.instance_plane = InstancePlane(self.db, self.hub, config.limits)
         self.agent_plane = AgentPlane(self.db, self.hub, self.recorder, self.server_id)
+        # Checked keys are cached while the bus would tell of their revocation.
+        self.authenticator = Authenticator(self.db, epoch=lambda: self.hub.bus.epoch())
         if is_sqlite(config.database_url):
             self.hub.bus = LocalBus()
         else:
@@ -123,8 +125,8 @@ class ServerApp:
                 on_cancel=self.hub.deliver_cancels,
                 on_changed=self.events.notify,
                 on_resync=self._resync,
+                on_revoked=self.authenticator.forget_keys,
             )
-        self.authenticator = Authenticator(self.db)
         self.admin_plane = AdminPlane(self.db, self.authenticator)
         self.scheduler = Scheduler(
             self.db,

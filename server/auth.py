@@ -1,17 +1,17 @@
-"""Who is calling: API keys from metadata (cached briefly), per-account rate limits."""
+"""Who is calling: API keys from metadata (cached until revoked), per-account rate limits."""
 
 from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from cloudassist.server.domain import reasons
 from cloudassist.server.domain.accounts import AuditTicket, Principal
-from cloudassist.server.domain.credentials import split_token
+from cloudassist.server.domain.credentials import hash_secret, split_token
 from cloudassist.server.domain.errors import ResourceExhausted, Unauthenticated
 from cloudassist.server.store.database import Database
 from cloudassist.server.store.security import authenticate_key
@@ -45,21 +45,39 @@ def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str:
 @dataclass
 class _Cached:
     principal: Principal
-    secret: str
+    secret_hash: str
     expires: float
+    epoch: int
+
+
+def _always() -> int | None:
+    return 0
 
 
 class Authenticator:
-    """Checks API keys against the database, remembering good ones for a few seconds.
+    """Checks API keys against the database, remembering good ones (key id and the hash of the
+    secret) for a few seconds.
 
-    A key revoked through this server stops working at once (`forget`); on other servers
-    sharing the database, within `cache_seconds`.
+    A revoked key stops working at once: the server that revoked it forgets it (`forget`), and
+    so do the others sharing the database, told through the bus (`forget_keys`). `epoch` says
+    whether that telling works: None while the bus is not listening (then nothing is taken
+    from the cache), and a new number each time it listens again (entries remembered before
+    are dropped, since revocations may have been missed meanwhile). `cache_seconds` bounds how
+    long an entry is used even so.
     """
 
-    def __init__(self, db: Database, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cache_seconds: float = 5.0,
+        epoch: Callable[[], int | None] = _always,
+    ) -> None:
         self._db = db
         self._ttl = cache_seconds
+        self._epoch = epoch
         self._cache: dict[str, _Cached] = {}
+        # Bumped by every forget: a check that read the key while one happened is not kept.
+        self._forgets = 0
 
     async def authenticate(self, metadata: Iterable[tuple[str, Any]] | None) -> Principal:
         parts = split_token(bearer_token(metadata))
@@ -68,22 +86,33 @@ class Authenticator:
                 reasons.INVALID_API_KEY, "authorization: an API key is '<key id>.<secret>'"
             )
         key_id, secret = parts
+        secret_hash = hash_secret(secret)
         cached = self._cache.get(key_id)
         now = time.monotonic()
+        epoch = self._epoch()
         if (
             cached is not None
+            and epoch is not None
+            and cached.epoch == epoch
             and cached.expires > now
-            and hmac.compare_digest(cached.secret, secret)
+            and hmac.compare_digest(cached.secret_hash, secret_hash)
         ):
             return cached.principal
+        forgets = self._forgets
         found = await self._db.read(authenticate_key, key_id, secret)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key_id] = _Cached(found, secret, now + self._ttl)
+        if epoch is not None and forgets == self._forgets:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key_id] = _Cached(found, secret_hash, now + self._ttl, epoch)
         return found
 
     def forget(self, key_id: str) -> None:
-        self._cache.pop(key_id, None)
+        self.forget_keys([key_id])
+
+    def forget_keys(self, key_ids: Iterable[str]) -> None:
+        self._forgets += 1
+        for key_id in key_ids:
+            self._cache.pop(key_id, None)
 
 
 class RateLimiter:

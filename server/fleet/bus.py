@@ -4,8 +4,11 @@ The rows are the truth; a notification only says where to look again:
   dispatch  instance ids with new PENDING records (the server holding the agent sends them)
   cancel    (instance id, record id, timeout) to send to an agent
   changed   invocation ids whose watchers should look again
+  revoked   API key ids revoked (sent by the revoking transaction itself, on its commit), which
+            every server drops from its cache of checked keys
 After the listening connection is lost and restored, every server re-scans (`on_resync`),
-since notifications sent meanwhile are gone.
+since notifications sent meanwhile are gone; `epoch` tells the key cache whether it can rely
+on hearing of revocations.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from cloudassist.server.domain.reports import CancelOrder
+from cloudassist.server.store.security import KEY_REVOKED_CHANNEL
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("ca_dispatch", "ca_cancel", "ca_changed")
+CHANNELS = ("ca_dispatch", "ca_cancel", "ca_changed", KEY_REVOKED_CHANNEL)
 # PostgreSQL's payload limit is 8000 bytes; stay well under it.
 MAX_PAYLOAD = 7000
 
 
 class Bus(Protocol):
     async def start(self) -> None: ...
+
+    def epoch(self) -> int | None: ...
 
     async def stop(self) -> None: ...
 
@@ -44,6 +50,10 @@ class LocalBus:
 
     async def start(self) -> None:
         return None
+
+    def epoch(self) -> int | None:
+        """Always heard: revocations happen on this server."""
+        return 0
 
     async def stop(self) -> None:
         return None
@@ -84,6 +94,7 @@ class PostgresBus:
         on_cancel: Callable[[list[CancelOrder]], None],
         on_changed: Callable[[list[str]], None],
         on_resync: Callable[[], Awaitable[None]],
+        on_revoked: Callable[[list[str]], None] = lambda key_ids: None,
     ) -> None:
         self._dsn = dsn
         self._server_id = server_id
@@ -91,6 +102,10 @@ class PostgresBus:
         self._on_cancel = on_cancel
         self._on_changed = on_changed
         self._on_resync = on_resync
+        self._on_revoked = on_revoked
+        # Counts the LISTENs; None while not listening.
+        self._listens = 0
+        self._epoch: int | None = None
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
@@ -104,7 +119,13 @@ class PostgresBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), 10)
 
+    def epoch(self) -> int | None:
+        """None while not listening (notifications may be missed), else a number that changes
+        each time listening starts again."""
+        return self._epoch
+
     async def stop(self) -> None:
+        self._epoch = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -150,11 +171,14 @@ class PostgresBus:
     async def _listen(self) -> None:
         first = True
         while True:
+            self._epoch = None
             try:
                 connection = await self._connect()
                 async with connection:
                     for channel in CHANNELS:
                         await connection.execute(f"LISTEN {channel}")
+                    self._listens += 1
+                    self._epoch = self._listens
                     self._listening.set()
                     if not first:
                         log.info("listening again; re-scanning for missed changes")
@@ -165,6 +189,7 @@ class PostgresBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._epoch = None
                 log.warning("lost the notification connection (%s); reconnecting", exc)
                 first = False
                 await asyncio.sleep(1)
@@ -184,5 +209,7 @@ class PostgresBus:
                 self._on_cancel([CancelOrder(str(i), str(r), bool(t)) for i, r, t in items])
             elif channel == "ca_changed":
                 self._on_changed([str(i) for i in items])
+            elif channel == KEY_REVOKED_CHANNEL:
+                self._on_revoked([str(i) for i in items])
         except Exception:
             log.exception("handling a %s notification failed", channel)

@@ -34,12 +34,13 @@ from cloudassist.server.domain.validation import (
 )
 from cloudassist.server.fleet.hub import Hub
 from cloudassist.server.planes.shared import PlaneSettings, Schedules, idempotency_key
-from cloudassist.server.planes.targets import check_targets, targets_of
+from cloudassist.server.planes.targets import check_targets, checked_targets, targets_of
 from cloudassist.server.store import commands as commands_repo
 from cloudassist.server.store import invocations as invocations_repo
 from cloudassist.server.store.database import Database
 from cloudassist.server.store.idempotency import IdempotencyKey, replay
 from cloudassist.server.store.invocations import InvocationPlan
+from cloudassist.server.store.invoke_inputs import invoke_inputs
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +87,37 @@ class InvocationPlane:
         key = idempotency_key(account_id, draft.region_id, "InvokeCommand", client_token, draft)
         if dry_run:
             key = None  # a dry run neither replays nor claims a client token
-        previous = await self._db.read(replay, key)
-        if previous is not None:
-            return Started(invoke_id=previous["invoke_id"])
-        command = await self._db.read(
-            commands_repo.get_command, account_id, draft.region_id, draft.command_id
-        )
-        draft = await targets_of(self._db, account_id, draft)
+        found: Mapping[str, Instance] | None = None
+        if draft.resource_tags or len(draft.instance_ids) > self._limits.instances_per_invocation:
+            # Targets chosen by tag, or too many to look up: one step at a time.
+            previous = await self._replay(key)
+            if previous is not None:
+                return Started(invoke_id=previous["invoke_id"])
+            command = await self._db.read(
+                commands_repo.get_command, account_id, draft.region_id, draft.command_id
+            )
+            draft = await targets_of(self._db, account_id, draft)
+        else:
+            # One read: the token's first result, else the command and the instances named.
+            inputs = await self._db.read(
+                invoke_inputs,
+                key,
+                account_id,
+                draft.region_id,
+                draft.command_id,
+                draft.instance_ids,
+            )
+            if isinstance(inputs, dict):
+                return Started(invoke_id=inputs["invoke_id"])
+            command, found = inputs
         spec = validate_invocation(
             draft, command.command_id, command.spec, self._limits, self._schedules.check_frequency
         )
-        return await self.start(account_id, spec, key, dry_run=dry_run)
+        return await self.start(account_id, spec, key, dry_run=dry_run, found=found)
+
+    async def _replay(self, key: IdempotencyKey | None) -> dict[str, str] | None:
+        """What the client token's first request made (no read without a token)."""
+        return None if key is None else await self._db.read(replay, key)
 
     async def run(
         self,
@@ -122,7 +143,7 @@ class InvocationPlane:
         )
         if dry_run:
             key = None
-        previous = await self._db.read(replay, key)
+        previous = await self._replay(key)
         if previous is not None:
             return Started(previous["invoke_id"], previous["command_id"])
         command_id = ids.command_id()
@@ -163,7 +184,7 @@ class InvocationPlane:
             [s.value for s in chosen],
             sorted(set(instance_ids)),
         )
-        previous = await self._db.read(replay, key)
+        previous = await self._replay(key)
         if previous is not None:  # a retry: what the first call made
             made = await self._db.read(
                 invocations_repo.get_invocation, account_id, region_id, previous["invoke_id"]
@@ -189,7 +210,7 @@ class InvocationPlane:
         key = idempotency_key(
             account_id, targets.region_id, "SendFile", client_token, draft, targets, timeout_seconds
         )
-        previous = await self._db.read(replay, key)
+        previous = await self._replay(key)
         if previous is not None:
             return previous["invoke_id"]
         file, content = check_file(draft)
@@ -221,8 +242,13 @@ class InvocationPlane:
         key: IdempotencyKey | None,
         new_command: CommandSpec | None = None,
         dry_run: bool = False,
+        found: Mapping[str, Instance] | None = None,
     ) -> Started:
-        targets = await check_targets(self._db, account_id, spec)
+        """Stores the invocation; `found`: its instances, when already read."""
+        if found is None:
+            targets = await check_targets(self._db, account_id, spec)
+        else:
+            targets = checked_targets(spec, found)
         now = now_ms()
         schedule = None
         if spec.repeat_mode is RepeatMode.PERIOD:

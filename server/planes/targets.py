@@ -44,6 +44,12 @@ async def check_targets(
 ) -> Mapping[str, Instance]:
     """Every instance exists in the region and runs this command type."""
     found = await db.read(find_instances, account_id, spec.region_id, spec.instance_ids)
+    return checked_targets(spec, found)
+
+
+def checked_targets(spec: InvocationSpec, found: Mapping[str, Instance]) -> Mapping[str, Instance]:
+    """`found` (the instances read for the spec's ids, or for more ids), when every instance of
+    the spec is in it and runs the spec's command type."""
     check_instances_found(spec.instance_ids, found, spec.region_id)
     for instance_id in spec.instance_ids:
         instance = found[instance_id]

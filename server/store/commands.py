@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain import reasons
@@ -56,14 +56,17 @@ def store_command(
         )
 
 
+_TAGS_OF = select(COMMAND_TAGS.c.command_id, COMMAND_TAGS.c.key, COMMAND_TAGS.c.value).where(
+    COMMAND_TAGS.c.command_id.in_(bindparam("p_command_ids", expanding=True))
+)
+
+
 def _with_tags(conn: Connection, commands: list[Command]) -> list[Command]:
     if not commands:
         return commands
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     for command_id, key, value in conn.execute(
-        select(COMMAND_TAGS.c.command_id, COMMAND_TAGS.c.key, COMMAND_TAGS.c.value).where(
-            COMMAND_TAGS.c.command_id.in_([c.command_id for c in commands])
-        )
+        _TAGS_OF, {"p_command_ids": [c.command_id for c in commands]}
     ).all():
         tags[command_id][key] = value
     return [replace(c, spec=replace(c.spec, tags=tags.get(c.command_id, {}))) for c in commands]
@@ -113,9 +116,17 @@ def _scope(account_id: str, region_id: str) -> list[ColumnElement[bool]]:
     return [COMMANDS.c.account_id == account_id, COMMANDS.c.region_id == region_id]
 
 
+_GET_COMMAND = select(COMMANDS).where(
+    COMMANDS.c.account_id == bindparam("p_account_id"),
+    COMMANDS.c.region_id == bindparam("p_region_id"),
+    COMMANDS.c.command_id == bindparam("p_command_id"),
+)
+
+
 def get_command(conn: Connection, account_id: str, region_id: str, command_id: str) -> Command:
     row = conn.execute(
-        select(COMMANDS).where(*_scope(account_id, region_id), COMMANDS.c.command_id == command_id)
+        _GET_COMMAND,
+        {"p_account_id": account_id, "p_region_id": region_id, "p_command_id": command_id},
     ).first()
     if row is None:
         raise NotFound(
@@ -192,9 +203,12 @@ def delete_command(conn: Connection, account_id: str, region_id: str, command_id
     conn.execute(delete(COMMAND_TAGS).where(COMMAND_TAGS.c.command_id == command_id))
 
 
+_COUNT_INVOCATION = (
+    update(COMMANDS)
+    .where(COMMANDS.c.command_id == bindparam("p_command_id"))
+    .values(invoke_times=COMMANDS.c.invoke_times + 1)
+)
+
+
 def count_invocation(conn: Connection, command_id: str) -> None:
-    conn.execute(
-        update(COMMANDS)
-        .where(COMMANDS.c.command_id == command_id)
-        .values(invoke_times=COMMANDS.c.invoke_times + 1)
-    )
+    conn.execute(_COUNT_INVOCATION, {"p_command_id": command_id})

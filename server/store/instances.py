@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain import reasons
@@ -32,13 +32,23 @@ def _scope(account_id: str, region_id: str) -> list[ColumnElement[bool]]:
     return [INSTANCES.c.account_id == account_id, INSTANCES.c.region_id == region_id]
 
 
+_FIND = select(INSTANCES).where(
+    INSTANCES.c.account_id == bindparam("p_account_id"),
+    INSTANCES.c.region_id == bindparam("p_region_id"),
+    INSTANCES.c.instance_id.in_(bindparam("p_instance_ids", expanding=True)),
+)
+
+
 def find_instances(
     conn: Connection, account_id: str, region_id: str, instance_ids: Sequence[str]
 ) -> dict[str, Instance]:
     rows = conn.execute(
-        select(INSTANCES).where(
-            *_scope(account_id, region_id), INSTANCES.c.instance_id.in_(list(instance_ids))
-        )
+        _FIND,
+        {
+            "p_account_id": account_id,
+            "p_region_id": region_id,
+            "p_instance_ids": list(instance_ids),
+        },
     ).all()
     tags = tags_of(conn, [row.instance_id for row in rows])
     return {

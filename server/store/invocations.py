@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain import reasons
@@ -25,10 +25,59 @@ from cloudassist.server.store.commands import check_command_quota, count_invocat
 from cloudassist.server.store.idempotency import IdempotencyKey, remember, replay
 from cloudassist.server.store.locks import lock_scope
 from cloudassist.server.store.security import record_audit
-from cloudassist.server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
+from cloudassist.server.store.tables import (
+    INSTANCES,
+    INVOCATION_DAYS,
+    INVOCATION_INSTANCES,
+    INVOCATIONS,
+    RECORDS,
+)
 
 # The states of the records still in flight, as stored.
 ACTIVE = [s.value for s in ACTIVE_STATES]
+
+# The statements of every invocation's transaction, built once: building one (its values
+# coerced, its cache key computed) costs more than SQLite takes to run it.
+_INVOCATIONS_TODAY = (
+    select(func.count())
+    .select_from(INVOCATIONS)
+    .where(
+        INVOCATIONS.c.account_id == bindparam("p_account_id"),
+        INVOCATIONS.c.region_id == bindparam("p_region_id"),
+        INVOCATIONS.c.created_ms >= bindparam("p_day_start_ms"),
+    )
+)
+_DAY_KEY = (
+    INVOCATION_DAYS.c.account_id == bindparam("p_account_id"),
+    INVOCATION_DAYS.c.region_id == bindparam("p_region_id"),
+    INVOCATION_DAYS.c.day_start_ms == bindparam("p_day_start_ms"),
+)
+_DAY_COUNT = select(INVOCATION_DAYS.c.invocations).where(*_DAY_KEY)
+_ONE_MORE_TODAY = (
+    update(INVOCATION_DAYS).where(*_DAY_KEY).values(invocations=INVOCATION_DAYS.c.invocations + 1)
+)
+_NEW_DAY = insert(INVOCATION_DAYS)
+_OLD_DAYS = delete(INVOCATION_DAYS).where(
+    INVOCATION_DAYS.c.account_id == bindparam("p_account_id"),
+    INVOCATION_DAYS.c.region_id == bindparam("p_region_id"),
+    INVOCATION_DAYS.c.day_start_ms < bindparam("p_before_ms"),
+)
+# Days kept before the current one (any server's clock, a little behind, may still be in one).
+_DAYS_KEPT_MS = 7 * 86_400_000
+_INSERT_INVOCATION = insert(INVOCATIONS)
+_BOOT_IDS = select(INSTANCES.c.instance_id, INSTANCES.c.boot_id).where(
+    INSTANCES.c.instance_id.in_(bindparam("p_instance_ids", expanding=True))
+)
+_INSERT_INVOCATION_INSTANCES = insert(INVOCATION_INSTANCES)
+_INSERT_RECORDS = insert(RECORDS)
+_COUNT_ON_INSTANCES = (
+    update(INSTANCES)
+    .where(INSTANCES.c.instance_id.in_(bindparam("p_instance_ids", expanding=True)))
+    .values(
+        invocation_count=INSTANCES.c.invocation_count + 1,
+        last_invoked_ms=bindparam("p_now_ms"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -67,14 +116,31 @@ def invocation_scope(account_id: str, region_id: str) -> list[ColumnElement[bool
     return [INVOCATIONS.c.account_id == account_id, INVOCATIONS.c.region_id == region_id]
 
 
-def check_invocation_quota(
+def claim_invocation_quota(
     conn: Connection, account_id: str, region_id: str, day_start_ms: int, quota: int
 ) -> None:
-    count = conn.execute(
-        select(func.count())
-        .select_from(INVOCATIONS)
-        .where(*invocation_scope(account_id, region_id), INVOCATIONS.c.created_ms >= day_start_ms)
-    ).scalar_one()
+    """Counts one more invocation today for the account and region, or raises
+    ResourceExhausted when the day's quota is used up. The caller holds `lock_scope` on the
+    account and region and inserts the invocation in the same transaction.
+
+    The day's count is one row (`invocation_days`); the day's first invocation makes it from a
+    count of the invocations made since the day began (so a server upgraded during the day,
+    or whose time zone changed, starts from the truth).
+    """
+    key = {"p_account_id": account_id, "p_region_id": region_id, "p_day_start_ms": day_start_ms}
+    count = conn.execute(_DAY_COUNT, key).scalar()
+    if count is None:
+        count = conn.execute(_INVOCATIONS_TODAY, key).scalar_one()
+        conn.execute(_OLD_DAYS, {**key, "p_before_ms": day_start_ms - _DAYS_KEPT_MS})
+        conn.execute(
+            _NEW_DAY,
+            {
+                "account_id": account_id,
+                "region_id": region_id,
+                "day_start_ms": day_start_ms,
+                "invocations": count,
+            },
+        )
     if count >= quota:
         raise ResourceExhausted(
             reasons.INVOCATION_EXCEED_QUOTA,
@@ -82,6 +148,7 @@ def check_invocation_quota(
             field="region_id",
             metadata={"quota": str(quota), "region_id": region_id},
         )
+    conn.execute(_ONE_MORE_TODAY, key)
 
 
 def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str, str], Effects]:
@@ -99,49 +166,47 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
     account_id = plan.account_id
     if plan.new_command is not None:
         check_command_quota(conn, account_id, spec.region_id, plan.command_quota)
-    check_invocation_quota(conn, account_id, spec.region_id, plan.day_start_ms, plan.daily_quota)
+    claim_invocation_quota(conn, account_id, spec.region_id, plan.day_start_ms, plan.daily_quota)
     if plan.new_command is not None:
         store_command(conn, account_id, spec.command_id, plan.new_command, plan.now_ms)
     status = InvokeStatus.RUNNING.value
     conn.execute(
-        insert(INVOCATIONS).values(
-            invoke_id=plan.invoke_id,
-            account_id=account_id,
-            region_id=spec.region_id,
-            command_id=spec.command_id,
-            command_name=spec.command_name,
-            command_type=spec.command_type.value,
-            content=spec.content,
-            enable_parameter=spec.enable_parameter,
-            parameters=json.dumps(spec.parameters, sort_keys=True),
-            repeat_mode=spec.repeat_mode.value,
-            frequency=spec.frequency,
-            timeout_seconds=spec.timeout_seconds,
-            working_dir=spec.working_dir,
-            username=spec.username,
-            env=json.dumps(spec.env, sort_keys=True),
-            launcher=spec.launcher,
-            max_concurrency=spec.max_concurrency,
-            max_errors=spec.max_errors,
-            delivery_timeout_ms=plan.delivery_deadline_ms - plan.now_ms,
-            output_limit=plan.output_limit,
-            file=json.dumps(asdict(spec.file)) if spec.file is not None else "",
-            status=status,
-            one_shot=plan.one_shot,
-            next_fire_ms=plan.next_fire_ms,
-            created_ms=plan.now_ms,
-        )
+        _INSERT_INVOCATION,
+        {
+            "invoke_id": plan.invoke_id,
+            "account_id": account_id,
+            "region_id": spec.region_id,
+            "command_id": spec.command_id,
+            "command_name": spec.command_name,
+            "command_type": spec.command_type.value,
+            "content": spec.content,
+            "enable_parameter": spec.enable_parameter,
+            "parameters": json.dumps(spec.parameters, sort_keys=True),
+            "repeat_mode": spec.repeat_mode.value,
+            "frequency": spec.frequency,
+            "timeout_seconds": spec.timeout_seconds,
+            "working_dir": spec.working_dir,
+            "username": spec.username,
+            "env": json.dumps(spec.env, sort_keys=True),
+            "launcher": spec.launcher,
+            "max_concurrency": spec.max_concurrency,
+            "max_errors": spec.max_errors,
+            "delivery_timeout_ms": plan.delivery_deadline_ms - plan.now_ms,
+            "output_limit": plan.output_limit,
+            "file": json.dumps(asdict(spec.file)) if spec.file is not None else "",
+            "status": status,
+            "one_shot": plan.one_shot,
+            "next_fire_ms": plan.next_fire_ms,
+            "created_ms": plan.now_ms,
+        },
     )
     pending = ExecutionState.PENDING.value
-    boot_ids = dict(
-        conn.execute(
-            select(INSTANCES.c.instance_id, INSTANCES.c.boot_id).where(
-                INSTANCES.c.instance_id.in_(spec.instance_ids)
-            )
-        ).all()
-    )
+    boot_ids: dict[str, str] = {
+        row.instance_id: row.boot_id
+        for row in conn.execute(_BOOT_IDS, {"p_instance_ids": list(spec.instance_ids)})
+    }
     conn.execute(
-        insert(INVOCATION_INSTANCES),
+        _INSERT_INVOCATION_INSTANCES,
         [
             {
                 "invoke_id": plan.invoke_id,
@@ -165,9 +230,8 @@ def create_invocation(conn: Connection, plan: InvocationPlan) -> tuple[dict[str,
         insert_records(conn, plan.invoke_id, plan.record_ids, 1, plan, held)
     count_invocation(conn, spec.command_id)
     conn.execute(
-        update(INSTANCES)
-        .where(INSTANCES.c.instance_id.in_(spec.instance_ids))
-        .values(invocation_count=INSTANCES.c.invocation_count + 1, last_invoked_ms=plan.now_ms)
+        _COUNT_ON_INSTANCES,
+        {"p_instance_ids": list(spec.instance_ids), "p_now_ms": plan.now_ms},
     )
     result = {"invoke_id": plan.invoke_id, "command_id": spec.command_id}
     remember(conn, plan.idempotency, result, plan.now_ms)
@@ -201,7 +265,7 @@ def insert_records(
     those of the instances in `held` wait unsent, with no deadline yet."""
     pending = ExecutionState.PENDING.value
     conn.execute(
-        insert(RECORDS),
+        _INSERT_RECORDS,
         [
             {
                 "record_id": record_id,
@@ -231,12 +295,15 @@ class FirePlan:
     output_limit: int
 
 
+_INSTANCES_OF = (
+    select(INVOCATION_INSTANCES)
+    .where(INVOCATION_INSTANCES.c.invoke_id.in_(bindparam("p_invoke_ids", expanding=True)))
+    .order_by(INVOCATION_INSTANCES.c.instance_id)
+)
+
+
 def instances_of(conn: Connection, invoke_ids: list[str]) -> dict[str, list[object]]:
-    rows = conn.execute(
-        select(INVOCATION_INSTANCES)
-        .where(INVOCATION_INSTANCES.c.invoke_id.in_(invoke_ids))
-        .order_by(INVOCATION_INSTANCES.c.instance_id)
-    ).all()
+    rows = conn.execute(_INSTANCES_OF, {"p_invoke_ids": list(invoke_ids)}).all()
     grouped: dict[str, list[object]] = defaultdict(list)
     for row in rows:
         grouped[row.invoke_id].append(row)

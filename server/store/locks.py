@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+
 
 def lock_scope(conn: Connection, *key: str) -> None:
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": "/".join(key)})
+        conn.execute(_LOCK, {"key": "/".join(key)})

@@ -89,11 +89,14 @@ def read_ranges(conn: Connection, ranges: Mapping[str, tuple[int, int]]) -> dict
     return {r: b"".join(p) for r, p in parts.items()}
 
 
+_INSERT_CHUNKS = insert(OUTPUT_CHUNKS)
+
+
 def append_chunks(conn: Connection, chunks: list[tuple[str, int, bytes]]) -> None:
     """Stores (record_id, offset, data) chunks; the caller has checked they extend the output."""
     if chunks:
         conn.execute(
-            insert(OUTPUT_CHUNKS),
+            _INSERT_CHUNKS,
             [
                 {"record_id": r, "offset": o, "end_offset": o + len(d), "data": d}
                 for r, o, d in chunks

@@ -113,6 +113,24 @@ _SIZES = update(RECORDS).where(RECORDS.c.record_id == bindparam("b_record_id"))
 _HEARTBEATS = update(INSTANCES).where(INSTANCES.c.instance_id == bindparam("b_instance_id"))
 
 
+# Where each reported record stands (built once: every batch of reports reads it).
+_PROGRESS = (
+    select(
+        *MIRROR_COLUMNS,
+        RECORDS.c.output_size,
+        RECORDS.c.output_limit,
+        RECORDS.c.agent_done,
+        INVOCATIONS.c.timeout_seconds,
+    )
+    .select_from(MIRROR_FROM)
+    .where(RECORDS.c.record_id.in_(bindparam("p_record_ids", expanding=True)))
+    .order_by(RECORDS.c.record_id)
+    # Serialises writers of the same records across servers (PostgreSQL; SQLite has one
+    # writer anyway).
+    .with_for_update(of=RECORDS)
+)
+
+
 @dataclass
 class _Writes:
     """The row changes of one batch, gathered to be written together."""
@@ -143,21 +161,7 @@ def apply_reports(conn: Connection, reports: Sequence[Report], now_ms: int) -> E
     record_ids = {r.record_id for r in reports if not isinstance(r, HeartbeatSeen)}
     progress: dict[str, _Progress] = {}
     if record_ids:
-        for row in conn.execute(
-            select(
-                *MIRROR_COLUMNS,
-                RECORDS.c.output_size,
-                RECORDS.c.output_limit,
-                RECORDS.c.agent_done,
-                INVOCATIONS.c.timeout_seconds,
-            )
-            .select_from(MIRROR_FROM)
-            .where(RECORDS.c.record_id.in_(record_ids))
-            .order_by(RECORDS.c.record_id)
-            # Serialises writers of the same records across servers (PostgreSQL; SQLite has
-            # one writer anyway).
-            .with_for_update(of=RECORDS)
-        ).all():
+        for row in conn.execute(_PROGRESS, {"p_record_ids": sorted(record_ids)}).all():
             progress[row.record_id] = _Progress(
                 row.output_size,
                 row.output_limit,

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import BindParameter, Connection, and_, bindparam, select, update
 
 from cloudassist.server.domain import lifecycle
 from cloudassist.server.domain.lifecycle import ErrorBudgetSpent
@@ -102,6 +102,30 @@ _MIRROR = update(INVOCATION_INSTANCES).where(
 )
 
 
+# Built once (a statement's construction costs more than SQLite takes to run it); every
+# record that ends goes through these.
+_INVOKE_IDS: BindParameter[str] = bindparam("p_invoke_ids", expanding=True)
+_RATE_CONTROLLED = (
+    select(INVOCATIONS)
+    .where(
+        INVOCATIONS.c.invoke_id.in_(_INVOKE_IDS),
+        (INVOCATIONS.c.max_concurrency.is_not(None) | INVOCATIONS.c.max_errors.is_not(None)),
+    )
+    .order_by(INVOCATIONS.c.invoke_id)
+    .with_for_update()
+)
+_LOCK_INVOCATIONS = (
+    select(INVOCATIONS.c.invoke_id)
+    .where(INVOCATIONS.c.invoke_id.in_(_INVOKE_IDS))
+    .order_by(INVOCATIONS.c.invoke_id)
+    .with_for_update()
+)
+_MEMBER_STATUSES = select(INVOCATION_INSTANCES.c.invoke_id, INVOCATION_INSTANCES.c.status).where(
+    INVOCATION_INSTANCES.c.invoke_id.in_(_INVOKE_IDS)
+)
+_SET_STATUS = update(INVOCATIONS).where(INVOCATIONS.c.invoke_id == bindparam("p_invoke_id"))
+
+
 def sync_invocations(
     conn: Connection,
     record_ids: Iterable[str],
@@ -175,15 +199,7 @@ def advance_rate_control(
         return set()
     # Locked (in one order, as refresh_statuses locks them): servers sharing PostgreSQL that
     # end records of one invocation at once must not both hand out the same free place.
-    controlled = conn.execute(
-        select(INVOCATIONS)
-        .where(
-            INVOCATIONS.c.invoke_id.in_(invoke_ids),
-            (INVOCATIONS.c.max_concurrency.is_not(None) | INVOCATIONS.c.max_errors.is_not(None)),
-        )
-        .order_by(INVOCATIONS.c.invoke_id)
-        .with_for_update()
-    ).all()
+    controlled = conn.execute(_RATE_CONTROLLED, {"p_invoke_ids": sorted(invoke_ids)}).all()
     touched: set[str] = set()
     errors_states = {s.value for s in ERROR_STATES}
     active = set(ACTIVE)
@@ -235,23 +251,12 @@ def refresh_statuses(conn: Connection, invoke_ids: set[str]) -> None:
     # READ COMMITTED each would miss the other's change and keep a stale status. Locking the
     # invocation rows (in one order, so no deadlock) makes the read below see every committed
     # instance. SQLite has one writer, and ignores FOR UPDATE.
-    conn.execute(
-        select(INVOCATIONS.c.invoke_id)
-        .where(INVOCATIONS.c.invoke_id.in_(invoke_ids))
-        .order_by(INVOCATIONS.c.invoke_id)
-        .with_for_update()
-    ).all()
-    rows = conn.execute(
-        select(INVOCATION_INSTANCES.c.invoke_id, INVOCATION_INSTANCES.c.status).where(
-            INVOCATION_INSTANCES.c.invoke_id.in_(invoke_ids)
-        )
-    ).all()
+    ids = {"p_invoke_ids": sorted(invoke_ids)}
+    conn.execute(_LOCK_INVOCATIONS, ids).all()
     statuses: dict[str, list[InvokeStatus]] = defaultdict(list)
-    for invoke_id, status in rows:
+    for invoke_id, status in conn.execute(_MEMBER_STATUSES, ids).all():
         statuses[invoke_id].append(InvokeStatus(status))
     for invoke_id, members in statuses.items():
         conn.execute(
-            update(INVOCATIONS)
-            .where(INVOCATIONS.c.invoke_id == invoke_id)
-            .values(status=overall_status(members).value)
+            _SET_STATUS, {"p_invoke_id": invoke_id, "status": overall_status(members).value}
         )

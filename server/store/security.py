@@ -44,6 +44,9 @@ from cloudassist.server.store.tables import (
 
 BOOTSTRAP_ACCOUNT = "admin"
 
+# The PostgreSQL notification channel a revocation is announced on (server/fleet/bus.py).
+KEY_REVOKED_CHANNEL = "ca_key_revoked"
+
 
 def _account(row: Any) -> Account:
     return Account(row.account_id, row.name, bool(row.admin), row.created_ms)
@@ -183,6 +186,11 @@ def revoke_api_key(conn: Connection, key_id: str, now_ms: int) -> None:
     )
     if result.rowcount == 0:
         raise NotFound(reasons.KEY_NOT_FOUND, f"key_id: no active key {key_id!r}", field="key_id")
+    if conn.dialect.name == "postgresql":
+        # Sent on commit, to every server listening (the revoking one included): each drops
+        # the key from its cache at once. No sender ("s"): every server acts on it.
+        payload = json.dumps({"s": "", "i": [key_id]})
+        conn.execute(select(func.pg_notify(KEY_REVOKED_CHANNEL, payload)))
 
 
 def create_activation(
@@ -322,18 +330,22 @@ def register_instance(
     return instance_id, secret, activation.region_id
 
 
+_INSERT_AUDIT = insert(AUDIT)  # built once: every mutating call writes one
+
+
 def record_audit(conn: Connection, entry: AuditEntry) -> None:
     conn.execute(
-        insert(AUDIT).values(
-            event_id=entry.event_id,
-            time_ms=entry.time_ms,
-            account_id=entry.account_id,
-            key_id=entry.key_id,
-            method=entry.method,
-            resource_ids=json.dumps(list(entry.resource_ids)),
-            code=entry.code,
-            peer=entry.peer[:128],
-        )
+        _INSERT_AUDIT,
+        {
+            "event_id": entry.event_id,
+            "time_ms": entry.time_ms,
+            "account_id": entry.account_id,
+            "key_id": entry.key_id,
+            "method": entry.method,
+            "resource_ids": json.dumps(list(entry.resource_ids)),
+            "code": entry.code,
+            "peer": entry.peer[:128],
+        },
     )
 
 

@@ -279,6 +279,20 @@ class OutputChunkRow(SQLModel, table=True):
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class InvocationDayRow(SQLModel, table=True):
+    """How many invocations an account made in a region on one day (the daily quota): kept
+    in each invocation's transaction, so the quota check reads one row instead of counting
+    the day's invocations."""
+
+    __tablename__ = "invocation_days"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    region_id: str = Field(primary_key=True, max_length=64)
+    # The day's first millisecond in the server's default time zone.
+    day_start_ms: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    invocations: int
+
+
 def _table(model: type[SQLModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
@@ -295,5 +309,6 @@ INSTANCES = _table(InstanceRow)
 INSTANCE_TAGS = _table(InstanceTagRow)
 INVOCATIONS = _table(InvocationRow)
 INVOCATION_INSTANCES = _table(InvocationInstanceRow)
+INVOCATION_DAYS = _table(InvocationDayRow)
 RECORDS = _table(RecordRow)
 OUTPUT_CHUNKS = _table(OutputChunkRow)

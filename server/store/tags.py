@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Column, Connection, Table, delete, insert, select, update
+from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain.fields import check_instances_found
@@ -15,17 +15,17 @@ from cloudassist.server.store.tables import INSTANCE_TAGS, INSTANCES
 API = "api"
 AGENT = "agent"
 
+_TAGS_OF = select(INSTANCE_TAGS.c.instance_id, INSTANCE_TAGS.c.key, INSTANCE_TAGS.c.value).where(
+    INSTANCE_TAGS.c.instance_id.in_(bindparam("p_instance_ids", expanding=True))
+)
+
 
 def tags_of(conn: Connection, instance_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     """Each instance's tags (an API tag over the agent's for the same key)."""
     found: dict[str, dict[str, str]] = defaultdict(dict)
     if not instance_ids:
         return found
-    rows = conn.execute(
-        select(INSTANCE_TAGS.c.instance_id, INSTANCE_TAGS.c.key, INSTANCE_TAGS.c.value).where(
-            INSTANCE_TAGS.c.instance_id.in_(list(instance_ids))
-        )
-    ).all()
+    rows = conn.execute(_TAGS_OF, {"p_instance_ids": list(instance_ids)}).all()
     for instance_id, key, value in rows:
         found[instance_id][key] = value
     return found

@@ -3,6 +3,7 @@ expiry once, and a server killed mid-run loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import Counter
@@ -10,10 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc import aio
 
+from cloudassist.v1 import admin_pb2, admin_pb2_grpc, command_pb2_grpc
 from cloudassist.v1 import command_pb2 as pb
-from cloudassist.v1 import command_pb2_grpc
 from tests.integration.helpers import REGION, read_output, watch
 from tests.postgres import PostgresServer
 from tests.support import AgentProcess, ServerProcess, client_channel, process_gone
@@ -95,6 +98,43 @@ async def test_invoke_on_a_watch_on_a_stop_on_c(cluster3: Cluster) -> None:
         "i-b": pb.EXECUTION_STATE_TERMINATED,
         "i-c": pb.EXECUTION_STATE_TERMINATED,
     }
+
+
+async def _refused_within(stub: command_pb2_grpc.CommandServiceStub, seconds: float) -> float:
+    """How long until the stub's key is refused (UNAUTHENTICATED); fails past `seconds`."""
+    started = time.monotonic()
+    while True:
+        try:
+            await stub.DescribeCommands(pb.DescribeCommandsRequest(region_id=REGION))
+        except aio.AioRpcError as error:
+            code = error.code()
+            break
+        assert time.monotonic() - started < seconds, "the revoked key is still accepted"
+        await asyncio.sleep(0.005)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    return time.monotonic() - started
+
+
+async def test_a_key_revoked_on_a_is_refused_by_b_and_c_as_the_notice_arrives(
+    cluster3: Cluster,
+) -> None:
+    """B and C remember the key they checked (for 5 s); the revocation's NOTIFY, sent on its
+    commit, makes them forget it: the key is refused as soon as it arrives, not 5 s later."""
+    a, b, c = (cluster3.servers[n] for n in ("a", "b", "c"))
+    async with client_channel(a) as on_a:
+        admin = admin_pb2_grpc.AdminServiceStub(on_a)
+        created = await admin.CreateApiKey(admin_pb2.CreateApiKeyRequest(description="brief"))
+        async with (
+            client_channel(b, created.token) as on_b,
+            client_channel(c, created.token) as on_c,
+        ):
+            stubs = [command_pb2_grpc.CommandServiceStub(ch) for ch in (on_b, on_c)]
+            for stub in stubs:  # checked, and so remembered, by B and C
+                await stub.DescribeCommands(pb.DescribeCommandsRequest(region_id=REGION))
+            await admin.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id=created.key.key_id))
+            # A notification's delivery (milliseconds; a second on a loaded machine at most).
+            for stub in stubs:
+                await _refused_within(stub, 1.0)
 
 
 async def test_a_cron_schedule_fires_once_per_slot_with_three_schedulers(cluster3: Cluster) -> None:

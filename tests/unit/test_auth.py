@@ -242,6 +242,62 @@ async def test_authenticator_cache_expires(db: Database, clock: FakeClock) -> No
         await authenticator.authenticate(bearer(token))
 
 
+async def test_authenticator_forgets_keys_revoked_on_another_server(db: Database) -> None:
+    # What the bus delivers when another server sharing the database revokes keys.
+    _, key_id, token = make_key(db)
+    _, _, other_token = make_key(db, name="other")
+    authenticator = Authenticator(db, cache_seconds=3_600)
+    await authenticator.authenticate(bearer(token))
+    await authenticator.authenticate(bearer(other_token))
+    revoke(db, key_id)
+    authenticator.forget_keys([key_id])
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(bearer(token))
+    await authenticator.authenticate(bearer(other_token))
+
+
+async def test_authenticator_caches_nothing_while_revocations_could_be_missed(
+    db: Database,
+) -> None:
+    _, key_id, token = make_key(db)
+    epoch: list[int | None] = [1]
+    authenticator = Authenticator(db, cache_seconds=3_600, epoch=lambda: epoch[0])
+    await authenticator.authenticate(bearer(token))
+    revoke(db, key_id)
+    # The bus stopped listening: a revocation elsewhere may go unheard, so the cache is not
+    # used...
+    epoch[0] = None
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(bearer(token))
+    # ...nor what was cached before the bus listened again.
+    _, key_id, token = make_key(db, name="second")
+    epoch[0] = 2
+    await authenticator.authenticate(bearer(token))
+    revoke(db, key_id)
+    epoch[0] = 3
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(bearer(token))
+
+
+async def test_authenticator_does_not_keep_a_check_that_raced_a_revocation(db: Database) -> None:
+    _, key_id, token = make_key(db)
+    authenticator = Authenticator(db, cache_seconds=3_600)
+    # The revocation is heard while the key's row is being read (as read before it).
+    read = db.read
+
+    async def racing_read(*args: Any) -> Any:
+        found = await read(*args)
+        revoke(db, key_id)
+        authenticator.forget(key_id)
+        return found
+
+    db.read = racing_read  # type: ignore[method-assign]
+    await authenticator.authenticate(bearer(token))
+    db.read = read  # type: ignore[method-assign]
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(bearer(token))
+
+
 @pytest.mark.parametrize("token", ["no-dot", ".secret", "k-1.", "k-1." + "s" * 300])
 async def test_authenticator_refuses_a_token_of_the_wrong_shape(db: Database, token: str) -> None:
     with pytest.raises(Unauthenticated) as caught:

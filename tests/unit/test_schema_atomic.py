@@ -138,3 +138,25 @@ def test_upgrades_racing_on_a_new_database_build_the_schema_once(tmp_path: Path)
     [later] = [d for d in done if not d.created]
     assert later.before == head, "the second found the schema built, and ran nothing"
     assert _snapshot(path)[1] == [(head,)]
+
+
+def test_a_connection_waits_while_another_holds_a_new_file_to_switch_it_to_wal(
+    tmp_path: Path,
+) -> None:
+    """Another connection holds the write lock of a new (rollback-journal) file: SQLite refuses
+    the switch to WAL at once rather than wait, and the new connection tries again."""
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    released = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    released.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        released.join()
+        holder.close()
+        engine.dispose()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, delete, event, select
 
 from cloudassist.server.domain import reasons
 from cloudassist.server.domain.agents import AgentIdentity, HeldTask
@@ -44,7 +44,7 @@ from cloudassist.server.store.invocation_changes import stop_invocation
 from cloudassist.server.store.invocations import InvocationPlan
 from cloudassist.server.store.output import read_range
 from cloudassist.server.store.reports import apply_reports
-from cloudassist.server.store.tables import RECORDS
+from cloudassist.server.store.tables import INVOCATION_DAYS, RECORDS
 from cloudassist.server.store.watch import watch_snapshot
 from tests.unit.tenancy import REGION, Tenant, new_engine, new_tenant
 
@@ -747,6 +747,67 @@ def test_retry_with_a_used_token_is_answered_even_when_the_quota_is_full(tenant:
         _create(conn, tenant.account_id, "c-1", key, quota=1)
     with tenant.engine.begin() as conn:
         assert _create(conn, tenant.account_id, "c-2", key, quota=1) == "c-1"
+
+
+def _invoke_today(
+    tenant: Tenant, number: int, quota: int, day_start_ms: int, now_ms: int = NOW
+) -> None:
+    instance_id = "i-1"
+    with tenant.engine.begin() as conn:
+        invocations.create_invocation(
+            conn,
+            InvocationPlan(
+                account_id=tenant.account_id,
+                invoke_id=f"t-quota-{number:03d}",
+                spec=invocation_spec((instance_id,)),
+                record_ids={instance_id: f"r-quota-{number:03d}"},
+                now_ms=now_ms,
+                day_start_ms=day_start_ms,
+                daily_quota=quota,
+                delivery_deadline_ms=now_ms + DELIVERY_MS,
+                output_limit=1024,
+                idempotency=None,
+            ),
+        )
+
+
+def test_the_daily_invocation_quota_holds_exactly_and_starts_again_each_day(
+    tenant: Tenant,
+) -> None:
+    hello(tenant, "i-1")
+    day = NOW - 3_600_000
+    for number in range(3):
+        _invoke_today(tenant, number, quota=3, day_start_ms=day)
+    with pytest.raises(ResourceExhausted) as caught:
+        _invoke_today(tenant, 3, quota=3, day_start_ms=day)
+    assert caught.value.reason == reasons.INVOCATION_EXCEED_QUOTA
+    assert "has made 3 invocations today" in caught.value.message
+    # A raised quota counts on from the stored count (the refused call counted nothing).
+    _invoke_today(tenant, 4, quota=4, day_start_ms=day)
+    with pytest.raises(ResourceExhausted):
+        _invoke_today(tenant, 5, quota=4, day_start_ms=day)
+    # The next day starts from zero.
+    next_day = day + 86_400_000
+    for number in range(6, 9):
+        _invoke_today(tenant, number, quota=3, day_start_ms=next_day, now_ms=next_day + 1)
+    with pytest.raises(ResourceExhausted):
+        _invoke_today(tenant, 9, quota=3, day_start_ms=next_day, now_ms=next_day + 1)
+
+
+def test_the_daily_quota_counts_invocations_made_before_the_day_had_its_row(
+    tenant: Tenant,
+) -> None:
+    """A database upgraded during the day (or a server whose time zone changed) has the day's
+    invocations but no row counting them: the first invocation counts them."""
+    hello(tenant, "i-1")
+    day = NOW - 3_600_000
+    for number in range(2):
+        _invoke_today(tenant, number, quota=3, day_start_ms=day)
+    with tenant.engine.begin() as conn:
+        conn.execute(delete(INVOCATION_DAYS))
+    _invoke_today(tenant, 2, quota=3, day_start_ms=day)
+    with pytest.raises(ResourceExhausted):
+        _invoke_today(tenant, 3, quota=3, day_start_ms=day)
 
 
 # --- watch snapshots ---
