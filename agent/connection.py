@@ -4,7 +4,8 @@ The stream is opened with a hello (every task the agent holds) and answered with
 (how far the server got with each); then one reader hands the server's orders to the peer,
 one writer drains a bounded outbox, the peer's uploader fills it, and heartbeats fill the
 silences. When the stream breaks, the next one is opened (on the next of the configured
-servers) after a backoff with jitter.
+servers) after a backoff with jitter, or, when the server refused the hello for now
+(RESOURCE_EXHAUSTED with google.rpc.RetryInfo), after the time it gave, with jitter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from cloudassist.agent import wire
@@ -41,6 +43,15 @@ CHANNEL_OPTIONS = [
     # The agent reconnects on its own schedule (backoff with jitter below).
     ("grpc.enable_retries", 0),
 ]
+
+# The longest wait a server's RetryInfo is honoured for (a bad value must not park the agent).
+MAX_RETRY_AFTER = 600.0
+# A server's wait is stretched by up to this fraction, so that agents told the same time
+# (or told the same slot by several servers) do not come back in step.
+RETRY_JITTER = 0.2
+# Heartbeats go out after a quiet spell drawn from [1 - HEARTBEAT_JITTER, 1] intervals, so
+# agents that connected together drift apart instead of beating together forever.
+HEARTBEAT_JITTER = 0.2
 
 Outbox = asyncio.Queue[pb.ConnectRequest]
 Call = aio.StreamStreamCall[pb.ConnectRequest, pb.ConnectResponse]
@@ -85,6 +96,27 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds a RESOURCE_EXHAUSTED status asks the agent to wait (its RetryInfo)."""
+    if not isinstance(error, aio.AioRpcError):
+        return None
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except Exception:  # not ours to fail on: the agent falls back to its backoff
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                seconds: float = info.retry_delay.ToTimedelta().total_seconds()
+                return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    return None
 
 
 class Connection:
@@ -196,6 +228,7 @@ class Connection:
         """Connects, and reconnects whenever the stream ends, until stopped."""
         backoff = Backoff(self.config.max_backoff_seconds)
         while not self._stopping.is_set():
+            wait: float | None = None
             try:
                 welcomed = await self._session(backoff)
             except asyncio.CancelledError:
@@ -206,13 +239,18 @@ class Connection:
                 welcomed = False
             except Exception as exc:
                 welcomed = False
+                wait = retry_after(exc)
                 log.info("connection to %s ended: %s", self.server, _brief(exc))
             finally:
                 self.connected.clear()
             if self._stopping.is_set():
                 break
             self._next_server()
-            delay = random.uniform(0, 1) if welcomed else backoff.next_delay()
+            if wait is not None:
+                # The server said when: not before, and spread a little after.
+                delay = wait * random.uniform(1, 1 + RETRY_JITTER)
+            else:
+                delay = random.uniform(0, 1) if welcomed else backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
@@ -296,12 +334,14 @@ class Connection:
         """A heartbeat whenever nothing else has gone out for `interval` seconds."""
         loop = asyncio.get_running_loop()
         self._last_sent = loop.time()
+        quiet = interval * random.uniform(1 - HEARTBEAT_JITTER, 1)
         while True:
-            quiet_until = self._last_sent + interval
+            quiet_until = self._last_sent + quiet
             if loop.time() < quiet_until:
                 await asyncio.sleep(quiet_until - loop.time())
                 continue
             self._last_sent = loop.time()
+            quiet = interval * random.uniform(1 - HEARTBEAT_JITTER, 1)
             await outbox.put(wire.heartbeat())
 
 

@@ -5,14 +5,18 @@ Each simulated agent registers (AgentService.Register), holds one AgentService.C
 and answers every dispatch at once with acceptance, one line of output and its exit code (0)
 in one report, as the real agent does for a quick task (agent protocol 2; `--protocol 1`: the
 older flow of three messages).
-It reconnects with exponential backoff and full jitter, as the real agent does.
+It reconnects as the real agent does: with exponential backoff and full jitter, within a
+second after a stream the server ended, and after the time the server gave (with jitter) when
+the server refused its hello for now (RESOURCE_EXHAUSTED with google.rpc.RetryInfo).
 
     .venv/bin/python bench/swarm.py --agents 10000 --invocations 200 --per-invocation 50
 
 starts a server (SQLite in a temp dir), connects the swarm, measures the time until every
 agent is connected, the server's RSS and its idle CPU, then runs the invocations and measures
 the time until every record is terminal, then restarts the server and measures the time until
-every agent is connected again. Prints one JSON line.
+every agent is connected again. Prints one JSON line; `reconnect_reasons` counts the failed
+attempts by phase (`connect`: the first connection; `stopping`: while the server drains and
+exits; `down`: until it is back; `back`: against the restarted server) and by status.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from grpc import aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cloudassist.agent.connection import RETRY_JITTER, retry_after
 from cloudassist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -56,7 +61,10 @@ class SwarmStats:
     welcomes: int = 0
     tasks: int = 0
     reconnects: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+    # Hellos the server refused for now, with a time to come back.
+    told_to_wait: int = 0
+    phase: str = "connect"
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     connected_event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -94,21 +102,32 @@ class SimulatedAgent:
     async def run(self) -> None:
         attempt = 0
         while True:
+            wait: float | None = None
             try:
                 await self._session()
                 attempt = 0
+                delay = random.uniform(0, 1)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats.reconnects += 1
+                wait = retry_after(exc)
+                if wait is not None:
+                    self.stats.told_to_wait += 1
                 reason = (
-                    f"{exc.code().name}: {exc.details()}"[:80]
+                    f"{exc.code().name}: {exc.details()}"[:60]
                     if isinstance(exc, grpc.RpcError)
                     else type(exc).__name__
                 )
-                self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
-            await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2**attempt)))
-            attempt = min(attempt + 1, 10)
+                if wait is not None:
+                    reason = "RESOURCE_EXHAUSTED with RetryInfo"
+                phase = self.stats.reasons.setdefault(self.stats.phase, {})
+                phase[reason] = phase.get(reason, 0) + 1
+                delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+                attempt = min(attempt + 1, 30)
+            if wait is not None:
+                delay = wait * random.uniform(1, 1 + RETRY_JITTER)
+            await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         call = self.stub.Connect()
@@ -268,6 +287,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "--rate-limit", "0",
             "--log-level", "WARNING",
             "--heartbeat-interval", str(args.heartbeat_interval),
+            *args.server_flag,
         )  # fmt: skip
         server.start()
         try:
@@ -288,6 +308,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         registration_s = time.perf_counter() - registered_at
 
         stats = SwarmStats()
+        cpu_at_start, _ = proc_stats(server.pid)
         started = time.perf_counter()
         agents = [
             SimulatedAgent(
@@ -298,6 +319,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         tasks = [asyncio.create_task(a.run()) for a in agents]
         await asyncio.wait_for(stats.connected_event.wait(), args.connect_timeout)
         connect_s = time.perf_counter() - started
+        connect_cpu = proc_stats(server.pid)[0] - cpu_at_start
 
         await asyncio.sleep(5)  # let the connection burst settle
         cpu_before, _ = proc_stats(server.pid)
@@ -316,11 +338,15 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         # A restart: the server drains (agents are told to reconnect), comes back on the same
         # port, and the fleet finds it again through its jittered backoff.
         stats.connected_event.clear()
+        stats.phase = "stopping"
         await asyncio.to_thread(server.stop)
+        stats.phase = "down"
         restarted_at = time.perf_counter()
         await asyncio.to_thread(server.start)
+        stats.phase = "back"
         await asyncio.wait_for(stats.connected_event.wait(), args.connect_timeout)
         reconnect_s = time.perf_counter() - restarted_at
+        reconnect_cpu, rss_reconnected = proc_stats(server.pid)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -334,6 +360,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "channels": args.channels,
         "registration_s": round(registration_s, 1),
         "connect_all_s": round(connect_s, 1),
+        "connect_server_cpu_s": round(connect_cpu, 1),
         "server_rss_mib": round(rss / 2**20, 1),
         "server_rss_after_run_mib": round(rss_after_run / 2**20, 1),
         "idle_cpu_percent_of_core": round(idle_cpu * 100, 1),
@@ -344,8 +371,12 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "run_server_cpu_ms_per_record": round(run_cpu_ms_per_record, 2),
         "followed_by": args.follow,
         "reconnect_all_after_restart_s": round(reconnect_s, 1),
+        # The restarted server's CPU from its start until every agent is back.
+        "reconnect_server_cpu_s": round(reconnect_cpu, 1),
         "tasks_answered": stats.tasks,
+        "server_rss_after_reconnect_mib": round(rss_reconnected / 2**20, 1),
         "reconnects": stats.reconnects,
+        "told_to_wait": stats.told_to_wait,
         "reconnect_reasons": stats.reasons,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
@@ -367,6 +398,13 @@ def main() -> None:
         "--heartbeat-interval", type=int, default=20, help="the server's flag [%(default)s]"
     )
     parser.add_argument("--protocol", type=int, choices=(1, 2), default=2)
+    parser.add_argument(
+        "--server-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a flag for the server, e.g. --server-flag=--max-agent-connects-per-second=300",
+    )
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU sampling")
     parser.add_argument("--connect-timeout", type=float, default=300.0)
     args = parser.parse_args()

@@ -109,6 +109,12 @@ _LIMIT_FLAGS: list[tuple[str, str, str]] = [
     ("max-env-vars", "env_vars", "environment variables per invocation"),
     ("max-env-bytes", "env_bytes", "environment variable names plus values, in bytes"),
     (
+        "max-agent-connects-per-second",
+        "agent_connects_per_second",
+        "agent hellos admitted a second",
+    ),
+    ("max-agent-connects-in-flight", "agent_connects_in_flight", "agent hellos stored at once"),
+    (
         "max-output-bytes",
         "output_bytes_per_record",
         "output stored per record; the rest is dropped",

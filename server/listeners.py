@@ -22,6 +22,10 @@ from cloudassist.server.console.listener import ConsoleServer
 from cloudassist.server.console.site import AssetsMissing
 from cloudassist.server.metrics import Metrics
 
+# Calls the transport holds for the event loop before it refuses some (gRPC's default: 1,000,
+# and all past 3,000).
+PENDING_CALLS = 100_000
+
 
 class ConfigError(Exception):
     """The configuration cannot be served safely (e.g. plaintext on a public address)."""
@@ -37,6 +41,12 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        # Calls wait in the transport until the event loop takes them; past these counts it
+        # refuses them (RESOURCE_EXHAUSTED, which a client still writing reads as INTERNAL).
+        # A reconnecting fleet must not be refused there: the agent service admits hellos at
+        # its pace and tells the others when to come back (domain/admission.py).
+        ("grpc.server.max_pending_requests", PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * PENDING_CALLS),
     ]
     if config.max_connection_age_seconds:
         age_grace = config.max_connection_age_grace_seconds

@@ -3,6 +3,7 @@ agent_stream.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,8 +16,14 @@ from cloudassist.server.api import agent_wire, convert
 from cloudassist.server.api.agent_stream import AgentStream
 from cloudassist.server.api.errors import abort_with, unary_errors
 from cloudassist.server.domain import reasons
+from cloudassist.server.domain.admission import Admission
 from cloudassist.server.domain.agents import AgentIdentity, HeldTask
-from cloudassist.server.domain.errors import DomainError, InvalidArgument, Unauthenticated
+from cloudassist.server.domain.errors import (
+    DomainError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from cloudassist.server.domain.fields import check_instance_id
 from cloudassist.server.domain.limits import Limits
 from cloudassist.server.domain.model import OsType
@@ -80,6 +87,21 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._heartbeat = heartbeat_seconds
         # mTLS: an agent may act only as the instance named in its certificate.
         self._bind_certificates = bind_certificates
+        self._admission = Admission(limits.agent_connects_per_second)
+        # Admitted hellos wait in line for one of these.
+        self._storing = asyncio.Semaphore(limits.agent_connects_in_flight)
+
+    def _admit(self) -> None:
+        """ResourceExhausted, with when to come back (google.rpc.RetryInfo), for a hello beyond
+        what the server admits now: refused before any work, so a storm costs little."""
+        wait = self._admission.admit(asyncio.get_running_loop().time())
+        if wait is not None:
+            self._metrics.agent_message("in", "hello_refused")
+            raise ResourceExhausted(
+                reasons.AGENTS_THROTTLED,
+                f"the server is admitting agents at its pace; retry in {wait:.1f} s",
+                retry_after_seconds=wait,
+            )
 
     def _check_certificate(self, context: Context, instance_id: str) -> None:
         if not self._bind_certificates:
@@ -126,13 +148,22 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
         held = [HeldTask(t.task_id, max(0, t.output_size), t.finished) for t in first.hello.tasks]
         try:
+            # After the hello is read: a status sent while the agent is still writing it can
+            # reach the agent as INTERNAL, without the time to come back.
+            self._admit()
+        except DomainError as error:
+            await abort_with(context, error)
+        try:
             identity = _identity(first.hello, self._limits)
             self._check_certificate(context, identity.instance_id)
             protocol = agent_wire.negotiate(first.hello.protocol_version)
-            session, acks = await self._plane.connect(identity, held, protocol)
+            async with self._storing:
+                session, acks = await self._plane.connect(identity, held, protocol)
         except DomainError as error:
             log.warning("agent %r refused: %s", first.hello.instance_id[:128], error.message)
             await abort_with(context, error)
+        finally:
+            self._admission.done(asyncio.get_running_loop().time())
         log.info(
             "agent connected (%d tasks held)",
             len(held),

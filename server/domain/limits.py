@@ -30,6 +30,11 @@ class Limits:
     # Environment variables per invocation, and their names and values in bytes.
     env_vars: int = 32
     env_bytes: int = 16 * 1024
+    # Agent hellos admitted a second at most, and stored at once (domain/admission.py): an
+    # agent beyond what the server stores is told when to come back, so that a restarted fleet
+    # does not storm it.
+    agent_connects_per_second: int = 1000
+    agent_connects_in_flight: int = 32
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

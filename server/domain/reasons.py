@@ -138,6 +138,8 @@ MISSING_API_KEY = "MissingParameter.Authorization"
 INVALID_API_KEY = "InvalidApiKey"
 NOT_ADMIN = "Forbidden.NotAdmin"
 THROTTLED = "Throttling.User"
+# An agent's hello beyond what the server admits now (the status says when to come back).
+AGENTS_THROTTLED = "Throttling.AgentConnect"
 INVALID_ACTIVATION = "InvalidActivation"
 ACTIVATION_EXPIRED = "Activation.Expired"
 ACTIVATION_EXHAUSTED = "Activation.ExceedLimit"

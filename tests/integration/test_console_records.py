@@ -262,6 +262,14 @@ def test_every_time_is_labelled_and_the_clock_switches_to_utc(console: Console) 
     console.choose("[data-test=mode]", "period")
     console.fill("[data-test=cron]", "0 0 12 * * ?")
     console.fill("[data-test=timezone]", "Asia/Shanghai")
+    # The preview before the zone was typed (the server's default, UTC+08:00) reads the same
+    # times: wait for the one that names the zone.
+    console.wait(
+        lambda _: (
+            "Asia/Shanghai" in console.text_of("[data-test=fire-zone] option[value=schedule]")
+        ),
+        "the preview of the schedule in its own zone",
+    )
     console.wait(lambda _: len(console.all("[data-test=fire-times] time")) == 5, "fire times")
     assert all(text.endswith(" 04:00:00 UTC") for _, text in times()), times()
     console.choose("[data-test=fire-zone]", "schedule")

@@ -32,3 +32,14 @@ def test_connection_age_grace_defaults_to_the_shutdown_grace() -> None:
 def test_connection_age_grace_has_its_own_flag() -> None:
     got = options("--max-connection-age", "600", "--max-connection-age-grace", "3")
     assert got["grpc.max_connection_age_grace_ms"] == 3_000
+
+
+def test_the_transport_holds_a_reconnecting_fleet_instead_of_refusing_it() -> None:
+    """gRPC refuses calls past 1,000 to 3,000 waiting for the event loop (an agent still
+    writing its hello reads that as INTERNAL); the agent service admits them instead."""
+    got = options()
+    assert got["grpc.server.max_pending_requests"] >= 50_000
+    assert (
+        got["grpc.server.max_pending_requests_hard_limit"]
+        >= got["grpc.server.max_pending_requests"]
+    )
