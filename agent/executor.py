@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudassist.agent.journal import process_start_time
+from cloudassist.common.task_errors import DIRECTORY_NOT_ABSOLUTE, DIRECTORY_NOT_ACCESSIBLE
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ PWSH_FLAGS = "-NoLogo -NoProfile -NonInteractive -File"
 # After the script exits, how long to wait for background children to close the pipe.
 DRAIN_SECONDS = 1.0
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
-DIRECTORY_NOT_ABSOLUTE = "DirectoryNotAbsolute"
-DIRECTORY_NOT_ACCESSIBLE = "DirectoryNotAccessible"
 # How a script run as another user enters its working directory as that user, then becomes the
 # script; a refusal goes to stdin, the write end of a pipe (the script's stdin is /dev/null).
 ENTER_AS_USER = (

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudassist.agent.executor import LaunchError
+from cloudassist.common.task_errors import (
+    ACCOUNT_NOT_EXISTS,
+    DIRECTORY_NOT_EXISTS,
+    FILE_ALREADY_EXISTS,
+)
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,11 @@ def _ids(file: FileToWrite) -> tuple[int, int]:
     try:
         uid = pwd.getpwnam(file.owner).pw_uid if file.owner else -1
     except KeyError as exc:
-        raise LaunchError("AccountNotExists", f"no user {file.owner!r} on this instance") from exc
+        raise LaunchError(ACCOUNT_NOT_EXISTS, f"no user {file.owner!r} on this instance") from exc
     try:
         gid = grp.getgrnam(file.group).gr_gid if file.group else -1
     except KeyError as exc:
-        raise LaunchError("AccountNotExists", f"no group {file.group!r} on this instance") from exc
+        raise LaunchError(ACCOUNT_NOT_EXISTS, f"no group {file.group!r} on this instance") from exc
     return uid, gid
 
 
@@ -50,11 +55,11 @@ def write_file(file: FileToWrite, content: bytes) -> None:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
-        raise LaunchError("DirectoryNotExists", f"{target} is not a directory") from exc
+        raise LaunchError(DIRECTORY_NOT_EXISTS, f"{target} is not a directory") from exc
     if path.is_dir():
-        raise LaunchError("FileAlreadyExists", f"{path} is a directory")
+        raise LaunchError(FILE_ALREADY_EXISTS, f"{path} is a directory")
     if path.exists() and not file.overwrite:
-        raise LaunchError("FileAlreadyExists", f"{path} exists and overwrite is off")
+        raise LaunchError(FILE_ALREADY_EXISTS, f"{path} exists and overwrite is off")
     # The temporary name must fit where the file's own name just fits (255 bytes).
     fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{_start_of(file.name)}.")
     try:
@@ -73,7 +78,7 @@ def write_file(file: FileToWrite, content: bytes) -> None:
                 os.link(tmp, path)
             except FileExistsError as exc:
                 raise LaunchError(
-                    "FileAlreadyExists", f"{path} exists and overwrite is off"
+                    FILE_ALREADY_EXISTS, f"{path} exists and overwrite is off"
                 ) from exc
     finally:
         # Gone after a rename; after a link the file lives on under its own name.

@@ -33,9 +33,8 @@ from cloudassist.agent.records import Accept, Output, Result, Start, snapshot
 from cloudassist.agent.spool import MAX_UNWRITTEN, Spool, SpooledTask, TaskMeta, TaskResult
 from cloudassist.common.clock import now_ms
 from cloudassist.common.logs import about
+from cloudassist.common.task_errors import CLIENT_RESTARTED, EXECUTION_EXCEPTION, INSTANCE_MISMATCH
 
-# The error code of a task addressed to another instance (the server's reasons name it too).
-INSTANCE_MISMATCH = "InstanceMismatch"
 # Output of running tasks gathers this long before it is sent, so a script that prints line
 # by line does not cost a message a line.
 OUTPUT_LINGER_SECONDS = 0.005
@@ -114,7 +113,7 @@ class TaskMap:
                 meta.result = TaskResult(
                     "error",
                     now_ms(),
-                    error_code="ClientRestarted",
+                    error_code=CLIENT_RESTARTED,
                     error_info="the agent restarted while the script was running",
                 )
                 self._spool.append(Result(snapshot(meta)))
@@ -212,13 +211,13 @@ class TaskMap:
         except Exception as exc:
             log.exception("task failed to run", extra=_ids(meta))
             result = TaskResult(
-                "error", now_ms(), error_code="ExecutionException", error_info=str(exc)[:1000]
+                "error", now_ms(), error_code=EXECUTION_EXCEPTION, error_info=str(exc)[:1000]
             )
         if held.spool_error is not None and result.kind != "error":
             result = TaskResult(
                 "error",
                 now_ms(),
-                error_code="ExecutionException",
+                error_code=EXECUTION_EXCEPTION,
                 error_info=f"the agent could not keep the output: {held.spool_error}"[:1000],
             )
         meta.result = result
@@ -248,7 +247,7 @@ class TaskMap:
                 held.meta.result = TaskResult(
                     "error",
                     now_ms(),
-                    error_code="ClientRestarted",
+                    error_code=CLIENT_RESTARTED,
                     error_info="the agent stopped while the script was running",
                 )
                 self._spool.append(Result(snapshot(held.meta)))

@@ -340,6 +340,19 @@ class TcpProxy(Process):
         return f"127.0.0.1:{self.port}"
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def process_gone(pid: int) -> bool:
     """True when `pid` no longer runs (absent, or a zombie waiting for its parent to reap it)."""
     try:

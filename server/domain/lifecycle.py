@@ -140,9 +140,15 @@ def _accepted(state: ExecutionState) -> Change | None:
         return Change(RUNNING, deadline=Deadline.EXECUTION)
     if state.terminal:
         # Stopped or expired before the agent took it: the agent must drop it.
-        timeout = state is ExecutionState.TIMEOUT
-        return Change(state, order=Order.STOP_TIMEOUT if timeout else Order.STOP)
+        return _drop(state)
     return None
+
+
+def _drop(state: ExecutionState) -> Change:
+    """A record that has ended while its agent still holds it: the agent is told to kill it
+    (as for a timeout when the server timed it out); the state stays."""
+    timeout = state is ExecutionState.TIMEOUT
+    return Change(state, order=Order.STOP_TIMEOUT if timeout else Order.STOP)
 
 
 def _ended(state: ExecutionState, end: TaskEnd) -> Change | None:
@@ -222,8 +228,7 @@ def _held(state: ExecutionState, finished: bool) -> Change | None:
     if finished:
         return None  # its result is on its way
     if state.terminal:
-        timeout = state is ExecutionState.TIMEOUT
-        return Change(state, order=Order.STOP_TIMEOUT if timeout else Order.STOP)
+        return _drop(state)
     if state is STOPPING:
         return Change(STOPPING, order=Order.STOP)
     return None

@@ -3,6 +3,18 @@
 Request errors keep the product's spelling so that clients written against it keep working.
 """
 
+# The codes agents report (TaskError.error_code) live where the agent can reach them too.
+from cloudassist.common.task_errors import ACCOUNT_NOT_EXISTS as ACCOUNT_NOT_EXISTS
+from cloudassist.common.task_errors import CLIENT_RESTARTED as CLIENT_RESTARTED
+from cloudassist.common.task_errors import COMMAND_NOT_APPLICABLE as COMMAND_NOT_APPLICABLE
+from cloudassist.common.task_errors import DIRECTORY_NOT_ABSOLUTE as DIRECTORY_NOT_ABSOLUTE
+from cloudassist.common.task_errors import DIRECTORY_NOT_ACCESSIBLE as DIRECTORY_NOT_ACCESSIBLE
+from cloudassist.common.task_errors import DIRECTORY_NOT_EXISTS as DIRECTORY_NOT_EXISTS
+from cloudassist.common.task_errors import EXECUTION_EXCEPTION as EXECUTION_EXCEPTION
+from cloudassist.common.task_errors import FILE_ALREADY_EXISTS as FILE_ALREADY_EXISTS
+from cloudassist.common.task_errors import INSTANCE_MISMATCH as INSTANCE_MISMATCH
+from cloudassist.common.task_errors import LAUNCHER_NOT_FOUND as LAUNCHER_NOT_FOUND
+
 # Request validation.
 MISSING_REGION_ID = "MissingParameter.RegionId"
 INVALID_REGION_ID = "InvalidRegionId.Malformed"
@@ -50,7 +62,6 @@ FILE_CONTENT_INVALID = "InvalidParameter.Content"
 FILE_CONTENT_EXCEED_LIMIT = "Content.ExceedLimit"
 FILE_MODE_INVALID = "InvalidParameter.FileMode"
 FILE_ACCOUNT_INVALID = "InvalidParameter.FileOwner"
-FILE_ALREADY_EXISTS = "FileAlreadyExists"
 
 # Rate control.
 INVALID_MAX_CONCURRENCY = "InvalidParameter.MaxConcurrency"
@@ -105,22 +116,10 @@ INSTANCE_NOT_FAILED = "InvalidInstanceId.NotFailed"
 EXIT_CODE_NONZERO = "ExitCodeNonzero"
 EXECUTION_TIMEOUT = "ExecutionTimeout"
 DELIVERY_TIMEOUT = "DeliveryTimeout"
-CLIENT_RESTARTED = "ClientRestarted"
-DIRECTORY_NOT_EXISTS = "DirectoryNotExists"
-# A working directory that is not absolute (stored before the rule, or from an older server).
-DIRECTORY_NOT_ABSOLUTE = "DirectoryNotAbsolute"
-# A working directory the user the script runs as cannot enter.
-DIRECTORY_NOT_ACCESSIBLE = "DirectoryNotAccessible"
-ACCOUNT_NOT_EXISTS = "AccountNotExists"
-COMMAND_NOT_APPLICABLE = "CommandNotApplicable"
-EXECUTION_EXCEPTION = "ExecutionException"
 TERMINATION_EXCEPTION = "TerminationException"
 INSTANCE_DEREGISTERED = "InstanceDeregistered"
-# An agent refused a task addressed to another instance (it never wrote or ran the script).
-INSTANCE_MISMATCH = "InstanceMismatch"
 
 # Error codes an agent reports that make a record INVALID rather than ERROR.
-LAUNCHER_NOT_FOUND = "LauncherNotFound"
 INVALID_ON_INSTANCE = frozenset(
     {
         DIRECTORY_NOT_EXISTS,

@@ -32,7 +32,7 @@ import pytest
 from cloudassist.v1 import instance_pb2, instance_pb2_grpc
 from tests import readme
 from tests.integration.helpers import REGION
-from tests.support import free_port, process_gone, wait_until
+from tests.support import children_of, free_port, process_gone, wait_until
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
@@ -88,19 +88,6 @@ def _make_run_recipe(root: Path) -> str:
     assert match, "the Makefile has a `run` target"
     (recipe,) = match.group(1).strip().splitlines()
     return recipe.strip()
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _online(listen: str, admin_key: str, instance_id: str) -> bool:
@@ -159,7 +146,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
             wait_until(agent_online, START_TIMEOUT, "i-local online")
         except TimeoutError as timeout:
             raise TimeoutError(f"{timeout}\n{started.logs()}") from None
-        children = _children(script.pid)
+        children = children_of(script.pid)
         assert len(children) == 2, f"a server and an agent: {children}\n{started.logs()}"
         yield started
     finally:

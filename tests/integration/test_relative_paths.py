@@ -27,6 +27,7 @@ from tests.support import (
     AgentProcess,
     Process,
     ServerProcess,
+    children_of,
     client_channel,
     free_port,
     process_gone,
@@ -76,19 +77,6 @@ async def test_a_server_and_an_agent_given_relative_paths_run_a_script_and_keep_
         server.stop()
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.fixture
 def local_run(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """`deploy/run-local.sh` from a copy of the repository's layout (its own var/), on free
@@ -118,7 +106,7 @@ def local_run(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         wait_until(serving, 60, "the server of run-local.sh")
         admin_key = (root / "var" / "admin.key").read_text().strip()
         _wait_online(listen, admin_key, "i-local")
-        children = _children(script.pid)
+        children = children_of(script.pid)
         assert len(children) == 2, f"run-local.sh runs a server and an agent: {children}"
         yield root, listen
     finally:
