@@ -13,9 +13,10 @@ from cloudassist.server.domain.model import OsType
 from cloudassist.server.domain.reports import Report
 from cloudassist.server.fleet.hub import AgentSession, Hub
 from cloudassist.server.fleet.recorder import Recorder
+from cloudassist.server.planes.presence import PresenceBatches
 from cloudassist.server.store.database import Database
-from cloudassist.server.store.hello import agent_hello, pending_tasks
-from cloudassist.server.store.instances import mark_offline, mark_stale_offline
+from cloudassist.server.store.hello import Hello, pending_tasks
+from cloudassist.server.store.instances import mark_stale_offline
 from cloudassist.server.store.security import register_instance
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class AgentPlane:
         self._server_id = server_id
         # Instances whose hello is being stored or whose session is not attached yet.
         self._opening: Counter[str] = Counter()
+        self.presence = PresenceBatches(db, recorder, server_id)
 
     async def connect(
         self, agent: AgentIdentity, held: Sequence[HeldTask], protocol: int = 1
@@ -61,11 +63,7 @@ class AgentPlane:
     ) -> tuple[AgentSession, list[tuple[str, int, bool]]]:
         self._opening[agent.instance_id] += 1
         try:
-            # Reports still buffered from a previous connection must count before reconciling.
-            await self._recorder.flush()
-            effects, acks = await self._db.write(
-                agent_hello, agent, list(held), now_ms(), self._server_id
-            )
+            effects, acks = await self.presence.hello(Hello(agent, tuple(held)))
             session = AgentSession(agent.instance_id, protocol)
             self._hub.attach(session)
         finally:
@@ -94,7 +92,7 @@ class AgentPlane:
 
     async def disconnect(self, session: AgentSession) -> None:
         if self._hub.detach(session):
-            await self._db.write(mark_offline, session.instance_id, self._server_id, now_ms())
+            await self.presence.goodbye(session.instance_id)
 
     async def reconcile_presence(self) -> list[str]:
         """Marks offline the instances the database says are connected here but are not (a

@@ -168,12 +168,20 @@ def deregister_instance(
     return effects
 
 
+_OFFLINE = (
+    update(INSTANCES)
+    .where(
+        INSTANCES.c.instance_id == bindparam("p_instance_id"),
+        INSTANCES.c.server_id == bindparam("p_server_id"),
+    )
+    .values(online=False, last_heartbeat_ms=bindparam("p_now"))
+)
+
+
 def mark_offline(conn: Connection, instance_id: str, server_id: str, now_ms: int) -> None:
     """The agent left this server (unless it has connected to another one since)."""
     conn.execute(
-        update(INSTANCES)
-        .where(INSTANCES.c.instance_id == instance_id, INSTANCES.c.server_id == server_id)
-        .values(online=False, last_heartbeat_ms=now_ms)
+        _OFFLINE, {"p_instance_id": instance_id, "p_server_id": server_id, "p_now": now_ms}
     )
 
 

@@ -109,26 +109,29 @@ def untag_instances(
     )
 
 
+_DROP_AGENT_TAGS = delete(INSTANCE_TAGS).where(
+    INSTANCE_TAGS.c.instance_id == bindparam("p_instance_id"), INSTANCE_TAGS.c.source == AGENT
+)
+_TAG_KEYS = select(INSTANCE_TAGS.c.key).where(
+    INSTANCE_TAGS.c.instance_id == bindparam("p_instance_id")
+)
+_ADD_TAG = insert(INSTANCE_TAGS)
+
+
 def replace_agent_tags(conn: Connection, instance_id: str, tags: Mapping[str, str]) -> None:
     """The tags an agent reports in its hello replace those it reported before; keys set
     through the API keep their value."""
-    conn.execute(
-        delete(INSTANCE_TAGS).where(
-            INSTANCE_TAGS.c.instance_id == instance_id, INSTANCE_TAGS.c.source == AGENT
-        )
-    )
-    taken = set(
-        conn.execute(
-            select(INSTANCE_TAGS.c.key).where(INSTANCE_TAGS.c.instance_id == instance_id)
-        ).scalars()
-    )
+    conn.execute(_DROP_AGENT_TAGS, {"p_instance_id": instance_id})
+    if not tags:
+        return
+    taken = set(conn.execute(_TAG_KEYS, {"p_instance_id": instance_id}).scalars())
     rows = [
         {"instance_id": instance_id, "key": k, "value": v, "source": AGENT}
         for k, v in tags.items()
         if k not in taken
     ]
     if rows:
-        conn.execute(insert(INSTANCE_TAGS), rows)
+        conn.execute(_ADD_TAG, rows)
 
 
 def select_instances(

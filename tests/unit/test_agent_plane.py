@@ -20,10 +20,10 @@ from sqlalchemy import Connection, select
 from cloudassist.server.fleet.events import InvocationEvents
 from cloudassist.server.fleet.hub import Hub
 from cloudassist.server.fleet.recorder import Recorder
-from cloudassist.server.planes import agents as agent_plane
+from cloudassist.server.planes import presence
 from cloudassist.server.planes.agents import AgentPlane
 from cloudassist.server.store.database import Database
-from cloudassist.server.store.hello import agent_hello
+from cloudassist.server.store.hello import agent_hello, presence_changes
 from cloudassist.server.store.tables import INSTANCES
 from tests.unit.tenancy import Tenant, new_engine, new_tenant
 
@@ -61,7 +61,7 @@ def _online(conn: Connection) -> bool:
 
 
 def _gated_hello(gate: Gate) -> Any:
-    real = agent_hello
+    real = presence_changes
 
     def hello(conn: Connection, *args: Any) -> Any:
         result = real(conn, *args)  # the instance is online once this commits
@@ -77,7 +77,7 @@ async def _connect_held_in_its_hello(
 ) -> tuple[Gate, asyncio.Future[Any]]:
     """A connect of i-1 whose hello has been stored and whose transaction is held open."""
     gate = Gate()
-    monkeypatch.setattr(agent_plane, "agent_hello", _gated_hello(gate))
+    monkeypatch.setattr(presence, "presence_changes", _gated_hello(gate))
     connecting = asyncio.ensure_future(plane.connect(tenant.identity("i-1"), []))
     await asyncio.to_thread(gate.entered.wait, 10)
     return gate, connecting
