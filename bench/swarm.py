@@ -98,6 +98,8 @@ class SimulatedAgent:
         self.total = total
         # grpc.aio allows one write at a time on a call (the real agent has one writer task).
         self.write_lock = asyncio.Lock()
+        # Where the current attempt is: writing its hello, waiting for the welcome, or on.
+        self.stage = "hello"
 
     async def run(self) -> None:
         attempt = 0
@@ -119,6 +121,8 @@ class SimulatedAgent:
                     if isinstance(exc, grpc.RpcError)
                     else type(exc).__name__
                 )
+                if self.stage != "stream":  # where the attempt failed, when before the stream
+                    reason += f" (at {self.stage})"
                 if wait is not None:
                     reason = "RESOURCE_EXHAUSTED with RetryInfo"
                 phase = self.stats.reasons.setdefault(self.stats.phase, {})
@@ -131,6 +135,7 @@ class SimulatedAgent:
 
     async def _session(self) -> None:
         call = self.stub.Connect()
+        self.stage = "hello"
         await call.write(
             agent_pb2.ConnectRequest(
                 hello=agent_pb2.Hello(
@@ -142,7 +147,9 @@ class SimulatedAgent:
                 )
             )
         )
+        self.stage = "welcome"
         first = await call.read()
+        self.stage = "stream"
         if not isinstance(first, agent_pb2.ConnectResponse) or not first.HasField("welcome"):
             raise ConnectionError("no welcome")
         self.stats.welcomes += 1
@@ -279,21 +286,36 @@ async def run_invocations(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="cloudassist-swarm-") as tmp:
-        server = ServerProcess(
-            Path(tmp) / "server",
-            "--max-instances-per-invocation", "50",
-            "--max-invocations-per-day", "1000000",
-            "--rate-limit", "0",
-            "--log-level", "WARNING",
-            "--heartbeat-interval", str(args.heartbeat_interval),
-            *args.server_flag,
-        )  # fmt: skip
-        server.start()
-        try:
-            return await swarm_against(server, args)
-        finally:
-            server.stop()
+    postgres = None
+    db_url = None
+    if args.postgres:
+        from tests.postgres import PostgresServer
+
+        postgres = PostgresServer()
+        postgres.start()
+        db_url = postgres.new_database()
+    try:
+        with tempfile.TemporaryDirectory(prefix="cloudassist-swarm-") as tmp:
+            server = ServerProcess(
+                Path(tmp) / "server",
+                "--max-instances-per-invocation", "50",
+                "--max-invocations-per-day", "1000000",
+                "--rate-limit", "0",
+                "--log-level", "WARNING",
+                "--heartbeat-interval", str(args.heartbeat_interval),
+                *args.server_flag,
+                db_url=db_url,
+            )  # fmt: skip
+            server.start()
+            try:
+                result = await swarm_against(server, args)
+            finally:
+                server.stop()
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    result["database"] = "postgresql" if db_url else "sqlite"
+    return result
 
 
 async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict[str, object]:
@@ -319,6 +341,8 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         tasks = [asyncio.create_task(a.run()) for a in agents]
         await asyncio.wait_for(stats.connected_event.wait(), args.connect_timeout)
         connect_s = time.perf_counter() - started
+        # For a profiler to attach in the idle window (5 s from now, `--idle` seconds long).
+        print(f"all connected; server pid {server.pid}", file=sys.stderr, flush=True)
         connect_cpu = proc_stats(server.pid)[0] - cpu_at_start
 
         await asyncio.sleep(5)  # let the connection burst settle
@@ -398,6 +422,9 @@ def main() -> None:
         "--heartbeat-interval", type=int, default=20, help="the server's flag [%(default)s]"
     )
     parser.add_argument("--protocol", type=int, choices=(1, 2), default=2)
+    parser.add_argument(
+        "--postgres", action="store_true", help="a PostgreSQL the bench starts (needs initdb)"
+    )
     parser.add_argument(
         "--server-flag",
         action="append",

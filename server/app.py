@@ -33,6 +33,7 @@ from cloudassist.server.fleet.bus import LocalBus, PostgresBus
 from cloudassist.server.fleet.events import InvocationEvents
 from cloudassist.server.fleet.hub import Hub
 from cloudassist.server.fleet.recorder import Recorder
+from cloudassist.server.jobs.collector import OldGenerationCollector
 from cloudassist.server.jobs.exporter import (
     BucketDestination,
     Destination,
@@ -254,6 +255,7 @@ class ServerApp:
         self.jobs.start("scheduler", self.scheduler.run())
         self.jobs.start("presence", self.presence.run())
         self.jobs.start("agent-keepalive", self.hub.keepalive(self.config.heartbeat_seconds))
+        self.jobs.start("garbage-collector", OldGenerationCollector().run())
         if self.destinations:
             exporter = OutputExporter(
                 self.db, self.destinations, grace_seconds=self.config.output_grace_seconds

@@ -25,6 +25,9 @@ from cloudassist.server.metrics import Metrics
 # Calls the transport holds for the event loop before it refuses some (gRPC's default: 1,000,
 # and all past 3,000).
 PENDING_CALLS = 100_000
+# Seconds a call may wait there before the transport cancels it (gRPC's default: 30), which a
+# fleet of 50,000 reconnecting at once outlasts while the loop takes the calls one by one.
+PENDING_SECONDS = 600
 
 
 class ConfigError(Exception):
@@ -47,6 +50,7 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         # its pace and tells the others when to come back (domain/admission.py).
         ("grpc.server.max_pending_requests", PENDING_CALLS),
         ("grpc.server.max_pending_requests_hard_limit", 2 * PENDING_CALLS),
+        ("grpc.server_max_unrequested_time_in_server", PENDING_SECONDS),
     ]
     if config.max_connection_age_seconds:
         age_grace = config.max_connection_age_grace_seconds

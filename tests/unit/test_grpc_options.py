@@ -35,10 +35,12 @@ def test_connection_age_grace_has_its_own_flag() -> None:
 
 
 def test_the_transport_holds_a_reconnecting_fleet_instead_of_refusing_it() -> None:
-    """gRPC refuses calls past 1,000 to 3,000 waiting for the event loop (an agent still
-    writing its hello reads that as INTERNAL); the agent service admits them instead."""
+    """gRPC refuses calls past 1,000 to 3,000 waiting for the event loop, and cancels those
+    that waited 30 s (an agent still writing its hello reads either as INTERNAL); the agent
+    service admits them instead."""
     got = options()
     assert got["grpc.server.max_pending_requests"] >= 50_000
+    assert got["grpc.server_max_unrequested_time_in_server"] >= 300
     assert (
         got["grpc.server.max_pending_requests_hard_limit"]
         >= got["grpc.server.max_pending_requests"]
