@@ -39,6 +39,7 @@ from grpc import aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.floors import agent_messages
 from cloudassist.agent.connection import RETRY_JITTER, retry_after
 from cloudassist.v1 import (
     admin_pb2,
@@ -303,6 +304,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 "--rate-limit", "0",
                 "--log-level", "WARNING",
                 "--heartbeat-interval", str(args.heartbeat_interval),
+                "--metrics-listen", "127.0.0.1:0",
                 *args.server_flag,
                 db_url=db_url,
             )  # fmt: skip
@@ -371,6 +373,8 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         await asyncio.wait_for(stats.connected_event.wait(), args.connect_timeout)
         reconnect_s = time.perf_counter() - restarted_at
         reconnect_cpu, rss_reconnected = proc_stats(server.pid)
+        # What the restarted server says it refused, beside what the agents read.
+        refused_back = agent_messages(server.metrics_port).get(("in", "hello_refused"), 0)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -401,6 +405,7 @@ async def swarm_against(server: ServerProcess, args: argparse.Namespace) -> dict
         "server_rss_after_reconnect_mib": round(rss_reconnected / 2**20, 1),
         "reconnects": stats.reconnects,
         "told_to_wait": stats.told_to_wait,
+        "hellos_refused_by_the_restarted_server": int(refused_back),
         "reconnect_reasons": stats.reasons,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
