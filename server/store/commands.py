@@ -6,8 +6,10 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, String, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain import reasons
@@ -18,9 +20,10 @@ from cloudassist.server.domain.tags import TagPairs
 from cloudassist.server.store import convert
 from cloudassist.server.store.idempotency import IdempotencyKey, remember, replay
 from cloudassist.server.store.locks import lock_scope
-from cloudassist.server.store.search import contains_text
+from cloudassist.server.store.search import contains_param, contains_value
+from cloudassist.server.store.statements import Count, Rows, in_list, in_values, page_total
 from cloudassist.server.store.tables import COMMAND_TAGS, COMMANDS
-from cloudassist.server.store.tags import tagged_with
+from cloudassist.server.store.tags import TagTerm, tagged_with
 
 
 def command_values(
@@ -56,24 +59,24 @@ def store_command(
         )
 
 
-_TAGS_OF = select(COMMAND_TAGS.c.command_id, COMMAND_TAGS.c.key, COMMAND_TAGS.c.value).where(
-    COMMAND_TAGS.c.command_id.in_(bindparam("p_command_ids", expanding=True))
-)
+@lru_cache(maxsize=64)
+def _tags_of(count: int) -> Select[Any]:
+    """The tags of `count` commands."""
+    return select(COMMAND_TAGS.c.command_id, COMMAND_TAGS.c.key, COMMAND_TAGS.c.value).where(
+        in_list(COMMAND_TAGS.c.command_id, "p_command_id", count)
+    )
 
 
 def _with_tags(conn: Connection, commands: list[Command]) -> list[Command]:
     if not commands:
         return commands
     tags: dict[str, dict[str, str]] = defaultdict(dict)
+    ids = [c.command_id for c in commands]
     for command_id, key, value in conn.execute(
-        _TAGS_OF, {"p_command_ids": [c.command_id for c in commands]}
+        _tags_of(len(ids)), in_values("p_command_id", ids)
     ).all():
         tags[command_id][key] = value
     return [replace(c, spec=replace(c.spec, tags=tags.get(c.command_id, {}))) for c in commands]
-
-
-def _having_tags(selector: TagPairs) -> list[ColumnElement[bool]]:
-    return tagged_with(selector, COMMANDS.c.command_id, COMMAND_TAGS, COMMAND_TAGS.c.command_id)
 
 
 def check_command_quota(conn: Connection, account_id: str, region_id: str, quota: int) -> None:
@@ -161,6 +164,41 @@ def modify_command(
     )
 
 
+# DescribeCommands' statements, built once per shape of its filters (which are set, and for
+# each tag of the selector whether it names a value) and executed with parameters: building
+# one cost more than SQLite takes to run it.
+@lru_cache(maxsize=256)
+def _command_listing(
+    command_id: bool, name: bool, command_type: bool, tag_values: tuple[bool, ...], after: bool
+) -> tuple[Count, Rows]:
+    """The count and the page of list_commands for the filters that are set."""
+    selector: list[tuple[TagTerm, TagTerm]] = [
+        (bindparam(f"p_tag_key_{i}"), bindparam(f"p_tag_value_{i}") if valued else "")
+        for i, valued in enumerate(tag_values)
+    ]
+    conditions = [
+        COMMANDS.c.account_id == bindparam("p_account_id"),
+        COMMANDS.c.region_id == bindparam("p_region_id"),
+        *tagged_with(selector, COMMANDS.c.command_id, COMMAND_TAGS, COMMAND_TAGS.c.command_id),
+    ]
+    if command_id:
+        conditions.append(COMMANDS.c.command_id == bindparam("p_command_id"))
+    if name:
+        conditions.append(contains_param(COMMANDS.c.name, bindparam("p_name", type_=String)))
+    if command_type:
+        conditions.append(COMMANDS.c.type == bindparam("p_type"))
+    total = select(func.count()).select_from(COMMANDS).where(*conditions)
+    if after:
+        conditions.append(COMMANDS.c.command_id < bindparam("p_after_id"))
+    rows = (
+        select(COMMANDS)
+        .where(*conditions)
+        .order_by(COMMANDS.c.command_id.desc())
+        .limit(bindparam("p_limit"))
+    )
+    return total, rows
+
+
 def list_commands(
     conn: Connection,
     account_id: str,
@@ -171,22 +209,27 @@ def list_commands(
     page: Page,
     tags: TagPairs = (),
 ) -> tuple[list[Command], int]:
-    conditions = _scope(account_id, region_id) + _having_tags(tags)
-    if command_id:
-        conditions.append(COMMANDS.c.command_id == command_id)
-    if name:
-        conditions.append(contains_text(COMMANDS.c.name, name))
-    if command_type is not None:
-        conditions.append(COMMANDS.c.type == command_type.value)
-    total = conn.execute(select(func.count()).select_from(COMMANDS).where(*conditions)).scalar_one()
-    if page.after_id is not None:
-        conditions.append(COMMANDS.c.command_id < page.after_id)
-    rows = conn.execute(
-        select(COMMANDS)
-        .where(*conditions)
-        .order_by(COMMANDS.c.command_id.desc())
-        .limit(page.size + 1)
-    ).all()
+    total_of, rows_of = _command_listing(
+        bool(command_id),
+        bool(name),
+        command_type is not None,
+        tuple(bool(value) for _, value in tags),
+        page.after_id is not None,
+    )
+    params: dict[str, object] = {
+        "p_account_id": account_id,
+        "p_region_id": region_id,
+        "p_command_id": command_id,
+        "p_name": contains_value(name),
+        "p_type": None if command_type is None else command_type.value,
+        "p_after_id": page.after_id,
+        "p_limit": page.size + 1,
+    }
+    for i, (key, value) in enumerate(tags):
+        params[f"p_tag_key_{i}"] = key
+        params[f"p_tag_value_{i}"] = value
+    rows = conn.execute(rows_of, params).all()
+    total = page_total(conn, total_of, params, page, len(rows))
     return _with_tags(conn, [convert.command(row) for row in rows]), total
 
 

@@ -7,9 +7,10 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain import reasons
@@ -25,6 +26,7 @@ from cloudassist.server.store.commands import check_command_quota, count_invocat
 from cloudassist.server.store.idempotency import IdempotencyKey, remember, replay
 from cloudassist.server.store.locks import lock_scope
 from cloudassist.server.store.security import record_audit
+from cloudassist.server.store.statements import in_list, in_values
 from cloudassist.server.store.tables import (
     INSTANCES,
     INVOCATION_DAYS,
@@ -295,16 +297,21 @@ class FirePlan:
     output_limit: int
 
 
-_INSTANCES_OF = (
-    select(INVOCATION_INSTANCES)
-    .where(INVOCATION_INSTANCES.c.invoke_id.in_(bindparam("p_invoke_ids", expanding=True)))
-    .order_by(INVOCATION_INSTANCES.c.instance_id)
-)
+@lru_cache(maxsize=64)
+def _instances_of(count: int) -> Select[Any]:
+    """The instances of `count` invocations."""
+    return (
+        select(INVOCATION_INSTANCES)
+        .where(in_list(INVOCATION_INSTANCES.c.invoke_id, "p_invoke_id", count))
+        .order_by(INVOCATION_INSTANCES.c.instance_id)
+    )
 
 
 def instances_of(conn: Connection, invoke_ids: list[str]) -> dict[str, list[object]]:
-    rows = conn.execute(_INSTANCES_OF, {"p_invoke_ids": list(invoke_ids)}).all()
     grouped: dict[str, list[object]] = defaultdict(list)
+    if not invoke_ids:
+        return grouped
+    rows = conn.execute(_instances_of(len(invoke_ids)), in_values("p_invoke_id", invoke_ids)).all()
     for row in rows:
         grouped[row.invoke_id].append(row)
     return grouped

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, insert, or_, select
 
+from cloudassist.server.store.statements import in_list, in_values
 from cloudassist.server.store.tables import OUTPUT_CHUNKS
 
 
@@ -34,22 +37,24 @@ def read_range(conn: Connection, record_id: str, start: int, end: int) -> bytes:
 RANGES_PER_READ = 100
 
 
-# The output of records read from their start: one prebuilt statement for all of them.
-_FROM_START = (
-    select(OUTPUT_CHUNKS.c.record_id, OUTPUT_CHUNKS.c.offset, OUTPUT_CHUNKS.c.data)
-    .where(
-        OUTPUT_CHUNKS.c.record_id.in_(bindparam("record_ids", expanding=True)),
-        OUTPUT_CHUNKS.c.offset < bindparam("below"),
+@lru_cache(maxsize=RANGES_PER_READ)
+def _from_start(count: int) -> Select[Any]:
+    """The output of `count` records read from their start, built once per count."""
+    return (
+        select(OUTPUT_CHUNKS.c.record_id, OUTPUT_CHUNKS.c.offset, OUTPUT_CHUNKS.c.data)
+        .where(
+            in_list(OUTPUT_CHUNKS.c.record_id, "record_id", count),
+            OUTPUT_CHUNKS.c.offset < bindparam("below"),
+        )
+        .order_by(OUTPUT_CHUNKS.c.record_id, OUTPUT_CHUNKS.c.offset)
     )
-    .order_by(OUTPUT_CHUNKS.c.record_id, OUTPUT_CHUNKS.c.offset)
-)
 
 
 def read_ranges(conn: Connection, ranges: Mapping[str, tuple[int, int]]) -> dict[str, bytes]:
     """Bytes [start, end) of many records' output, {record_id: (start, end)}, read in one
     statement per RANGES_PER_READ records rather than one per record (a watcher of a
     50-instance invocation looks at 50 records at once). Records read from offset 0 (the
-    usual case: a quick task's whole output) share one prebuilt statement."""
+    usual case: a quick task's whole output) share a statement built once per count."""
     wanted = [(r, s, e) for r, (s, e) in ranges.items() if e > s]
     parts: dict[str, list[bytes]] = {r: [] for r, _, _ in wanted}
     from_start = {r: e for r, s, e in wanted if s == 0}
@@ -57,7 +62,7 @@ def read_ranges(conn: Connection, ranges: Mapping[str, tuple[int, int]]) -> dict
         ids = list(from_start)[first : first + RANGES_PER_READ]
         below = max(from_start[r] for r in ids)
         for record_id, offset, data in conn.execute(
-            _FROM_START, {"record_ids": ids, "below": below}
+            _from_start(len(ids)), {**in_values("record_id", ids), "below": below}
         ).all():
             end = from_start[record_id]
             if offset < end:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import Dialect, String
+from sqlalchemy import BindParameter, Dialect, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -76,3 +76,20 @@ def detect_postgres_folding(dialect: Dialect, dbapi_connection: Any) -> None:
 def contains_text(column: ColumnElement[str], text: str) -> ColumnElement[bool]:
     """`column` contains `text`, ignoring case; `%` and `_` are not wildcards."""
     return _Lowered(column).contains(text.lower(), autoescape=True)
+
+
+# The escape character of contains_param's patterns: the one `autoescape=True` uses.
+_ESCAPE = "/"
+
+
+def contains_param(column: ColumnElement[str], param: BindParameter[str]) -> ColumnElement[bool]:
+    """`contains_text` with the text as a bound parameter, for statements built once: the same
+    SQL, to be given `contains_value(text)`."""
+    return _Lowered(column).contains(param, escape=_ESCAPE)
+
+
+def contains_value(text: str) -> str:
+    """The value of a `contains_param` parameter: `text` lowered, its `%`, `_` and escape
+    characters escaped (what `autoescape=True` does to a literal)."""
+    escaped = text.lower().replace(_ESCAPE, _ESCAPE + _ESCAPE)
+    return escaped.replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Column,
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain.fields import check_instances_found
@@ -31,15 +41,22 @@ def tags_of(conn: Connection, instance_ids: Sequence[str]) -> dict[str, dict[str
     return found
 
 
+# A tag's key or value in a selector: text, or a bound parameter in a statement built once.
+TagTerm = str | BindParameter[str]
+
+
 def tagged_with(
-    selector: TagPairs, owner: Column[str], tags: Table, tag_owner: Column[str]
+    selector: Sequence[tuple[TagTerm, TagTerm]],
+    owner: Column[str],
+    tags: Table,
+    tag_owner: Column[str],
 ) -> list[ColumnElement[bool]]:
     """Conditions: the row whose id is `owner` has every tag of `selector` in the table
-    `tags` (key, value, and `tag_owner` naming the row)."""
+    `tags` (key, value, and `tag_owner` naming the row); an empty value matches any."""
     conditions: list[ColumnElement[bool]] = []
     for key, value in selector:
         matching = select(tag_owner).where(tags.c.key == key)
-        if value:
+        if not isinstance(value, str) or value:
             matching = matching.where(tags.c.value == value)
         conditions.append(owner.in_(matching))
     return conditions
