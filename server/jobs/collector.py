@@ -6,7 +6,9 @@ long-lived objects, and every agent stream keeps a read outstanding for a whole 
 interval, so the objects of each read live long enough to reach that generation: at 50,000
 idle agents the oldest generation was collected every few seconds, about a fifth of a core
 (py-spy: `gc_collect_main`, mostly under the heartbeat batch that set it off). Here the young
-generations are collected as before, and the oldest every `period` seconds.
+generations are collected as before, and the oldest every `period` seconds; what survives is
+frozen, so that the next collections walk only what is newer (a whole-heap walk at 50,000
+agents takes seconds), and thawed every few collections.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 log = logging.getLogger(__name__)
 
 COLLECT_SECONDS = 60.0
+# Every this many collections, the frozen objects are collected too.
+FULL_EVERY = 10
 # A threshold the oldest generation's counter never reaches.
 NEVER = 2**31 - 1
 
@@ -39,11 +43,18 @@ class OldGenerationCollector:
         if self._thresholds is not None:
             gc.set_threshold(*self._thresholds)
             self._thresholds = None
+            gc.unfreeze()
 
     def collect(self) -> int:
-        """One collection of every generation; returns the unreachable objects found."""
+        """One collection; returns the unreachable objects found. What survives it is frozen
+        (left out of later collections: the connected agents' objects, mostly), and every
+        `FULL_EVERY`th collection thaws it first, so a frozen object that became garbage
+        waits at most that many periods."""
         started = time.perf_counter()
+        if self.collections % FULL_EVERY == 0:
+            gc.unfreeze()
         found = gc.collect()
+        gc.freeze()
         self.collections += 1
         took = time.perf_counter() - started
         if took > 0.1:

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import weakref
 
-from cloudassist.server.jobs.collector import NEVER, OldGenerationCollector
+from cloudassist.server.jobs.collector import FULL_EVERY, NEVER, OldGenerationCollector
 
 
 class Node:
@@ -51,3 +51,23 @@ async def test_the_job_restores_the_thresholds_when_stopped() -> None:
     job.cancel()
     await asyncio.gather(job, return_exceptions=True)
     assert gc.get_threshold() == before
+
+
+def test_what_a_collection_froze_is_freed_by_the_next_full_one() -> None:
+    collector = OldGenerationCollector()
+    collector.install()
+    try:
+        collector.collect()  # the first is full
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        collector.collect()  # a and b survive it, and are frozen
+        del a, b
+        for _ in range(FULL_EVERY - 2):
+            collector.collect()
+            assert gone() is not None, "a frozen cycle was collected before a full collection"
+        collector.collect()  # the FULL_EVERY-th: thawed, then collected
+        assert gone() is None
+    finally:
+        collector.uninstall()
+    assert gc.get_freeze_count() == 0
