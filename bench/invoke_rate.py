@@ -38,6 +38,7 @@ from bench.floors import (
     messages_per_record,
 )
 from cloudassist.v1 import agent_pb2, agent_pb2_grpc, command_pb2, command_pb2_grpc, instance_pb2
+from tests.postgres import database_url
 from tests.support import ServerProcess, client_channel
 
 OUTPUT = b"hi\n"
@@ -271,33 +272,24 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.seconds += args.warmup
-    postgres = None
-    db_url = None
-    if args.servers > 1 or args.postgres:
-        from tests.postgres import PostgresServer
-
-        postgres = PostgresServer()
-        postgres.start()
-        db_url = postgres.new_database()
     servers: list[ServerProcess] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="cloudassist-rate-") as tmp:
-            for n in range(args.servers):
-                server = ServerProcess(
-                    Path(tmp) / f"server-{n}", "--rate-limit", "0",
-                    "--max-invocations-per-day", "100000000", "--log-level", "WARNING",
-                    "--metrics-listen", "127.0.0.1:0", db_url=db_url,
-                )  # fmt: skip
-                servers.append(server)
-                server.start()
-            try:
-                result = asyncio.run(run(args, servers))
-            finally:
-                for server in servers:
-                    server.stop()
-    finally:
-        if postgres is not None:
-            postgres.stop()
+    with (
+        database_url(args.servers > 1 or args.postgres) as db_url,
+        tempfile.TemporaryDirectory(prefix="cloudassist-rate-") as tmp,
+    ):
+        for n in range(args.servers):
+            server = ServerProcess(
+                Path(tmp) / f"server-{n}", "--rate-limit", "0",
+                "--max-invocations-per-day", "100000000", "--log-level", "WARNING",
+                "--metrics-listen", "127.0.0.1:0", db_url=db_url,
+            )  # fmt: skip
+            servers.append(server)
+            server.start()
+        try:
+            result = asyncio.run(run(args, servers))
+        finally:
+            for server in servers:
+                server.stop()
     print(json.dumps(result), flush=True)
 
 

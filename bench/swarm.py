@@ -50,6 +50,7 @@ from cloudassist.v1 import (
     command_pb2_grpc,
     instance_pb2,
 )
+from tests.postgres import database_url
 from tests.support import ServerProcess, client_channel
 
 REGION = "cn-hangzhou"
@@ -287,35 +288,26 @@ async def run_invocations(
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    postgres = None
-    db_url = None
-    if args.postgres:
-        from tests.postgres import PostgresServer
-
-        postgres = PostgresServer()
-        postgres.start()
-        db_url = postgres.new_database()
-    try:
-        with tempfile.TemporaryDirectory(prefix="cloudassist-swarm-") as tmp:
-            server = ServerProcess(
-                Path(tmp) / "server",
-                "--max-instances-per-invocation", "50",
-                "--max-invocations-per-day", "1000000",
-                "--rate-limit", "0",
-                "--log-level", "WARNING",
-                "--heartbeat-interval", str(args.heartbeat_interval),
-                "--metrics-listen", "127.0.0.1:0",
-                *args.server_flag,
-                db_url=db_url,
-            )  # fmt: skip
-            server.start()
-            try:
-                result = await swarm_against(server, args)
-            finally:
-                server.stop()
-    finally:
-        if postgres is not None:
-            postgres.stop()
+    with (
+        database_url(args.postgres) as db_url,
+        tempfile.TemporaryDirectory(prefix="cloudassist-swarm-") as tmp,
+    ):
+        server = ServerProcess(
+            Path(tmp) / "server",
+            "--max-instances-per-invocation", "50",
+            "--max-invocations-per-day", "1000000",
+            "--rate-limit", "0",
+            "--log-level", "WARNING",
+            "--heartbeat-interval", str(args.heartbeat_interval),
+            "--metrics-listen", "127.0.0.1:0",
+            *args.server_flag,
+            db_url=db_url,
+        )  # fmt: skip
+        server.start()
+        try:
+            result = await swarm_against(server, args)
+        finally:
+            server.stop()
     result["database"] = "postgresql" if db_url else "sqlite"
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -120,3 +122,18 @@ class PostgresServer:
     def stop(self) -> None:
         self.halt()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def database_url(postgres: bool) -> Iterator[str | None]:
+    """The URL of a new database on a PostgreSQL started here (stopped on exit), or None
+    for the server's embedded default when `postgres` is false."""
+    if not postgres:
+        yield None
+        return
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server.new_database()
+    finally:
+        server.stop()

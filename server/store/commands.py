@@ -21,7 +21,14 @@ from cloudassist.server.store import convert
 from cloudassist.server.store.idempotency import IdempotencyKey, remember, replay
 from cloudassist.server.store.locks import lock_scope
 from cloudassist.server.store.search import contains_param, contains_value
-from cloudassist.server.store.statements import Count, Rows, in_list, in_values, page_total
+from cloudassist.server.store.statements import (
+    Count,
+    Rows,
+    counted_page,
+    in_list,
+    in_values,
+    page_total,
+)
 from cloudassist.server.store.tables import COMMAND_TAGS, COMMANDS
 from cloudassist.server.store.tags import TagTerm, tagged_with
 
@@ -187,16 +194,7 @@ def _command_listing(
         conditions.append(contains_param(COMMANDS.c.name, bindparam("p_name", type_=String)))
     if command_type:
         conditions.append(COMMANDS.c.type == bindparam("p_type"))
-    total = select(func.count()).select_from(COMMANDS).where(*conditions)
-    if after:
-        conditions.append(COMMANDS.c.command_id < bindparam("p_after_id"))
-    rows = (
-        select(COMMANDS)
-        .where(*conditions)
-        .order_by(COMMANDS.c.command_id.desc())
-        .limit(bindparam("p_limit"))
-    )
-    return total, rows
+    return counted_page(COMMANDS, COMMANDS.c.command_id, conditions, after, select(COMMANDS))
 
 
 def list_commands(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, select, update
 
 from cloudassist.server.domain import lifecycle, reasons
 from cloudassist.server.domain.agents import AgentIdentity, HeldTask
@@ -26,6 +27,7 @@ from cloudassist.server.domain.tasks import Task
 from cloudassist.server.store.instances import mark_offline
 from cloudassist.server.store.invocations import FirePlan, insert_records, tasks_for
 from cloudassist.server.store.rollup import sync_invocations
+from cloudassist.server.store.statements import MAX_FIXED_IN, in_list, in_values
 from cloudassist.server.store.tables import INSTANCES, INVOCATION_INSTANCES, INVOCATIONS, RECORDS
 from cloudassist.server.store.tags import replace_agent_tags
 from cloudassist.server.store.transitions import change_values, orders_of
@@ -57,9 +59,14 @@ class Goodbye:
 PresenceChange = Hello | Goodbye
 
 
-_SECRETS = select(INSTANCES.c.instance_id, INSTANCES.c.secret_hash).where(
-    INSTANCES.c.instance_id.in_(bindparam("p_ids", expanding=True))
-)
+@lru_cache(maxsize=MAX_FIXED_IN)
+def _secrets(count: int) -> Select[Any]:
+    """The stored secrets of `count` instances (`p_id_<n>`)."""
+    return select(INSTANCES.c.instance_id, INSTANCES.c.secret_hash).where(
+        in_list(INSTANCES.c.instance_id, "p_id", count)
+    )
+
+
 _ONLINE = (
     update(INSTANCES)
     .where(INSTANCES.c.instance_id == bindparam("p_instance_id"))
@@ -92,10 +99,17 @@ _OPEN = (
     )
     .order_by(RECORDS.c.record_id)
 )
-_HELD = select(RECORDS).where(
-    RECORDS.c.record_id.in_(bindparam("p_record_ids", expanding=True)),
-    RECORDS.c.instance_id == bindparam("p_instance_id"),
-)
+
+
+@lru_cache(maxsize=MAX_FIXED_IN)
+def _held(count: int) -> Select[Any]:
+    """The records among `count` (`p_record_id_<n>`) that are the instance's."""
+    return select(RECORDS).where(
+        in_list(RECORDS.c.record_id, "p_record_id", count),
+        RECORDS.c.instance_id == bindparam("p_instance_id"),
+    )
+
+
 _TIMEOUT = select(INVOCATIONS.c.timeout_seconds).where(
     INVOCATIONS.c.invoke_id == bindparam("p_invoke_id")
 )
@@ -138,7 +152,10 @@ def presence_changes(
     `agent_hello` returns, or the Unauthenticated it raises (nothing of that hello is
     written); a goodbye's is None."""
     ids = [c.agent.instance_id for c in changes if isinstance(c, Hello)]
-    stored = {r.instance_id: r.secret_hash for r in conn.execute(_SECRETS, {"p_ids": ids})}
+    stored = {}
+    if ids:
+        found = conn.execute(_secrets(len(ids)), in_values("p_id", ids))
+        stored = {r.instance_id: r.secret_hash for r in found}
     outcomes: list[HelloStored | Unauthenticated | None] = []
     for change in changes:
         if isinstance(change, Goodbye):
@@ -203,7 +220,8 @@ def _store_hello(conn: Connection, hello: Hello, now_ms: int, server_id: str) ->
     known: dict[str, Row[Any]] = {}
     if held_ids:
         rows = conn.execute(
-            _HELD, {"p_record_ids": list(held_ids), "p_instance_id": instance_id}
+            _held(len(held_ids)),
+            {**in_values("p_record_id", sorted(held_ids)), "p_instance_id": instance_id},
         ).all()
         known = {r.record_id: r for r in rows}
     acks: Acks = []

@@ -19,7 +19,14 @@ from cloudassist.server.store import convert
 from cloudassist.server.store.invocations import get_invocation, invocations_of
 from cloudassist.server.store.output import read_range, read_ranges
 from cloudassist.server.store.search import contains_param, contains_value
-from cloudassist.server.store.statements import Count, Rows, in_list, in_values, page_total
+from cloudassist.server.store.statements import (
+    Count,
+    Rows,
+    counted_page,
+    in_list,
+    in_values,
+    page_total,
+)
 from cloudassist.server.store.tables import (
     INVOCATION_INSTANCES,
     INVOCATIONS,
@@ -35,7 +42,6 @@ RESULT_OUTPUT_TAIL = 24 * 1024
 # more than SQLite takes to run it. The shapes are few: one flag per filter.
 _ACCOUNT: BindParameter[str] = bindparam("p_account_id")
 _REGION: BindParameter[str] = bindparam("p_region_id")
-_LIMIT: BindParameter[int] = bindparam("p_limit")
 
 
 @lru_cache(maxsize=128)
@@ -72,16 +78,9 @@ def _invocation_listing(
         )
     if status:
         conditions.append(INVOCATIONS.c.status == bindparam("p_status"))
-    total = select(func.count()).select_from(INVOCATIONS).where(*conditions)
-    if after:
-        conditions.append(INVOCATIONS.c.invoke_id < bindparam("p_after_id"))
-    rows = (
-        select(INVOCATIONS)
-        .where(*conditions)
-        .order_by(INVOCATIONS.c.invoke_id.desc())
-        .limit(_LIMIT)
+    return counted_page(
+        INVOCATIONS, INVOCATIONS.c.invoke_id, conditions, after, select(INVOCATIONS)
     )
-    return total, rows
 
 
 def list_invocations(
@@ -174,9 +173,6 @@ def _result_listing(
             .scalar_subquery()
         )
     joined = RECORDS.join(INVOCATIONS, RECORDS.c.invoke_id == INVOCATIONS.c.invoke_id)
-    total = select(func.count()).select_from(joined).where(*conditions)
-    if after:
-        conditions.append(RECORDS.c.record_id < bindparam("p_after_id"))
     # An output stored as one chunk that the tail holds whole (a quick task's) comes with its
     # record, which saves reading it apart.
     whole = joined.outerjoin(
@@ -188,14 +184,8 @@ def _result_listing(
             RECORDS.c.output_size <= RESULT_OUTPUT_TAIL,
         ),
     )
-    rows = (
-        select(*RECORD_COLUMNS, OUTPUT_CHUNKS.c.data.label("whole_output"))
-        .select_from(whole)
-        .where(*conditions)
-        .order_by(RECORDS.c.record_id.desc())
-        .limit(_LIMIT)
-    )
-    return total, rows
+    rows = select(*RECORD_COLUMNS, OUTPUT_CHUNKS.c.data.label("whole_output")).select_from(whole)
+    return counted_page(joined, RECORDS.c.record_id, conditions, after, rows)
 
 
 def list_results(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
-from sqlalchemy import Connection, Select, bindparam
+from sqlalchemy import BindParameter, Connection, FromClause, Select, bindparam, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from cloudassist.server.domain.pagination import Page
@@ -20,6 +20,9 @@ from cloudassist.server.domain.pagination import Page
 # A listing's statements: the count of what its filters match, and its rows.
 Count: TypeAlias = Select[int]
 Rows: TypeAlias = Select[*tuple[Any, ...]]
+
+# A page's rows: one more than the page holds, to know whether there is a next one.
+PAGE_LIMIT: BindParameter[int] = bindparam("p_limit")
 
 # The longest list given one parameter per element; longer ones expand at execution.
 MAX_FIXED_IN = 128
@@ -54,3 +57,19 @@ def page_total(
         return fetched
     total: int = conn.execute(count, params).scalar_one()
     return total
+
+
+def counted_page(
+    counted: FromClause,
+    key: ColumnElement[str],
+    conditions: Sequence[ColumnElement[bool]],
+    after: bool,
+    rows: Rows,
+) -> tuple[Count, Rows]:
+    """A listing's two statements: the count of the rows of `counted` that `conditions`
+    match, and `rows` filtered by them, newest `key` first, `p_limit` of them, after the
+    previous page's last id (`p_after_id`) when `after`."""
+    total = select(func.count()).select_from(counted).where(*conditions)
+    if after:
+        conditions = [*conditions, key < bindparam("p_after_id")]
+    return total, rows.where(*conditions).order_by(key.desc()).limit(PAGE_LIMIT)
