@@ -313,15 +313,16 @@ class Journal:
             return b""
         pieces: list[bytes] = []
         end = offset + length
+        at = offset  # only bytes that follow on from `offset` (never across a released gap)
         for segment in task.segments:
             seg_end = segment.offset + segment.length
-            if seg_end <= offset or segment.offset >= end:
+            if seg_end <= at or segment.offset >= end:
                 continue
-            start = max(offset, segment.offset)
+            if segment.offset > at:
+                break
             stop = min(end, seg_end)
-            pieces.append(
-                os.pread(self._fd, stop - start, segment.position + start - segment.offset)
-            )
+            pieces.append(os.pread(self._fd, stop - at, segment.position + at - segment.offset))
+            at = stop
         return b"".join(pieces)
 
     def close(self) -> None:

@@ -191,6 +191,10 @@ class TaskMap:
             held.acked = ack.offset
             held.spooled.release(held.acked)
             self._spool.release(ack.task_id, held.acked)
+            # Reports of the stream before this one, stored after this stream's hello, can
+            # acknowledge more than this stream has sent: that output need not go again (and
+            # the journal lets go of it).
+            held.sent = max(held.sent, held.acked)
         if ack.rewind:
             held.sent = ack.offset
             held.result_sent = False

@@ -98,10 +98,12 @@ class Uploader:
         in_flight = held.sent - held.acked
         if held.sent < spooled.size and in_flight < wire.WINDOW:
             length = min(CHUNK, spooled.size - held.sent, wire.WINDOW - in_flight, max(budget, 1))
-            cached = spooled.cached(held.sent, length)
+            cached = spooled.cached(offset, length)
             if cached is None:  # older than what memory keeps (a resume): read the journal
-                cached = await self._spool.read(meta.task_id, held.sent, length)
-            data = cached
+                cached = await self._spool.read(meta.task_id, offset, length)
+            # An acknowledgement or a rewind may have moved the task on while the journal was
+            # read: then these bytes are not the next to send.
+            data = cached if held.sent == offset else b""
             if data:
                 held.sent += len(data)
                 news = True
