@@ -540,7 +540,9 @@ class Ack(_message.Message):
     REWIND_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     offset: _builtins.int
-    """Output is stored up to here."""
+    """Output is stored up to here. It may be past what this stream has sent (reports of the
+    stream before it, stored after this stream's hello): the agent goes on from here.
+    """
     result_stored: _builtins.bool
     """The result is stored: the agent may forget the task."""
     rewind: _builtins.bool
