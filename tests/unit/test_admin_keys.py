@@ -4,7 +4,6 @@ and reading): a key the operator provides, and a key issued straight into the da
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from cloudassist.server.store.admin_keys import (
     register_provided_key,
 )
 from cloudassist.server.store.tables import ACCOUNTS, API_KEYS
-from tests.unit.tenancy import new_engine
 
 NOW = 1_700_000_000_000
 PAGE = Page(size=50, after_id=None, fingerprint="test")
@@ -34,13 +32,6 @@ PEER = "local:ops@host"
 
 def provided_key() -> tuple[str, str]:
     return f"k-{secrets.token_hex(10)}", secrets.token_hex(32)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = new_engine(tmp_path)
-    yield engine
-    engine.dispose()
 
 
 def _admin_of(engine: Engine, key_id: str, secret: str) -> bool:

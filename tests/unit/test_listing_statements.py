@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, insert
@@ -24,7 +22,7 @@ from cloudassist.server.store.invocations import InvocationPlan
 from cloudassist.server.store.reports import apply_reports
 from cloudassist.server.store.results import RESULT_OUTPUT_TAIL, list_invocations, list_results
 from cloudassist.server.store.tables import RECORDS
-from tests.unit.tenancy import REGION, Tenant, new_engine, new_tenant
+from tests.unit.tenancy import REGION, Tenant, new_tenant
 
 NOW = 1_700_000_000_000
 PAGE = Page(size=50, after_id=None, fingerprint="test")
@@ -32,13 +30,6 @@ PAGE = Page(size=50, after_id=None, fingerprint="test")
 
 def page(size: int, after_id: str | None = None) -> Page:
     return Page(size=size, after_id=after_id, fingerprint="test")
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = new_engine(tmp_path)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

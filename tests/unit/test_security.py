@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,19 +44,12 @@ from cloudassist.server.store.results import (
 )
 from cloudassist.server.store.tables import ACCOUNTS, RECORDS
 from cloudassist.server.store.watch import watch_snapshot
-from tests.unit.tenancy import DAY_MS, REGION, Tenant, new_engine, new_tenant
+from tests.unit.tenancy import DAY_MS, REGION, Tenant, new_tenant
 
 NOW = 1_700_000_000_000
 PAGE = Page(size=50, after_id=None, fingerprint="test")
 INVOKE_ID = "t-acme"
 RECORD_ID = "r-acme-i-1"
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = new_engine(tmp_path)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

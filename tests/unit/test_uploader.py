@@ -73,6 +73,23 @@ async def _sent_until(outbox: asyncio.Queue[pb.ConnectRequest], end: int) -> lis
                     return reports
 
 
+async def _upload(tasks: TaskMap, spool: Spool, output: bytes, stalled: str) -> list[pb.TaskReport]:
+    """Runs an uploader until it has sent the end of `output`; each report is at its offset."""
+    outbox: asyncio.Queue[pb.ConnectRequest] = asyncio.Queue()
+    uploader = asyncio.create_task(Uploader(tasks, spool).run(outbox, protocol=2))
+    try:
+        reports = await asyncio.wait_for(_sent_until(outbox, len(output)), timeout=10)
+    except TimeoutError:
+        pytest.fail(f"the uploader stalled {stalled}")
+    finally:
+        uploader.cancel()
+        await asyncio.gather(uploader, return_exceptions=True)
+    for report in reports:
+        start = report.offset
+        assert report.data == output[start : start + len(report.data)], f"bytes at {start}"
+    return reports
+
+
 async def test_output_acknowledged_past_what_this_stream_sent_is_not_sent_again(
     tmp_path: Path, io: ThreadPoolExecutor
 ) -> None:
@@ -83,18 +100,7 @@ async def test_output_acknowledged_past_what_this_stream_sent_is_not_sent_again(
     tasks.welcomed({TASK: wire.Ack(TASK, PIECE)})
     tasks.apply(wire.Ack(TASK, 3 * PIECE))
     await spool.flush()  # the journal has let go of what the server holds
-    outbox: asyncio.Queue[pb.ConnectRequest] = asyncio.Queue()
-    uploader = asyncio.create_task(Uploader(tasks, spool).run(outbox, protocol=2))
-    try:
-        reports = await asyncio.wait_for(_sent_until(outbox, len(output)), timeout=10)
-    except TimeoutError:
-        pytest.fail("the uploader stalled: it never sent the output after 768 KiB")
-    finally:
-        uploader.cancel()
-        await asyncio.gather(uploader, return_exceptions=True)
-    for report in reports:
-        start = report.offset
-        assert report.data == output[start : start + len(report.data)], f"bytes at {start}"
+    reports = await _upload(tasks, spool, output, "after 768 KiB")
     assert reports[0].offset == 3 * PIECE, "output the server has is not sent again"
     assert [r.offset for r in reports] == sorted(r.offset for r in reports)
     assert reports[-1].offset + len(reports[-1].data) == len(output)
@@ -121,19 +127,8 @@ async def test_output_acknowledged_while_a_read_from_the_journal_is_under_way(
         return data
 
     spool.read = read_then_ack  # type: ignore[method-assign]
-    outbox: asyncio.Queue[pb.ConnectRequest] = asyncio.Queue()
-    uploader = asyncio.create_task(Uploader(tasks, spool).run(outbox, protocol=2))
-    try:
-        reports = await asyncio.wait_for(_sent_until(outbox, len(output)), timeout=10)
-    except TimeoutError:
-        pytest.fail("the uploader stalled after an acknowledgement during a read")
-    finally:
-        uploader.cancel()
-        await asyncio.gather(uploader, return_exceptions=True)
+    reports = await _upload(tasks, spool, output, "after an acknowledgement during a read")
     assert acked_during_read
-    for report in reports:
-        start = report.offset
-        assert report.data == output[start : start + len(report.data)], f"bytes at {start}"
     covered = acked_during_read[0]
     for report in reports:
         assert report.offset <= covered, f"a gap before {report.offset}"
